@@ -1,0 +1,254 @@
+"""Scalar math that LLVM can vectorize.
+
+Numba's LLVM has no vector math library, so a loop calling ``math.exp`` or
+``math.log`` runs one libm call per element (see ``shared/NOTES.md``). The
+functions here are written in plain float arithmetic plus bit reinterpretation,
+so loops that call them compile to SIMD code.
+
+Each function has a float32 and a float64 implementation with constants of the
+same type (a float64 constant would silently promote float32 work to float64),
+and a generic entry point (``exp``, ``log``, ``log1p``, ``sortable``) that picks
+one by the argument's type at compile time.
+
+None of them is compiled with ``fastmath``: the range reductions below rely on
+IEEE rounding (``reassoc`` would fold ``e - (u - 1)`` to zero) and on NaN
+comparisons (``nnan`` would drop the NaN checks).  Accuracy is checked against
+NumPy in ``tests/test_math.py``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic, overload
+
+from ._jit import HELPER_OPTIONS
+
+__all__ = ["exp", "log", "log1p", "sortable", "from_sortable"]
+
+
+# --- bit reinterpretation (an LLVM bitcast; ``ndarray.view`` would block SIMD) ----
+
+
+def _int_type(fty):
+    return types.int32 if fty.bitwidth == 32 else types.int64
+
+
+@intrinsic
+def _bits(typingctx, x):
+    """The IEEE bits of float ``x`` as a signed integer of the same width."""
+    if not isinstance(x, types.Float):
+        return None
+    ity = _int_type(x)
+
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], context.get_value_type(ity))
+
+    return ity(x), codegen
+
+
+@intrinsic
+def _from_bits(typingctx, i, like):
+    """The float of ``like``'s type whose bits are the low bits of integer ``i``."""
+    if not (isinstance(i, types.Integer) and isinstance(like, types.Float)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        fty = context.get_value_type(like)
+        ity = ir.IntType(like.bitwidth)
+        v = args[0]
+        if i.bitwidth > like.bitwidth:
+            v = builder.trunc(v, ity)
+        elif i.bitwidth < like.bitwidth:
+            v = builder.sext(v, ity)
+        return builder.bitcast(v, fty)
+
+    return like(i, like), codegen
+
+
+@intrinsic
+def _pow2(typingctx, n):
+    """2**n for an integral-valued float ``n`` in the normal exponent range."""
+    if not isinstance(n, types.Float):
+        return None
+    mant = 23 if n.bitwidth == 32 else 52
+    bias = 127 if n.bitwidth == 32 else 1023
+
+    def codegen(context, builder, sig, args):
+        ity = ir.IntType(n.bitwidth)
+        k = builder.fptosi(args[0], ity)
+        k = builder.add(k, ir.Constant(ity, bias))
+        k = builder.shl(k, ir.Constant(ity, mant))
+        return builder.bitcast(k, context.get_value_type(n))
+
+    return n(n), codegen
+
+
+def _flip_codegen(w):
+    # b ^ ((b >> (w-1)) & 0x7f..f): flips the magnitude bits of negative floats so
+    # that signed-integer order equals float order. The map is its own inverse.
+    def flip(builder, b):
+        lty = ir.IntType(w)
+        sign = builder.ashr(b, ir.Constant(lty, w - 1))
+        return builder.xor(b, builder.and_(sign, ir.Constant(lty, (1 << (w - 1)) - 1)))
+
+    return flip
+
+
+@intrinsic
+def sortable(typingctx, x):
+    """Map a float to a signed integer with the same ordering (for SIMD max).
+
+    Integer max reductions vectorize without fast-math flags; float ones do not.
+    Positive NaNs map above +inf, so a max over keys also reports NaN.
+    """
+    if not isinstance(x, types.Float):
+        return None
+    ity = _int_type(x)
+    flip = _flip_codegen(x.bitwidth)
+
+    def codegen(context, builder, sig, args):
+        return flip(builder, builder.bitcast(args[0], ir.IntType(x.bitwidth)))
+
+    return ity(x), codegen
+
+
+@intrinsic
+def from_sortable(typingctx, k, like):
+    """Inverse of :func:`sortable`; ``like`` supplies the float type."""
+    if not (isinstance(k, types.Integer) and isinstance(like, types.Float)):
+        return None
+    if k.bitwidth != like.bitwidth:
+        return None
+    flip = _flip_codegen(like.bitwidth)
+
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(flip(builder, args[0]), context.get_value_type(like))
+
+    return like(k, like), codegen
+
+
+# --- exp ----------------------------------------------------------------------
+# exp(x) = 2**n * exp(f), n = rint(x / ln2), |f| <= ln2 / 2, exp(f) by its Taylor
+# polynomial (degree 7 for float32, 13 for float64: truncation < 1e-8 / 1e-17
+# relative). 2**n is applied as two factors so that results in the subnormal range
+# round once and correctly, and overflow gives inf.
+
+_LN2_HI = 0.693145751953125  # ln2 split so that n * _LN2_HI is exact
+_LN2_LO = 1.42860682030941723212e-6
+
+
+def _make_exp(ft, degree, lo, hi):
+    log2e = ft(1.4426950408889634)
+    ln2_hi, ln2_lo = ft(_LN2_HI), ft(_LN2_LO)
+    c = tuple(ft(1.0 / math.factorial(k)) for k in range(degree + 1))
+    lo, hi, half = ft(lo), ft(hi), ft(0.5)
+
+    @njit(**HELPER_OPTIONS)
+    def _exp(x):
+        xc = x if x > lo else lo  # NaN -> lo: the integer path never sees NaN
+        xc = xc if xc < hi else hi
+        n = np.rint(xc * log2e)
+        xr = x if x != x else xc  # ...but the polynomial does, so NaN propagates
+        f = (xr - n * ln2_hi) - n * ln2_lo
+        p = c[degree]
+        for k in range(degree - 1, -1, -1):
+            p = p * f + c[k]
+        n1 = np.floor(n * half)
+        return p * _pow2(n1) * _pow2(n - n1)
+
+    return _exp
+
+
+_exp32 = _make_exp(np.float32, 7, -104.0, 89.0)
+_exp64 = _make_exp(np.float64, 13, -746.0, 710.0)
+
+
+# --- log and log1p ------------------------------------------------------------
+# x = 2**k * m with m in [sqrt(1/2), sqrt(2)), log(m) = 2 atanh(s), s = (m-1)/(m+1),
+# |s| <= 0.1716, so the atanh series converges fast (5 / 10 terms after s).
+
+
+def _make_log(ft, ity, mant, nterms):
+    mant_mask = ity((1 << mant) - 1)
+    sqrt_half_bits = ity(0x3F3504F3) if ft is np.float32 else ity(0x3FE6A09E667F3BCD)
+    tiny = ft(np.finfo(ft).tiny)
+    scale_up = ft(2.0 ** (mant + 1))
+    scale_k = ft(mant + 1)
+    ln2 = ft(math.log(2.0))
+    two, one, zero = ft(2.0), ft(1.0), ft(0.0)
+    c = tuple(ft(1.0 / (2 * j + 1)) for j in range(nterms + 1))
+    inf, nan = ft(np.inf), ft(np.nan)
+
+    @njit(**HELPER_OPTIONS)
+    def _atanh2(s):
+        # 2 atanh(s) = log((1+s)/(1-s)) for |s| <= 0.1716, by its odd series
+        z = s * s
+        p = c[nterms]
+        for j in range(nterms - 1, -1, -1):
+            p = p * z + c[j]
+        return two * s * p
+
+    @njit(**HELPER_OPTIONS)
+    def _split(x):
+        # x = 2**k * m, m in [sqrt(1/2), sqrt(2)), for normal positive x
+        i = _bits(x) - sqrt_half_bits
+        return ft(i >> mant), _from_bits((i & mant_mask) + sqrt_half_bits, x)
+
+    @njit(**HELPER_OPTIONS)
+    def _log(x):
+        sub = x < tiny  # subnormal (or <= 0): scale into the normal range first
+        k, m = _split(x * scale_up if sub else x)
+        k = k - scale_k if sub else k
+        r = k * ln2 + _atanh2((m - one) / (m + one))
+        r = x if x == inf else r
+        r = -inf if x == zero else r
+        return r if x >= zero else nan  # negative or NaN
+
+    @njit(**HELPER_OPTIONS)
+    def _log1p(x):
+        u = one + x
+        k, m = _split(u)
+        # u rounds 1 + x; err = x - (u - 1) is exactly what was lost. Adding it back
+        # to m - 1 (scaled like m) keeps full relative accuracy for tiny x.
+        err = x - (u - one)
+        f = (m - one) + err * _pow2(-k)
+        r = k * ln2 + _atanh2(f / (two + f))
+        r = x if u == one else r  # |x| < eps/2: log1p(x) rounds to x (also subnormals)
+        r = x if x == inf else r
+        r = -inf if x == -one else r
+        return r if x >= -one else nan
+
+    return _log, _log1p
+
+
+_log32, _log1p32 = _make_log(np.float32, np.int32, 23, 5)
+_log64, _log1p64 = _make_log(np.float64, np.int64, 52, 10)
+
+
+# --- generic entry points -------------------------------------------------------
+
+
+def _generic(name, f32, f64):
+    def stub(x):
+        raise NotImplementedError(f"fastmle._math.{name} is only callable from jitted code")
+
+    stub.__name__ = name
+
+    @overload(stub, jit_options=HELPER_OPTIONS)
+    def _ov(x):
+        if x == types.float32:
+            return lambda x: f32(x)
+        if x == types.float64:
+            return lambda x: f64(x)
+        return None
+
+    return stub
+
+
+exp = _generic("exp", _exp32, _exp64)
+log = _generic("log", _log32, _log64)
+log1p = _generic("log1p", _log1p32, _log1p64)

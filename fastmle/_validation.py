@@ -1,0 +1,90 @@
+"""The one place where inputs are checked and converted before a kernel runs.
+
+Numba does no bounds checking, so every shape, index and dtype is settled here.
+Conversions happen only when needed: a C-contiguous float32/float64 array is
+passed through as it is (read-only arrays too, kernels never write to inputs
+unless asked to with ``out=``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+REDUCTIONS = ("none", "mean", "sum")
+
+
+def check_reduction(reduction: str, allowed: tuple[str, ...] = REDUCTIONS) -> str:
+    if not isinstance(reduction, str) or reduction not in allowed:
+        raise ValueError(
+            f"reduction={reduction!r} is not valid: use one of {', '.join(map(repr, allowed))}"
+        )
+    return reduction
+
+
+def _reject_non_numeric(a: np.ndarray, name: str) -> None:
+    kind = a.dtype.kind
+    if kind == "c":
+        raise TypeError(f"{name} has complex dtype {a.dtype}: pass real values (e.g. {name}.real)")
+    if kind not in "biuf":
+        raise TypeError(
+            f"{name} has dtype {a.dtype}, which is not numeric: pass a float32 or float64 array"
+        )
+
+
+def float_dtype(a: np.ndarray) -> np.dtype:
+    """The dtype a kernel computes in for ``a``: float32 stays float32, float16
+    is computed in float32, everything else (float64, ints, bool) in float64."""
+    if a.dtype == np.float32 or a.dtype == np.float16:
+        return np.dtype(np.float32)
+    return np.dtype(np.float64)
+
+
+def as_float_array(a, name: str, dtype=None) -> np.ndarray:
+    """``a`` as a C-contiguous float32/float64 array, copied only if it must be.
+
+    ``dtype=None`` keeps float32/float64 and picks :func:`float_dtype` otherwise.
+    """
+    arr = np.asarray(a)
+    _reject_non_numeric(arr, name)
+    dt = float_dtype(arr) if dtype is None else np.dtype(dtype)
+    return np.ascontiguousarray(arr, dtype=dt)
+
+
+def check_out(out, shape: tuple[int, ...], dtype: np.dtype, name: str = "out") -> np.ndarray:
+    """Validate a caller's gradient buffer; it is written in place."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{name} must be a NumPy array, got {type(out).__name__}")
+    if out.shape != tuple(shape):
+        raise ValueError(f"{name} has shape {out.shape}, the gradient has shape {tuple(shape)}")
+    if out.dtype != dtype:
+        raise TypeError(f"{name} has dtype {out.dtype}, the gradient is {dtype}: pass a {dtype} array")
+    if not out.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous (np.ascontiguousarray)")
+    if not out.flags.writeable:
+        raise ValueError(f"{name} is read-only")
+    return out
+
+
+def check_finite_scalar(value, name: str) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}") from None
+    if not np.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {v}")
+    return v
+
+
+def broadcast_operand(a, name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """An auxiliary operand (target, weight, ...) that must broadcast to ``shape``."""
+    arr = as_float_array(a, name, dtype)
+    try:
+        b = np.broadcast_shapes(arr.shape, shape)
+    except ValueError:
+        b = None
+    if b != tuple(shape):
+        raise ValueError(
+            f"{name} has shape {arr.shape}, which does not broadcast to the input's shape "
+            f"{tuple(shape)}"
+        )
+    return arr

@@ -1,0 +1,383 @@
+"""Softmax cross-entropy (the categorical negative log-likelihood) and its gradient.
+
+For logits x (N, C), targets t and class weights w, with q the target
+distribution (one-hot at t, or given probabilities) smoothed as
+q' = (1 - eps) q + eps / C, the loss of row i is
+
+    loss_i = sum_j w_j q'_ij (lse_i - x_ij),   lse_i = log sum_j exp(x_ij)
+
+and its gradient is  d loss_i / d x_ij = p_ij * sum_k w_k q'_ik - w_j q'_ij,
+p = softmax(x). Minimising the mean of loss_i over data drawn from p_data is
+minimising KL(p_data || p_model): cross-entropy minus the (constant) data entropy.
+
+Numerics: with m = max_j x_ij, s = sum_j exp(x_ij - m) >= 1 cannot overflow, and
+lse_i - x_ij = log s - (x_ij - m) is a sum of two non-negative terms, so the loss
+keeps full relative accuracy even when it is tiny. Row sums are accumulated in
+float64.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from . import _rows
+from ._jit import PARALLEL_OPTIONS
+from ._math import exp
+from ._threading import launch
+from ._validation import as_float_array, check_out, check_reduction, float_dtype
+
+__all__ = [
+    "cross_entropy",
+    "cross_entropy_grad",
+    "cross_entropy_value_and_grad",
+]
+
+# --- kernels --------------------------------------------------------------------
+
+
+@njit(**PARALLEL_OPTIONS)
+def _check_labels(target, n_classes, ignore_index, weight):
+    """(number of bad labels, index of the first one, sum of weight[t] over kept rows)."""
+    n = target.size
+    per = 65536
+    nchunks = (n + per - 1) // per
+    bad = np.zeros(nchunks, np.int64)
+    first = np.full(nchunks, -1, np.int64)
+    wsum = np.zeros(nchunks)
+    for c in prange(nchunks):
+        acc = 0.0
+        nb = 0
+        fb = -1
+        for i in range(c * per, min(n, (c + 1) * per)):
+            t = target[i]
+            if t == ignore_index:
+                continue
+            if t < 0 or t >= n_classes:
+                nb += 1
+                if fb < 0:
+                    fb = i
+            else:
+                acc += np.float64(weight[t])
+        bad[c] = nb
+        first[c] = fb
+        wsum[c] = acc
+    nbad = 0
+    fbad = -1
+    total = 0.0
+    for c in range(nchunks):
+        nbad += bad[c]
+        if fbad < 0:
+            fbad = first[c]
+        total += wsum[c]
+    return nbad, fbad, total
+
+
+@njit(**PARALLEL_OPTIONS)
+def _ce_index_kernel(x, target, weight, ignore_index, eps, scale, grad, want_grad, rows_out,
+                     want_rows, per_chunk):
+    n, c_ = x.shape
+    nchunks = (n + per_chunk - 1) // per_chunk
+    partial = np.zeros(nchunks)
+    w_total = 0.0
+    for j in range(c_):
+        w_total += np.float64(weight[j])
+    smooth = eps > 0.0
+    keep = 1.0 - eps
+    # per-class part of the smoothed gradient: scale * eps * w_j / C
+    shift = (weight * (scale * eps / c_)).astype(x.dtype)
+    for c in prange(nchunks):
+        scratch = np.empty(0 if want_grad else c_, x.dtype)
+        acc = 0.0
+        for i in range(c * per_chunk, min(n, (c + 1) * per_chunk)):
+            xi = x[i]
+            gi = grad[i] if want_grad else scratch
+            t = target[i]
+            li = 0.0
+            if t == ignore_index:
+                if want_grad:
+                    gi[:] = 0
+            else:
+                xt = np.float64(xi[t])  # read before gi (possibly xi itself) is overwritten
+                m = xi[0] if c_ == 1 else _rows.row_max(xi)
+                if not math.isfinite(m):  # a row with +inf, NaN or only -inf: NaN, like PyTorch
+                    li = np.nan
+                    if want_grad:
+                        gi[:] = np.nan
+                else:
+                    if smooth:
+                        s, sd = _rows.exp_row_weighted(xi, m, gi, weight)
+                    else:
+                        s = _rows.exp_row(xi, m, gi)
+                        sd = 0.0
+                    ls = math.log(s)
+                    wt = np.float64(weight[t])
+                    li = keep * wt * (ls - (xt - np.float64(m)))
+                    if smooth:
+                        li += eps / c_ * (w_total * ls - sd)
+                    if want_grad:
+                        a = scale * (keep * wt + eps * w_total / c_) / s
+                        if smooth:
+                            _rows.scale_shift_row(gi, _rows.cast(a, x), shift)
+                        else:
+                            _rows.scale_row(gi, _rows.cast(a, x))
+                        gi[t] -= _rows.cast(scale * keep * wt, x)
+            if want_rows:
+                rows_out[i] = li
+            acc += li
+        partial[c] = acc
+    return partial
+
+
+@njit(**PARALLEL_OPTIONS)
+def _ce_prob_kernel(x, y, weight, eps, scale, grad, want_grad, rows_out, want_rows, per_chunk):
+    n, c_ = x.shape
+    nchunks = (n + per_chunk - 1) // per_chunk
+    partial = np.zeros(nchunks)
+    keep = _rows.cast(1.0 - eps, x)
+    spread = _rows.cast(eps / c_, x)
+    zero = _rows.cast(0.0, x)
+    for c in prange(nchunks):
+        scratch = np.empty(0 if want_grad else c_, x.dtype)
+        acc = 0.0
+        for i in range(c * per_chunk, min(n, (c + 1) * per_chunk)):
+            xi = x[i]
+            yi = y[i]
+            gi = grad[i] if want_grad else scratch
+            m = xi[0] if c_ == 1 else _rows.row_max(xi)
+            if not math.isfinite(m):
+                li = np.nan
+                if want_grad:
+                    gi[:] = np.nan
+            else:
+                s = 0.0
+                wq_sum = 0.0
+                wqd_sum = 0.0
+                for j in range(c_):
+                    d = xi[j] - m
+                    wq = weight[j] * (keep * yi[j] + spread)
+                    v = exp(d)
+                    gi[j] = v
+                    s += v
+                    wq_sum += wq
+                    # 0 * (-inf) counts as 0: a class with no target mass adds nothing
+                    wqd_sum += np.float64(wq) * np.float64(d) if wq != zero else 0.0
+                li = wq_sum * math.log(s) - wqd_sum
+                if want_grad:
+                    a = _rows.cast(scale * wq_sum / s, x)
+                    sc = _rows.cast(scale, x)
+                    for j in range(c_):
+                        gi[j] = gi[j] * a - sc * weight[j] * (keep * yi[j] + spread)
+            if want_rows:
+                rows_out[i] = li
+            acc += li
+        partial[c] = acc
+    return partial
+
+
+# --- validation -----------------------------------------------------------------
+
+
+def _prepare(input, target, weight, ignore_index, reduction, label_smoothing):
+    reduction = check_reduction(reduction)
+    x = as_float_array(input, "input")
+    if x.ndim not in (1, 2):
+        raise ValueError(
+            f"input must be logits of shape (N, C) or (C,), got {x.ndim}-D shape {x.shape}; "
+            "for (N, C, d1, ...) move the class axis last and reshape to (-1, C)"
+        )
+    if x.shape[-1] == 0:
+        raise ValueError("input has no classes (C = 0)")
+    n_classes = x.shape[-1]
+    dt = x.dtype
+    try:
+        eps = float(label_smoothing)
+    except (TypeError, ValueError):
+        raise TypeError("label_smoothing must be a float in [0, 1]") from None
+    if not 0.0 <= eps <= 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
+    if not isinstance(ignore_index, (int, np.integer)) or isinstance(ignore_index, bool):
+        raise TypeError(f"ignore_index must be an int, got {type(ignore_index).__name__}")
+    if weight is None:
+        w = np.ones(n_classes, dt)
+    else:
+        w = as_float_array(weight, "weight", dt)
+        if w.shape != (n_classes,):
+            raise ValueError(
+                f"weight has shape {w.shape}; it needs one entry per class: shape ({n_classes},)"
+            )
+    t = np.asarray(target)
+    if t.dtype.kind == "f":
+        if t.shape != x.shape:
+            raise ValueError(
+                f"target has floating dtype {t.dtype}, so it is read as class probabilities and "
+                f"must have the input's shape {x.shape}; got {t.shape}. For class indices pass "
+                "an integer array of shape (N,)"
+            )
+        if ignore_index >= 0:
+            raise ValueError("ignore_index is not supported for class-probability targets")
+        probs = True
+        t = as_float_array(t, "target", dt)
+    elif t.dtype.kind in "iu":
+        if t.shape != x.shape[:-1]:
+            raise ValueError(
+                f"target holds class indices and must have shape {x.shape[:-1]} "
+                f"(one per row of input {x.shape}); got {t.shape}"
+            )
+        probs = False
+        if t.dtype not in (np.int32, np.int64):
+            if t.dtype == np.uint64 and t.size and t.max() > np.iinfo(np.int64).max:
+                raise ValueError("target holds class indices larger than int64")
+            t = t.astype(np.int64)
+        t = np.ascontiguousarray(t)
+    else:
+        raise TypeError(
+            f"target has dtype {t.dtype}: pass integer class indices of shape (N,) or float "
+            "class probabilities of the input's shape"
+        )
+    one_d = x.ndim == 1
+    x2 = x.reshape(1, n_classes) if one_d else x
+    t2 = t.reshape(x2.shape if probs else (x2.shape[0],))
+    n = x2.shape[0]
+    if probs:
+        denom = float(n)
+    else:
+        nbad, first, wsum = _check_labels(t2, n_classes, int(ignore_index), w)
+        if nbad:
+            raise ValueError(
+                f"target holds {nbad} class index(es) outside [0, {n_classes}) that are not "
+                f"ignore_index={ignore_index}, e.g. target[{first}] = {t2[first]}"
+            )
+        denom = wsum  # weights are ones without a weight: the count of kept rows
+    return x, x2, t2, w, probs, eps, int(ignore_index), reduction, denom, one_d, dt
+
+
+def _run(input, target, weight, ignore_index, reduction, label_smoothing, want_loss, want_grad,
+         out=None):
+    x, x2, t2, w, probs, eps, ignore_index, reduction, denom, one_d, dt = _prepare(
+        input, target, weight, ignore_index, reduction, label_smoothing
+    )
+    n = x2.shape[0]
+    scale = 1.0 / denom if (reduction == "mean" and denom != 0) else (
+        math.nan if reduction == "mean" else 1.0)
+    grad = None
+    if want_grad:
+        grad = np.empty(x.shape, dt) if out is None else check_out(out, x.shape, dt)
+        grad2 = grad.reshape(x2.shape)
+    else:
+        grad2 = np.empty((0, x2.shape[1]), dt)
+    want_rows = want_loss and reduction == "none"
+    rows = np.empty(n if want_rows else 0)
+    per = _rows.rows_per_chunk(x2.shape[1])
+    if n:
+        if probs:
+            partial = launch(_ce_prob_kernel, x2, t2, w, eps, scale, grad2, want_grad, rows,
+                             want_rows, per)
+        else:
+            partial = launch(_ce_index_kernel, x2, t2, w, ignore_index, eps, scale, grad2,
+                             want_grad, rows, want_rows, per)
+    else:
+        partial = np.zeros(0)
+    loss = None
+    if want_loss:
+        if reduction == "none":
+            loss = rows.astype(dt).reshape(x.shape[:-1])
+        else:
+            total = float(np.sum(partial))
+            loss = dt.type(total / denom if reduction == "mean" else total)
+            if reduction == "mean" and denom == 0:
+                loss = dt.type(np.nan)
+    return loss, grad
+
+
+# --- public API -----------------------------------------------------------------
+
+_COMMON = """
+    Parameters
+    ----------
+    input : array_like, shape (N, C) or (C,)
+        Unnormalized logits. float32 and float64 are computed in their own dtype;
+        float16 is computed in float32, integers and bool in float64.
+    target : array_like
+        Either integer class indices of shape (N,) (or () for 1-D input), or float
+        class probabilities of the input's shape.
+    weight : array_like of shape (C,), optional
+        A rescaling weight for each class.
+    ignore_index : int, default -100
+        Class-index targets equal to it contribute nothing, to the loss, to the
+        ``mean`` denominator, or to the gradient. Not allowed (must stay negative)
+        with probability targets.
+    reduction : {'mean', 'sum', 'none'}, default 'mean'
+        ``mean`` divides by the summed weights of the non-ignored targets (by N for
+        probability targets), as PyTorch does; an empty or fully ignored batch
+        gives nan for ``mean`` and 0 for ``sum``.
+    label_smoothing : float in [0, 1], default 0
+        Mixes the target with the uniform distribution, as PyTorch does, weights
+        and ignore_index included.
+"""
+
+_NOTES = """
+    Notes
+    -----
+    Mirrors ``torch.nn.functional.cross_entropy`` for 1-D and 2-D logits.
+    Deviations: (N, C, d1, ...) inputs are not accepted (move the class axis
+    last and reshape); a row containing NaN, +inf, or only -inf gives NaN (as in
+    PyTorch) but never raises; with probability targets a class whose target
+    probability is 0 contributes 0 even if its logit is -inf (PyTorch gives NaN);
+    losses are summed in float64 and returned in the input's dtype.
+"""
+
+
+def cross_entropy(input, target, weight=None, ignore_index: int = -100,
+                  reduction: str = "mean", label_smoothing: float = 0.0):
+    loss, _ = _run(input, target, weight, ignore_index, reduction, label_smoothing, True, False)
+    return loss
+
+
+cross_entropy.__doc__ = (
+    """Softmax cross-entropy between logits and targets (categorical NLL).
+""" + _COMMON + """
+    Returns
+    -------
+    loss : scalar of the computation dtype, or array of shape (N,) for 'none'
+""" + _NOTES
+)
+
+
+def cross_entropy_grad(input, target, weight=None, ignore_index: int = -100,
+                       reduction: str = "mean", label_smoothing: float = 0.0):
+    _, grad = _run(input, target, weight, ignore_index, reduction, label_smoothing, False, True)
+    return grad
+
+
+cross_entropy_grad.__doc__ = (
+    """Gradient of :func:`cross_entropy` with respect to ``input``.
+""" + _COMMON + """
+    Returns
+    -------
+    grad : ndarray of the input's shape
+        With ``reduction='none'`` row i holds d loss_i / d input_i (the gradient of
+        the summed per-row losses).
+""" + _NOTES
+)
+
+
+def cross_entropy_value_and_grad(input, target, weight=None, ignore_index: int = -100,
+                                 reduction: str = "mean", label_smoothing: float = 0.0,
+                                 out=None):
+    return _run(input, target, weight, ignore_index, reduction, label_smoothing, True, True, out)
+
+
+cross_entropy_value_and_grad.__doc__ = (
+    """Loss and gradient of :func:`cross_entropy` in one pass over the logits.
+""" + _COMMON + """    out : ndarray, optional
+        A C-contiguous array of the input's shape and computation dtype for the
+        gradient; it may be ``input`` itself (in place, no extra memory).
+
+    Returns
+    -------
+    (loss, grad)
+""" + _NOTES
+)
