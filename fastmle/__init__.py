@@ -1,7 +1,53 @@
-"""fastmle: fused, numerically stable maximum-likelihood losses and their gradients."""
+"""fastmle: fused, numerically stable maximum-likelihood losses and their gradients.
+
+Every loss ``L`` comes as ``L`` (the value), ``L_grad`` (its gradient with respect
+to ``input``) and ``L_value_and_grad`` (both, in one pass over the data). Names,
+arguments and results mirror ``torch.nn.functional``; deviations are listed in
+each docstring.
+"""
 
 from . import _threading  # noqa: F401  (threading layer set-up before any kernel runs)
 from .cross_entropy import cross_entropy, cross_entropy_grad, cross_entropy_value_and_grad
+from .binary import (
+    binary_cross_entropy,
+    binary_cross_entropy_grad,
+    binary_cross_entropy_value_and_grad,
+    binary_cross_entropy_with_logits,
+    binary_cross_entropy_with_logits_grad,
+    binary_cross_entropy_with_logits_value_and_grad,
+)
+from .divergence import kl_div, kl_div_grad, kl_div_value_and_grad
+from .gaussian import (
+    gaussian_nll_loss,
+    gaussian_nll_loss_grad,
+    gaussian_nll_loss_value_and_grad,
+    mse_loss,
+    mse_loss_grad,
+    mse_loss_value_and_grad,
+)
+from .softmax import log_softmax, logsumexp, softmax
 
 __version__ = "0.1.0"
-__all__ = ["cross_entropy", "cross_entropy_grad", "cross_entropy_value_and_grad"]
+__all__ = [
+    "cross_entropy",
+    "cross_entropy_grad",
+    "cross_entropy_value_and_grad",
+    "binary_cross_entropy_with_logits",
+    "binary_cross_entropy_with_logits_grad",
+    "binary_cross_entropy_with_logits_value_and_grad",
+    "binary_cross_entropy",
+    "binary_cross_entropy_grad",
+    "binary_cross_entropy_value_and_grad",
+    "gaussian_nll_loss",
+    "gaussian_nll_loss_grad",
+    "gaussian_nll_loss_value_and_grad",
+    "mse_loss",
+    "mse_loss_grad",
+    "mse_loss_value_and_grad",
+    "kl_div",
+    "kl_div_grad",
+    "kl_div_value_and_grad",
+    "logsumexp",
+    "log_softmax",
+    "softmax",
+]

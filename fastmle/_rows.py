@@ -75,6 +75,29 @@ def exp_row_weighted(x, m, e, w):
 
 
 @njit(**KERNEL_OPTIONS)
+def exp_row_soft(x, m, e, y, w, keep, spread):
+    """For probability targets q = keep * y + spread: returns (sum exp(x - m),
+    sum w q, sum w q (x - m)), storing exp(x - m) in e. A class with w q = 0
+    adds 0 to the last sum even if x is -inf (0 * -inf counts as 0)."""
+    wq_sum = 0.0
+    wqd_sum = 0.0
+    zero = cast(0.0, x)
+    for j in range(x.size):
+        d = x[j] - m
+        wq = w[j] * (keep * y[j] + spread)
+        wq_sum += wq
+        wqd_sum += np.float64(wq) * np.float64(d) if wq != zero else 0.0
+    return exp_row(x, m, e), wq_sum, wqd_sum
+
+
+@njit(**KERNEL_OPTIONS)
+def soft_grad_row(e, y, w, keep, spread, a, scale):
+    """e[j] = e[j] * a - scale * w[j] * q[j]."""
+    for j in range(e.size):
+        e[j] = e[j] * a - scale * w[j] * (keep * y[j] + spread)
+
+
+@njit(**KERNEL_OPTIONS)
 def scale_row(e, a):
     for j in range(e.size):
         e[j] = e[j] * a

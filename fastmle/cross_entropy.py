@@ -138,7 +138,6 @@ def _ce_prob_kernel(x, y, weight, eps, scale, grad, want_grad, rows_out, want_ro
     partial = np.zeros(nchunks)
     keep = _rows.cast(1.0 - eps, x)
     spread = _rows.cast(eps / c_, x)
-    zero = _rows.cast(0.0, x)
     for c in prange(nchunks):
         scratch = np.empty(0 if want_grad else c_, x.dtype)
         acc = 0.0
@@ -147,29 +146,16 @@ def _ce_prob_kernel(x, y, weight, eps, scale, grad, want_grad, rows_out, want_ro
             yi = y[i]
             gi = grad[i] if want_grad else scratch
             m = xi[0] if c_ == 1 else _rows.row_max(xi)
-            if not math.isfinite(m):
+            if math.isfinite(m):
+                s, wq_sum, wqd_sum = _rows.exp_row_soft(xi, m, gi, yi, weight, keep, spread)
+                li = wq_sum * math.log(s) - wqd_sum
+                if want_grad:
+                    _rows.soft_grad_row(gi, yi, weight, keep, spread,
+                                        _rows.cast(scale * wq_sum / s, x), _rows.cast(scale, x))
+            else:
                 li = np.nan
                 if want_grad:
                     gi[:] = np.nan
-            else:
-                s = 0.0
-                wq_sum = 0.0
-                wqd_sum = 0.0
-                for j in range(c_):
-                    d = xi[j] - m
-                    wq = weight[j] * (keep * yi[j] + spread)
-                    v = exp(d)
-                    gi[j] = v
-                    s += v
-                    wq_sum += wq
-                    # 0 * (-inf) counts as 0: a class with no target mass adds nothing
-                    wqd_sum += np.float64(wq) * np.float64(d) if wq != zero else 0.0
-                li = wq_sum * math.log(s) - wqd_sum
-                if want_grad:
-                    a = _rows.cast(scale * wq_sum / s, x)
-                    sc = _rows.cast(scale, x)
-                    for j in range(c_):
-                        gi[j] = gi[j] * a - sc * weight[j] * (keep * yi[j] + spread)
             if want_rows:
                 rows_out[i] = li
             acc += li

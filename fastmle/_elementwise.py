@@ -1,0 +1,362 @@
+"""One fused kernel for every element-wise loss (BCE, Gaussian NLL, MSE, KL).
+
+The input is walked in fixed chunks of ``CHUNK`` contiguous elements. Auxiliary
+operands (target, weight, pos_weight, var) broadcast to the input's shape; each is
+described relative to a 2-D view (R, L) of the input as one of
+
+    FULL    same shape as the input                 -> a view, no copy
+    COL     constant along the leading dims         -> a length-L vector
+    ROW     constant along the trailing dims        -> a length-R vector
+    SCALAR  one value                               -> a length-1 vector
+
+and expanded into a chunk-sized scratch buffer only when it is not FULL, so the
+inner loop always runs over contiguous arrays and vectorizes. A chunk covers
+whole rows (short rows) or part of one row (long rows), never parts of two.
+
+Per-element losses are summed in float64 per chunk, and the chunk sums are added
+in chunk order: the result does not depend on the number of threads.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from ._jit import KERNEL_OPTIONS, PARALLEL_OPTIONS
+from ._math import exp, log, log1p
+from ._rows import cast
+from ._threading import launch
+
+FULL, COL, ROW, SCALAR = 0, 1, 2, 3
+CHUNK = 16384
+
+BCE_LOGITS, BCE_PROBS, GAUSSIAN, MSE, KL = 0, 1, 2, 3, 4
+
+
+# --- layout (Python) ------------------------------------------------------------
+
+
+def _kind(op_shape, shape, k):
+    b = (1,) * (len(shape) - len(op_shape)) + tuple(op_shape)
+    lead_vary = all(bd == sd for bd, sd in zip(b[:k], shape[:k]))
+    lead_const = all(bd == 1 for bd in b[:k])
+    trail_vary = all(bd == sd for bd, sd in zip(b[k:], shape[k:]))
+    trail_const = all(bd == 1 for bd in b[k:])
+    if lead_vary and trail_vary:
+        return FULL
+    if lead_const and trail_const:
+        return SCALAR
+    if lead_const and trail_vary:
+        return COL
+    if lead_vary and trail_const:
+        return ROW
+    return None
+
+
+def _flat(op, kind, shape, k):
+    if kind == SCALAR:
+        return op.reshape(-1)[:1]
+    full = np.broadcast_to(op, shape)
+    if kind == FULL:
+        return np.ascontiguousarray(full).reshape(-1)
+    if kind == COL:
+        return np.ascontiguousarray(full[(0,) * k]).reshape(-1)
+    return np.ascontiguousarray(full[(Ellipsis,) + (0,) * (len(shape) - k)]).reshape(-1)
+
+
+def layout(shape, operands):
+    """Choose (R, L) and describe each operand; returns (R, L, kinds, flats).
+
+    Operands whose broadcast pattern fits no split (e.g. varying in the first and
+    last axes but constant in the middle one) are materialized at full size.
+    """
+    shape = tuple(shape)
+    n = math.prod(shape)
+    kinds = [_kind(op.shape, shape, len(shape)) for op in operands]
+    if all(kd in (FULL, SCALAR) for kd in kinds):
+        return 1, n, kinds, [_flat(op, kd, shape, len(shape)) for op, kd in zip(operands, kinds)]
+    for k in range(1, len(shape)):
+        kinds = [_kind(op.shape, shape, k) for op in operands]
+        if None not in kinds:
+            r = math.prod(shape[:k])
+            return r, n // r, kinds, [_flat(op, kd, shape, k) for op, kd in zip(operands, kinds)]
+    kinds = [SCALAR if _kind(op.shape, shape, len(shape)) == SCALAR else FULL for op in operands]
+    return 1, n, kinds, [_flat(op, kd, shape, len(shape)) for op, kd in zip(operands, kinds)]
+
+
+# --- chunks (jitted) ------------------------------------------------------------
+
+
+@njit(**KERNEL_OPTIONS)
+def n_chunks(r, l_):
+    if l_ >= CHUNK:
+        return r * ((l_ + CHUNK - 1) // CHUNK)
+    g = CHUNK // l_
+    return (r + g - 1) // g
+
+
+@njit(**KERNEL_OPTIONS)
+def chunk_bounds(c, r, l_):
+    """Rows [r0, r1) and columns [j0, j1) of chunk c."""
+    if l_ >= CHUNK:
+        per_row = (l_ + CHUNK - 1) // CHUNK
+        i = c // per_row
+        j0 = (c % per_row) * CHUNK
+        return i, i + 1, j0, min(l_, j0 + CHUNK)
+    g = CHUNK // l_
+    return c * g, min(r, (c + 1) * g), 0, l_
+
+
+@njit(**KERNEL_OPTIONS)
+def operand(a, kind, r0, r1, j0, j1, l_):
+    """The chunk's part of operand ``a`` as a contiguous 1-D array."""
+    lo = r0 * l_ + j0
+    hi = (r1 - 1) * l_ + j1
+    if kind == FULL:
+        return a[lo:hi]
+    out = np.empty(hi - lo, a.dtype)
+    w = j1 - j0
+    if kind == SCALAR:
+        out[:] = a[0]
+    elif kind == ROW:
+        for r in range(r0, r1):
+            out[(r - r0) * w:(r - r0 + 1) * w] = a[r]
+    else:
+        for r in range(r0, r1):
+            out[(r - r0) * w:(r - r0 + 1) * w] = a[j0:j1]
+    return out
+
+
+# Loops over elements live in their own functions, never inline in a prange body:
+# there (measured) they do not vectorize, called on a slice they do.
+
+
+@njit(**KERNEL_OPTIONS)
+def sum64(a):
+    s = 0.0
+    for j in range(a.size):
+        s += a[j]
+    return s
+
+
+# --- point-wise losses over one chunk (jitted) -----------------------------------
+# Each writes the per-element loss l and gradient g (already times ``scale``).
+
+
+@njit(**KERNEL_OPTIONS)
+def _bce_logits(x, y, w, pw, p0, p1, scale, g, l, dv):
+    one = cast(1.0, x)
+    zero = cast(0.0, x)
+    sc = cast(scale, x)
+    for j in range(x.size):
+        xj = x[j]
+        e = exp(-abs(xj))  # in (0, 1]: never overflows
+        t = log1p(e)
+        sp_pos = t + max(xj, zero)  # softplus(x)  = -log(1 - sigmoid(x))
+        sp_neg = t + max(-xj, zero)  # softplus(-x) = -log(sigmoid(x))
+        r = one / (one + e)
+        sig_pos = r if xj >= zero else e * r  # sigmoid(x)
+        sig_neg = e * r if xj >= zero else r  # sigmoid(-x)
+        a = y[j] * pw[j]
+        b = one - y[j]
+        # y*pw*softplus(-x) + (1-y)*softplus(x): both terms >= 0 for y in [0, 1], so
+        # no cancellation (PyTorch's (1-y)*x + ... loses everything for y=0, x=-20).
+        # A zero coefficient times an infinite softplus counts as 0 (the limit).
+        la = a * sp_neg if a != zero else zero
+        lb = b * sp_pos if b != zero else zero
+        l[j] = w[j] * (la + lb)
+        g[j] = sc * w[j] * (b * sig_pos - a * sig_neg)
+
+
+@njit(**KERNEL_OPTIONS)
+def _bce_probs(p, y, w, unused, p0, p1, scale, g, l, dv):
+    one = cast(1.0, p)
+    floor = cast(-100.0, p)
+    tiny = cast(1e-12, p)
+    sc = cast(scale, p)
+    for j in range(p.size):
+        pj = p[j]
+        lp = max(log(pj), floor)  # PyTorch clamps each log term at -100
+        lq = max(log1p(-pj), floor)
+        l[j] = -w[j] * (y[j] * lp + (one - y[j]) * lq)
+        # PyTorch's backward formula, including its 1e-12 floor on p(1-p)
+        g[j] = sc * w[j] * (pj - y[j]) / max((one - pj) * pj, tiny)
+
+
+@njit(**KERNEL_OPTIONS)
+def _gaussian(x, t, v, unused, eps, const, scale, g, l, dv):
+    half = cast(0.5, x)
+    one = cast(1.0, x)
+    e = cast(eps, x)
+    c = cast(const, x)
+    sc = cast(scale, x)
+    for j in range(x.size):
+        vj = v[j]
+        vj = e if vj < e else vj  # clamp like PyTorch (no_grad: the gradient passes through)
+        d = x[j] - t[j]
+        r = one / vj
+        d2r = d * d * r
+        l[j] = half * (log(vj) + d2r) + c
+        g[j] = sc * d * r
+        dv[j] = sc * half * r * (one - d2r)
+
+
+@njit(**KERNEL_OPTIONS)
+def _mse(x, t, unused1, unused2, p0, p1, scale, g, l, dv):
+    sc2 = cast(2.0 * scale, x)
+    for j in range(x.size):
+        d = x[j] - t[j]
+        l[j] = d * d
+        g[j] = sc2 * d
+
+
+@njit(**KERNEL_OPTIONS)
+def _kl(x, t, unused1, unused2, log_target, p1, scale, g, l, dv):
+    zero = cast(0.0, x)
+    sc = cast(scale, x)
+    if log_target != 0.0:
+        for j in range(x.size):
+            et = exp(t[j])
+            l[j] = et * (t[j] - x[j])
+            g[j] = -sc * et
+    else:
+        for j in range(x.size):
+            tj = t[j]
+            # target * (log target - input), with 0 * anything = 0 (PyTorch: 0 * -inf = NaN)
+            l[j] = tj * (log(tj) - x[j]) if tj != zero else zero
+            g[j] = -sc * tj
+
+
+# --- the kernel -------------------------------------------------------------------
+
+
+@njit(**PARALLEL_OPTIONS)
+def _kernel(loss_id, x, a, ka, b, kb, c3, kc, p0, p1, r, l_, scale, grad, want_grad, loss_out,
+            want_none, dv_out, dv_kind, per_row_dv):
+    """Returns the float64 chunk sums of the loss; fills grad, loss_out and the
+    d/d(operand b) output as asked (``dv_kind`` -1: none, FULL: element-wise
+    into dv_out, otherwise per-(chunk, row) partial sums into per_row_dv)."""
+    nch = n_chunks(r, l_)
+    part = np.zeros(nch)
+    for c in prange(nch):
+        r0, r1, j0, j1 = chunk_bounds(c, r, l_)
+        lo = r0 * l_ + j0
+        hi = (r1 - 1) * l_ + j1
+        xs = x[lo:hi]
+        av = operand(a, ka, r0, r1, j0, j1, l_)
+        bv = operand(b, kb, r0, r1, j0, j1, l_)
+        cv = operand(c3, kc, r0, r1, j0, j1, l_)
+        gs = grad[lo:hi] if want_grad else np.empty(hi - lo, x.dtype)
+        ls = loss_out[lo:hi] if want_none else np.empty(hi - lo, x.dtype)
+        dvs = dv_out[lo:hi] if dv_kind == FULL else np.empty(hi - lo, x.dtype)
+        if loss_id == BCE_LOGITS:
+            _bce_logits(xs, av, bv, cv, p0, p1, scale, gs, ls, dvs)
+        elif loss_id == BCE_PROBS:
+            _bce_probs(xs, av, bv, cv, p0, p1, scale, gs, ls, dvs)
+        elif loss_id == GAUSSIAN:
+            _gaussian(xs, av, bv, cv, p0, p1, scale, gs, ls, dvs)
+        elif loss_id == MSE:
+            _mse(xs, av, bv, cv, p0, p1, scale, gs, ls, dvs)
+        else:
+            _kl(xs, av, bv, cv, p0, p1, scale, gs, ls, dvs)
+        part[c] = sum64(ls)
+        if dv_kind > FULL:
+            w = j1 - j0
+            for rr in range(r1 - r0):
+                per_row_dv[c, rr] = sum64(dvs[rr * w:(rr + 1) * w])
+    return part
+
+
+@njit(**KERNEL_OPTIONS)
+def _count_outside(a, lo, hi):
+    k = np.int32(0)
+    for j in range(a.size):
+        v = a[j]
+        k += np.int32(1) if v < lo else np.int32(0)
+        k += np.int32(1) if v > hi else np.int32(0)
+    return k
+
+
+@njit(**PARALLEL_OPTIONS)
+def count_outside(a, lo, hi):
+    """How many elements of a (flat) lie below lo or above hi (NaN is not counted)."""
+    n = a.size
+    nch = (n + CHUNK - 1) // CHUNK
+    counts = np.zeros(nch, np.int64)
+    for c in prange(nch):
+        counts[c] = _count_outside(a[c * CHUNK:min(n, (c + 1) * CHUNK)], lo, hi)
+    return counts.sum()
+
+
+# --- driver (Python) ----------------------------------------------------------------
+
+
+def run(loss_id, x, operands, params=(0.0, 0.0), *, scale, want_loss, want_none, want_grad,
+        out=None, dv_index=None):
+    """Run the fused kernel on C-contiguous ``x`` and up to three operands that
+    broadcast to ``x.shape`` (already in x's dtype).
+
+    Returns (sum of losses as a float64, per-element losses or None, grad or None,
+    d/d operands[dv_index] shaped like that operand, or None).
+    """
+    dt = x.dtype
+    ops = list(operands) + [np.ones(1, dt)] * (3 - len(operands))
+    r, l_, kinds, flats = layout(x.shape, ops)
+    if dv_index is not None and kinds[dv_index] == COL:
+        # a per-column derivative would need cross-chunk sums: use a full-size one
+        kinds[dv_index] = FULL
+        flats[dv_index] = _flat(ops[dv_index], FULL, x.shape, x.ndim)
+    n = x.size
+    xf = x.reshape(-1)
+    grad = out if out is not None else (np.empty(x.shape, dt) if want_grad else None)
+    gf = grad.reshape(-1) if want_grad else np.empty(0, dt)
+    loss_el = np.empty(x.shape, dt) if want_none else None
+    lf = loss_el.reshape(-1) if want_none else np.empty(0, dt)
+    dv_kind = -1 if dv_index is None else kinds[dv_index]
+    dv_full = np.empty(n if dv_kind == FULL else 0, dt)
+    nch = 0 if n == 0 else int(n_chunks(r, l_))
+    rows_in_chunk = 1 if l_ >= CHUNK else max(1, min(r, CHUNK // max(l_, 1)))
+    per_row = np.zeros((nch, rows_in_chunk) if dv_kind > FULL else (0, 0))
+    if n:
+        part = launch(_kernel, loss_id, xf, flats[0], kinds[0], flats[1], kinds[1], flats[2],
+                      kinds[2], float(params[0]), float(params[1]), r, l_, float(scale), gf,
+                      want_grad, lf, want_none, dv_full, dv_kind, per_row)
+        total = float(np.sum(part))
+    else:
+        total = 0.0
+    dv = None
+    if dv_index is not None:
+        dv = _reduce_dv(dv_kind, dv_full, per_row, r, l_, x.shape, operands[dv_index], dt)
+    return total, loss_el, grad, dv
+
+
+def _reduce_dv(kind, dv_full, per_row, r, l_, shape, op, dt):
+    """Sum the derivative over the elements that share each entry of ``op``."""
+    if kind == FULL:
+        full = dv_full.reshape(shape)
+        if op.shape == tuple(shape):
+            return full
+        lead = len(shape) - op.ndim
+        axes = tuple(range(lead)) + tuple(
+            lead + i for i, s in enumerate(op.shape) if s == 1 and shape[lead + i] != 1)
+        return full.sum(axis=axes, dtype=np.float64).reshape(op.shape).astype(dt)
+    if per_row.size == 0:
+        return np.zeros(op.shape, dt)
+    if kind == SCALAR:
+        return np.full(op.shape, per_row.sum(), dt)
+    if l_ >= CHUNK:  # several chunks per row, in order
+        rows = per_row[:, 0].reshape(r, -1).sum(axis=1)
+    else:
+        rows = per_row.reshape(-1)[:r]
+    return rows.astype(dt).reshape(op.shape)
+
+
+def finish(total, loss_el, reduction, denom, dt):
+    """The returned loss: per-element array, or the float64 sum (or mean) in ``dt``."""
+    if reduction == "none":
+        return loss_el
+    if reduction == "sum":
+        return dt.type(total)
+    return dt.type(total / denom) if denom else dt.type(np.nan)

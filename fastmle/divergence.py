@@ -1,0 +1,77 @@
+"""Kullback-Leibler divergence KL(target || model) on log-probabilities.
+
+Minimising KL(p_data || p_model) over the model is minimising the cross-entropy
+of p_model under p_data: they differ by the entropy of p_data, a constant.
+"""
+
+from __future__ import annotations
+
+from . import _elementwise as ew
+from ._validation import as_float_array, broadcast_operand, check_out, check_reduction
+
+__all__ = ["kl_div", "kl_div_grad", "kl_div_value_and_grad"]
+
+_REDUCTIONS = ("none", "batchmean", "sum", "mean")
+
+
+def _kl(input, target, reduction, log_target, want_loss, want_grad, out=None):
+    reduction = check_reduction(reduction, _REDUCTIONS)
+    x = as_float_array(input, "input")
+    t = broadcast_operand(target, "target", x.shape, x.dtype)
+    if out is not None:
+        out = check_out(out, x.shape, x.dtype)
+    if reduction == "mean":
+        denom = x.size
+    elif reduction == "batchmean":
+        denom = x.shape[0] if x.ndim else 1
+    else:
+        denom = 1
+    scale = 1.0 / denom if (reduction in ("mean", "batchmean") and denom) else 1.0
+    total, loss_el, grad, _ = ew.run(
+        ew.KL, x, [t], (1.0 if log_target else 0.0, 0.0), scale=scale, want_loss=want_loss,
+        want_none=want_loss and reduction == "none", want_grad=want_grad, out=out)
+    if not want_loss:
+        return None, grad
+    red = "mean" if reduction == "batchmean" else reduction
+    return ew.finish(total, loss_el, red, denom, x.dtype), grad
+
+
+_KL_DOC = """
+    Parameters
+    ----------
+    input : array_like
+        Log-probabilities of the model.
+    target : array_like
+        Probabilities (or log-probabilities with ``log_target=True``) of the data,
+        broadcast to the input's shape.
+    reduction : {'mean', 'batchmean', 'sum', 'none'}, default 'mean'
+        As in PyTorch, 'mean' averages over all elements; 'batchmean' (sum over
+        the first axis' length) is the true KL divergence.
+    log_target : bool, default False
+
+    Notes
+    -----
+    Mirrors ``torch.nn.functional.kl_div``: pointwise target * (log(target) -
+    input), or exp(target) * (target - input) with ``log_target``. Deviation: a
+    zero target contributes exactly 0 even where input is -inf (PyTorch gives
+    NaN there). The gradient with respect to input is -target (times the
+    reduction's scale).
+"""
+
+
+def kl_div(input, target, reduction: str = "mean", log_target: bool = False):
+    return _kl(input, target, reduction, log_target, True, False)[0]
+
+
+def kl_div_grad(input, target, reduction: str = "mean", log_target: bool = False):
+    return _kl(input, target, reduction, log_target, False, True)[1]
+
+
+def kl_div_value_and_grad(input, target, reduction: str = "mean", log_target: bool = False,
+                          out=None):
+    return _kl(input, target, reduction, log_target, True, True, out)
+
+
+kl_div.__doc__ = "Kullback-Leibler divergence KL(target || input).\n" + _KL_DOC
+kl_div_grad.__doc__ = "Gradient of :func:`kl_div` with respect to ``input``.\n" + _KL_DOC
+kl_div_value_and_grad.__doc__ = "Loss and gradient of :func:`kl_div` in one pass.\n" + _KL_DOC

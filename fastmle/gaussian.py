@@ -1,0 +1,175 @@
+"""Gaussian negative log-likelihood and mean squared error, with gradients.
+
+With the variance fixed, the Gaussian NLL is 0.5 * (x - t)**2 / var plus a constant:
+minimising it is minimising the MSE.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import _elementwise as ew
+from ._validation import (as_float_array, broadcast_operand, check_finite_scalar, check_out,
+                          check_reduction)
+
+__all__ = [
+    "gaussian_nll_loss",
+    "gaussian_nll_loss_grad",
+    "gaussian_nll_loss_value_and_grad",
+    "mse_loss",
+    "mse_loss_grad",
+    "mse_loss_value_and_grad",
+]
+
+
+def _reduce(x, reduction, total, loss_el):
+    return ew.finish(total, loss_el, reduction, x.size, x.dtype)
+
+
+def _scale(x, reduction):
+    return 1.0 / x.size if (reduction == "mean" and x.size) else 1.0
+
+
+def _var_operand(var, x):
+    """var as PyTorch accepts it: a float, the input's shape, the input's shape
+    without its last axis, or the input's shape with one axis of size 1."""
+    if isinstance(var, (float, int, np.floating, np.integer)) and not isinstance(var, bool):
+        v = np.full(1, check_finite_scalar(var, "var") if math.isfinite(var) else var, x.dtype)
+        return v, v.reshape(()), True
+    v = as_float_array(var, "var", x.dtype)
+    shaped = v
+    if v.shape != x.shape:
+        if x.ndim and v.shape == x.shape[:-1]:
+            shaped = v.reshape(v.shape + (1,))
+        elif not (v.ndim == x.ndim and sum(
+                vs for xs, vs in zip(x.shape, v.shape) if xs != vs) == 1):
+            raise ValueError(
+                f"var has shape {v.shape}, which is not valid for input of shape {x.shape}: "
+                "use the input's shape (heteroscedastic), the input's shape without its last "
+                "axis, or the input's shape with one axis of size 1 (homoscedastic)"
+            )
+    return v, shaped, False
+
+
+def _gaussian(input, target, var, full, eps, reduction, want_loss, want_grad, out=None):
+    reduction = check_reduction(reduction)
+    x = as_float_array(input, "input")
+    t = broadcast_operand(target, "target", x.shape, x.dtype)
+    eps = check_finite_scalar(eps, "eps")
+    if eps <= 0:
+        raise ValueError(f"eps must be positive, got {eps}")
+    v, shaped, is_float = _var_operand(var, x)
+    if ew.launch(ew.count_outside, v.reshape(-1), x.dtype.type(0), x.dtype.type(np.inf)):
+        raise ValueError("var has negative entry/entries: variances must be >= 0")
+    if out is not None:
+        out = check_out(out, x.shape, x.dtype)
+    const = 0.5 * math.log(2 * math.pi) if full else 0.0
+    total, loss_el, grad, dvar = ew.run(
+        ew.GAUSSIAN, x, [t, shaped], (eps, const), scale=_scale(x, reduction),
+        want_loss=want_loss, want_none=want_loss and reduction == "none", want_grad=want_grad,
+        out=out, dv_index=1 if want_grad else None)
+    loss = _reduce(x, reduction, total, loss_el) if want_loss else None
+    if want_grad:
+        dvar = x.dtype.type(dvar.reshape(-1)[0]) if is_float else dvar.reshape(v.shape)
+        grad = (grad, dvar)
+    return loss, grad
+
+
+_GAUSS_DOC = """
+    Parameters
+    ----------
+    input : array_like
+        Predicted means, any shape; float32/float64 computed in their own dtype.
+    target : array_like
+        Observations, broadcast to the input's shape.
+    var : array_like or float
+        Variances (>= 0; a negative entry raises ValueError): the input's shape
+        (heteroscedastic), the input's shape without its last axis or with one
+        axis of size 1 (homoscedastic), or a float.
+    full : bool, default False
+        Add the constant 0.5 * log(2 * pi).
+    eps : float, default 1e-6
+        var is clamped from below at eps.
+    reduction : {'mean', 'sum', 'none'}, default 'mean'
+
+    Notes
+    -----
+    Mirrors ``torch.nn.functional.gaussian_nll_loss``: loss = 0.5 * (log(max(var,
+    eps)) + (input - target)**2 / max(var, eps)). Like PyTorch, the clamp is not
+    differentiated: the gradient with respect to var is that of the formula at
+    the clamped value even where var < eps. Gradients: ``(d_input, d_var)`` with
+    ``d_var`` shaped like ``var`` (summed over the elements that share a
+    variance; a float for a float ``var``); with ``reduction='none'`` both are the
+    gradients of the summed element losses.
+"""
+
+
+def gaussian_nll_loss(input, target, var, full: bool = False, eps: float = 1e-6,
+                      reduction: str = "mean"):
+    return _gaussian(input, target, var, full, eps, reduction, True, False)[0]
+
+
+def gaussian_nll_loss_grad(input, target, var, full: bool = False, eps: float = 1e-6,
+                           reduction: str = "mean"):
+    return _gaussian(input, target, var, full, eps, reduction, False, True)[1]
+
+
+def gaussian_nll_loss_value_and_grad(input, target, var, full: bool = False, eps: float = 1e-6,
+                                     reduction: str = "mean", out=None):
+    return _gaussian(input, target, var, full, eps, reduction, True, True, out)
+
+
+gaussian_nll_loss.__doc__ = "Gaussian negative log-likelihood.\n" + _GAUSS_DOC
+gaussian_nll_loss_grad.__doc__ = (
+    "Gradients ``(d_input, d_var)`` of :func:`gaussian_nll_loss`.\n" + _GAUSS_DOC)
+gaussian_nll_loss_value_and_grad.__doc__ = (
+    "Loss and gradients ``(loss, (d_input, d_var))`` of :func:`gaussian_nll_loss` in "
+    "one pass.\n" + _GAUSS_DOC.replace(
+        "    Notes", "    out : ndarray, optional\n        Buffer for d_input (may be "
+        "``input``, in place).\n\n    Notes"))
+
+
+def _mse(input, target, reduction, want_loss, want_grad, out=None):
+    reduction = check_reduction(reduction)
+    x = as_float_array(input, "input")
+    t = broadcast_operand(target, "target", x.shape, x.dtype)
+    if out is not None:
+        out = check_out(out, x.shape, x.dtype)
+    total, loss_el, grad, _ = ew.run(
+        ew.MSE, x, [t], scale=_scale(x, reduction), want_loss=want_loss,
+        want_none=want_loss and reduction == "none", want_grad=want_grad, out=out)
+    return (_reduce(x, reduction, total, loss_el) if want_loss else None), grad
+
+
+_MSE_DOC = """
+    Parameters
+    ----------
+    input : array_like
+    target : array_like
+        Broadcast to the input's shape (PyTorch would also let it enlarge the
+        result; here that raises ValueError).
+    reduction : {'mean', 'sum', 'none'}, default 'mean'
+
+    Notes
+    -----
+    Mirrors ``torch.nn.functional.mse_loss``: (input - target)**2, summed in float64.
+"""
+
+
+def mse_loss(input, target, reduction: str = "mean"):
+    return _mse(input, target, reduction, True, False)[0]
+
+
+def mse_loss_grad(input, target, reduction: str = "mean"):
+    return _mse(input, target, reduction, False, True)[1]
+
+
+def mse_loss_value_and_grad(input, target, reduction: str = "mean", out=None):
+    return _mse(input, target, reduction, True, True, out)
+
+
+mse_loss.__doc__ = "Mean squared error.\n" + _MSE_DOC
+mse_loss_grad.__doc__ = "Gradient of :func:`mse_loss` with respect to ``input``.\n" + _MSE_DOC
+mse_loss_value_and_grad.__doc__ = "Loss and gradient of :func:`mse_loss` in one pass.\n" + _MSE_DOC

@@ -1,0 +1,128 @@
+"""logsumexp, log_softmax and softmax along an axis, stable for any finite input."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from . import _rows
+from ._jit import PARALLEL_OPTIONS
+from ._threading import launch
+from ._validation import as_float_array
+
+__all__ = ["logsumexp", "log_softmax", "softmax"]
+
+_LSE, _SOFTMAX, _LOG_SOFTMAX = 0, 1, 2
+
+
+@njit(**PARALLEL_OPTIONS)
+def _rows_kernel(x, out, lse, mode, per_chunk):
+    """Per row of x (R, C): lse[i] (float64) always; softmax or log_softmax into out."""
+    n, c_ = x.shape
+    nchunks = (n + per_chunk - 1) // per_chunk
+    for c in prange(nchunks):
+        scratch = np.empty(c_ if mode == _LSE else 0, x.dtype)
+        for i in range(c * per_chunk, min(n, (c + 1) * per_chunk)):
+            xi = x[i]
+            oi = scratch if mode == _LSE else out[i]
+            m = _rows.row_max(xi)
+            if not math.isfinite(m):
+                # PyTorch: logsumexp is +-inf / NaN, softmax and log_softmax are NaN
+                lse[i] = _rows.masked_logsumexp(xi)
+                if mode != _LSE:
+                    oi[:] = np.nan
+                continue
+            s = _rows.exp_row(xi, m, oi)
+            ls = math.log(s)
+            if mode == _SOFTMAX:
+                _rows.scale_row(oi, _rows.cast(1.0 / s, x))
+            elif mode == _LOG_SOFTMAX:
+                lsc = _rows.cast(ls, x)
+                for j in range(c_):
+                    oi[j] = (xi[j] - m) - lsc
+            lse[i] = np.float64(m) + ls
+
+
+def _as_rows(a, axis):
+    x = as_float_array(a, "a")
+    if axis is None:
+        return x, x.reshape(1, -1), None
+    if not isinstance(axis, (int, np.integer)) or isinstance(axis, bool):
+        raise TypeError(f"axis must be an int or None, got {type(axis).__name__}")
+    if x.ndim == 0:
+        raise ValueError("a is 0-d; it has no axis to reduce (use axis=None)")
+    if not -x.ndim <= axis < x.ndim:
+        raise ValueError(f"axis {axis} is out of bounds for an array of dimension {x.ndim}")
+    axis = int(axis) % x.ndim
+    moved = np.ascontiguousarray(np.moveaxis(x, axis, -1))
+    return x, moved.reshape(-1, x.shape[axis]) if x.shape[axis] else moved.reshape(0, 0), axis
+
+
+def _run(a, axis, mode):
+    x, rows, ax = _as_rows(a, axis)
+    r, c = rows.shape
+    lse = np.empty(r)
+    out = np.empty(rows.shape if mode != _LSE else (0, c), x.dtype)
+    if r and c:
+        launch(_rows_kernel, rows, out, lse, mode, _rows.rows_per_chunk(c))
+    elif r:
+        lse[:] = -np.inf  # empty sum
+    return x, lse, out, ax
+
+
+def logsumexp(a, axis: int | None = -1, keepdims: bool = False):
+    """log(sum(exp(a))) along ``axis``, without overflow.
+
+    Parameters
+    ----------
+    a : array_like
+        float32/float64 are computed in their own dtype; float16 in float32,
+        integers and bool in float64.
+    axis : int or None, default -1
+        The axis to reduce; None reduces over all elements.
+    keepdims : bool, default False
+        Keep the reduced axis with length 1.
+
+    Returns
+    -------
+    ndarray or scalar of the computation dtype.
+
+    Notes
+    -----
+    Like ``torch.logsumexp``: a slice whose max is +inf gives +inf, one of only
+    -inf gives -inf, an empty slice gives -inf, NaN propagates.
+    """
+    x, lse, _, ax = _run(a, axis, _LSE)
+    res = lse.astype(x.dtype)
+    if ax is None:
+        return res.reshape((1,) * x.ndim) if keepdims else x.dtype.type(res[0])
+    shape = x.shape[:ax] + x.shape[ax + 1:]
+    res = res.reshape(shape)
+    return np.expand_dims(res, ax) if keepdims else res
+
+
+def _normalized(a, axis, mode):
+    x, _, out, ax = _run(a, axis, mode)
+    if ax is None:
+        return out.reshape(x.shape)
+    moved = x.shape[:ax] + x.shape[ax + 1:] + (x.shape[ax],)
+    return np.ascontiguousarray(np.moveaxis(out.reshape(moved), -1, ax))
+
+
+def softmax(a, axis: int | None = -1):
+    """exp(a) / sum(exp(a)) along ``axis`` (``torch.softmax``, ``scipy.special.softmax``).
+
+    A slice holding NaN, +inf, or only -inf gives NaN, as in PyTorch. Other
+    arguments as in :func:`logsumexp`; the result has ``a``'s shape.
+    """
+    return _normalized(a, axis, _SOFTMAX)
+
+
+def log_softmax(a, axis: int | None = -1):
+    """a - logsumexp(a) along ``axis``, computed as (a - max) - log(sum exp(a - max)).
+
+    Edge cases and arguments as in :func:`softmax`.
+    """
+    return _normalized(a, axis, _LOG_SOFTMAX)
