@@ -25,7 +25,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._jit import KERNEL_OPTIONS, PARALLEL_OPTIONS
-from ._math import exp, log, log1p
+from ._math import atanh2_third, exp, log, log1p
 from ._rows import cast
 from ._threading import launch
 
@@ -153,10 +153,14 @@ def _bce_logits(x, y, w, pw, p0, p1, scale, g, l, dv):
     for j in range(x.size):
         xj = x[j]
         e = exp(-abs(xj))  # in (0, 1]: never overflows
-        t = log1p(e)
+        # one division for both 1/(1+e) and s = e/(2+e); log1p(e) = 2 atanh(s)
+        ope = one + e
+        tpe = one + ope
+        inv = one / (ope * tpe)
+        r = tpe * inv
+        t = atanh2_third(e * ope * inv)
         sp_pos = t + max(xj, zero)  # softplus(x)  = -log(1 - sigmoid(x))
         sp_neg = t + max(-xj, zero)  # softplus(-x) = -log(sigmoid(x))
-        r = one / (one + e)
         sig_pos = r if xj >= zero else e * r  # sigmoid(x)
         sig_neg = e * r if xj >= zero else r  # sigmoid(-x)
         a = y[j] * pw[j]

@@ -1,0 +1,207 @@
+"""Side-by-side throughput of the fused kernels, in one process.
+
+For each kernel: fastmle (value_and_grad into a preallocated buffer, and the loss
+alone), a plain NumPy implementation, torch.nn.functional forward + backward (if
+torch is installed; same thread count as Numba), and two memory floors measured
+in the same run:
+
+- copy floor: ``np.copyto`` moving as many bytes as value_and_grad must read and
+  write (e.g. cross-entropy reads the logits and writes the gradient);
+- read floor: ``np.copyto`` moving as many bytes as the loss alone must read
+  (a copy of half that size: it reads half and writes half).
+
+Each time is the minimum over ``--repeat`` calls after a warm-up call (so
+compilation is never timed). Ratios are what to compare: absolute times on a
+shared 2-core machine drift between runs.
+
+    python benchmarks/side_by_side.py [--quick] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import numba
+import numpy as np
+
+import fastmle as fm
+
+
+def best(fn, repeat):
+    fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def copy_floor(nbytes, repeat):
+    """Time for np.copyto to read nbytes/2 and write nbytes/2 bytes."""
+    n = max(1, int(nbytes // 2 // 4))
+    src = np.ones(n, np.float32)
+    dst = np.zeros(n, np.float32)
+    return best(lambda: np.copyto(dst, src), repeat)
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(numba.get_num_threads())
+    return torch
+
+
+# --- NumPy baselines (float32 in, float32 out; sums as NumPy does them) -----------
+
+
+def numpy_ce(x, t):
+    m = x.max(axis=1, keepdims=True)
+    e = np.exp(x - m)
+    s = e.sum(axis=1, keepdims=True)
+    rows = np.arange(x.shape[0])
+    loss = np.mean(np.log(s[:, 0]) + m[:, 0] - x[rows, t])
+    g = e / s
+    g[rows, t] -= 1
+    g /= x.shape[0]
+    return loss, g
+
+
+def numpy_bce(x, y):
+    loss = np.mean(np.logaddexp(0, x) - x * y)
+    g = (1 / (1 + np.exp(-x)) - y) / x.size
+    return loss, g
+
+
+def numpy_gauss(x, y, v):
+    d = x - y
+    loss = np.mean(0.5 * (np.log(v) + d * d / v))
+    return loss, (d / v / x.size, 0.5 * (1 / v - d * d / (v * v)) / x.size)
+
+
+# --- cases ------------------------------------------------------------------------
+
+
+def cases(quick):
+    rng = np.random.default_rng(0)
+    n_rows, n_cls = (8192, 1000) if quick else (65536, 1000)
+    n = 2 * 10**6 if quick else 2 * 10**7
+    torch = _torch()
+
+    x = rng.standard_normal((n_rows, n_cls), dtype=np.float32)
+    t = rng.integers(0, n_cls, n_rows)
+    g = np.empty_like(x)
+    ce = dict(
+        name=f"cross_entropy float32 {n_rows}x{n_cls}",
+        rw_bytes=2 * x.nbytes, r_bytes=x.nbytes,
+        fastmle=lambda: fm.cross_entropy_value_and_grad(x, t, out=g),
+        fastmle_loss=lambda: fm.cross_entropy(x, t),
+        numpy=lambda: numpy_ce(x, t),
+        check=lambda: (fm.cross_entropy_value_and_grad(x, t), numpy_ce(x, t)),
+    )
+    if torch is not None:
+        xt = torch.from_numpy(x).requires_grad_(True)
+        tt = torch.from_numpy(t)
+
+        def torch_ce():
+            xt.grad = None
+            torch.nn.functional.cross_entropy(xt, tt).backward()
+
+        ce["torch"] = torch_ce
+
+    xb = rng.standard_normal(n, dtype=np.float32)
+    yb = (rng.random(n) > 0.5).astype(np.float32)
+    gb = np.empty_like(xb)
+    bce = dict(
+        name=f"bce_with_logits float32 {n:.0e}",
+        rw_bytes=3 * xb.nbytes, r_bytes=2 * xb.nbytes,
+        fastmle=lambda: fm.binary_cross_entropy_with_logits_value_and_grad(xb, yb, out=gb),
+        fastmle_loss=lambda: fm.binary_cross_entropy_with_logits(xb, yb),
+        numpy=lambda: numpy_bce(xb, yb),
+        check=lambda: (fm.binary_cross_entropy_with_logits_value_and_grad(xb, yb),
+                       numpy_bce(xb, yb)),
+    )
+    vb = rng.uniform(0.5, 2.0, n).astype(np.float32)
+    gauss = dict(
+        name=f"gaussian_nll float32 {n:.0e}",
+        rw_bytes=5 * xb.nbytes, r_bytes=3 * xb.nbytes,
+        fastmle=lambda: fm.gaussian_nll_loss_value_and_grad(xb, yb, vb, out=gb),
+        fastmle_loss=lambda: fm.gaussian_nll_loss(xb, yb, vb),
+        numpy=lambda: numpy_gauss(xb, yb, vb),
+        check=lambda: (fm.gaussian_nll_loss_value_and_grad(xb, yb, vb),
+                       numpy_gauss(xb, yb, vb)),
+    )
+    if torch is not None:
+        xbt = torch.from_numpy(xb).requires_grad_(True)
+        ybt = torch.from_numpy(yb)
+        vbt = torch.from_numpy(vb).requires_grad_(True)
+
+        def torch_bce():
+            xbt.grad = None
+            torch.nn.functional.binary_cross_entropy_with_logits(xbt, ybt).backward()
+
+        def torch_gauss():
+            xbt.grad = None
+            vbt.grad = None
+            torch.nn.functional.gaussian_nll_loss(xbt, ybt, vbt).backward()
+
+        bce["torch"] = torch_bce
+        gauss["torch"] = torch_gauss
+    return [ce, bce, gauss]
+
+
+def run(quick=False, repeat=5):
+    rows = []
+    for case in cases(quick):
+        (loss, _), (ref_loss, _) = case["check"]()
+        assert abs(float(loss) - float(ref_loss)) <= 1e-4 * abs(float(ref_loss)) + 1e-6, case["name"]
+        row = dict(kernel=case["name"])
+        row["fastmle_s"] = best(case["fastmle"], repeat)
+        row["fastmle_loss_s"] = best(case["fastmle_loss"], repeat)
+        row["numpy_s"] = best(case["numpy"], max(2, repeat // 2))
+        row["torch_s"] = best(case["torch"], max(2, repeat // 2)) if "torch" in case else None
+        row["copy_floor_s"] = copy_floor(case["rw_bytes"], repeat)
+        row["read_floor_s"] = copy_floor(case["r_bytes"], repeat)
+        row["x_copy_floor"] = row["fastmle_s"] / row["copy_floor_s"]
+        row["loss_x_read_floor"] = row["fastmle_loss_s"] / row["read_floor_s"]
+        row["speedup_vs_numpy"] = row["numpy_s"] / row["fastmle_s"]
+        row["speedup_vs_torch"] = row["torch_s"] / row["fastmle_s"] if row["torch_s"] else None
+        rows.append(row)
+    return rows
+
+
+def table(rows):
+    head = ("| kernel | value+grad / copy floor | loss / read floor | vs NumPy | vs torch |\n"
+            "|---|---|---|---|---|")
+    lines = [head]
+    for r in rows:
+        torch_col = f"{r['speedup_vs_torch']:.1f}x faster" if r["speedup_vs_torch"] else "n/a"
+        lines.append(
+            f"| {r['kernel']} | {r['x_copy_floor']:.2f}x | {r['loss_x_read_floor']:.2f}x | "
+            f"{r['speedup_vs_numpy']:.1f}x faster | {torch_col} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="10x smaller arrays")
+    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--json", help="also write the raw timings to this file")
+    args = p.parse_args(argv)
+    rows = run(args.quick, args.repeat)
+    print(f"numba threads: {numba.get_num_threads()}, threading layer: "
+          f"{fm._threading.threading_layer()}")
+    print(table(rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
