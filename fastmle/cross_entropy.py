@@ -230,7 +230,7 @@ def _prepare(input, target, weight, ignore_index, reduction, label_smoothing):
     if probs:
         denom = float(n)
     else:
-        nbad, first, wsum = _check_labels(t2, n_classes, int(ignore_index), w)
+        nbad, first, wsum = launch(_check_labels, t2, n_classes, int(ignore_index), w)
         if nbad:
             raise ValueError(
                 f"target holds {nbad} class index(es) outside [0, {n_classes}) that are not "

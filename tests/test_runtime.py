@@ -1,0 +1,246 @@
+"""Threads, forked workers, the on-disk cache, lazy compilation and memory use."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import threading
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fastmle as fm
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _data(seed=0, n=512, c=37):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c)).astype(np.float32)
+    t = rng.integers(0, c, n)
+    return x, t
+
+
+def _work(seed):
+    x, t = _data(seed)
+    loss, grad = fm.cross_entropy_value_and_grad(x, t)
+    b_loss, b_grad = fm.binary_cross_entropy_with_logits_value_and_grad(x, (x > 0).astype(x.dtype))
+    return float(loss), grad.tobytes(), float(b_loss), b_grad.tobytes()
+
+
+def test_many_threads_at_once_give_the_serial_results():
+    expected = [_work(s) for s in range(8)]
+    results = [[] for _ in range(8)]
+    barrier = threading.Barrier(8)
+
+    def worker(k):
+        barrier.wait()
+        for _ in range(16):
+            results[k].append(_work(k))
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    for k in range(8):
+        assert len(results[k]) == 16
+        assert all(r == expected[k] for r in results[k])
+
+
+def _child(seed):
+    return _work(seed)
+
+
+def test_forked_workers_after_parent_use():
+    expected = [_work(s) for s in range(4)]  # the parent has launched kernels
+    with mp.get_context("fork").Pool(2) as pool:
+        got = pool.map(_child, range(4), chunksize=1)
+    assert got == expected
+
+
+_SCRIPT = textwrap.dedent("""
+    import json, multiprocessing as mp, sys, threading
+    import numpy as np
+    import fastmle as fm
+
+    def work(seed):
+        rng = np.random.default_rng(seed)
+        x = rng.standard_normal((300, 50)).astype(np.float32)
+        t = rng.integers(0, 50, 300)
+        return float(fm.cross_entropy(x, t))
+
+    expected = [work(s) for s in range(4)]
+    out = {}
+    def run(k):
+        out[k] = [work(k % 4) for _ in range(10)]
+    ths = [threading.Thread(target=run, args=(k,)) for k in range(6)]
+    [t.start() for t in ths]
+    [t.join() for t in ths]
+    ok_threads = all(v == [expected[k % 4]] * 10 for k, v in out.items())
+    with mp.get_context("fork").Pool(2) as pool:
+        ok_fork = pool.map(work, range(4)) == expected
+    print(json.dumps({"layer": fm._threading.threading_layer(), "threads": ok_threads,
+                      "fork": ok_fork}))
+""")
+
+
+@pytest.mark.parametrize("layer", ["workqueue", "default"])
+def test_threads_and_fork_survive_in_a_fresh_process(layer, tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    if layer != "default":
+        env["NUMBA_THREADING_LAYER"] = layer
+    else:
+        env.pop("NUMBA_THREADING_LAYER", None)
+    script = tmp_path / "s.py"
+    script.write_text(_SCRIPT)
+    proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert res["threads"] and res["fork"]
+    if layer == "workqueue":
+        assert res["layer"] == "workqueue"  # serialized by fastmle's lock, not aborted
+
+
+_CACHE_SCRIPT = textwrap.dedent("""
+    import json, numpy as np
+    import fastmle as fm
+    import importlib
+    ce = importlib.import_module("fastmle.cross_entropy")
+    assert not ce._ce_index_kernel.signatures  # nothing compiled at import
+    x = np.ones((4, 3), np.float32); t = np.array([0, 1, 2, 0])
+    loss = float(fm.cross_entropy(x, t))
+    st = ce._ce_index_kernel.stats
+    import numba
+    print(json.dumps({"loss": loss, "hits": sum(st.cache_hits.values()),
+                      "misses": sum(st.cache_misses.values()),
+                      "cache_dir": numba.config.CACHE_DIR}))
+""")
+
+
+def _run_cache_script(pkg_parent, env, tmp_path, prefix=()):
+    script = tmp_path / "cache_script.py"
+    script.write_text(_CACHE_SCRIPT)
+    script.chmod(0o644)
+    proc = subprocess.run([*prefix, sys.executable, str(script)],
+                          env=dict(env, PYTHONPATH=str(pkg_parent)), capture_output=True,
+                          text=True, timeout=600, cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_lazy_compilation_and_warm_disk_cache(tmp_path):
+    pkg = tmp_path / "pkg"
+    shutil.copytree(ROOT / "fastmle", pkg / "fastmle",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    env = dict(os.environ)
+    env.pop("NUMBA_CACHE_DIR", None)
+    cold = _run_cache_script(pkg, env, tmp_path)
+    warm = _run_cache_script(pkg, env, tmp_path)
+    assert cold["loss"] == warm["loss"] == pytest.approx(np.log(3.0), rel=1e-6)
+    assert cold["misses"] >= 1 and cold["hits"] == 0
+    assert warm["hits"] >= 1 and warm["misses"] == 0
+    assert any((pkg / "fastmle" / "__pycache__").glob("*.nbi"))
+
+
+def _setpriv():
+    exe = shutil.which("setpriv")
+    if os.geteuid() != 0 or exe is None:
+        return None
+    return [exe, "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+def test_read_only_package_and_home_fall_back_to_a_temporary_cache(tmp_path):
+    prefix = _setpriv()
+    if prefix is None:
+        pytest.skip("needs root and setpriv to run as an unprivileged user")
+    import tempfile
+
+    tmp_path = Path(tempfile.mkdtemp(prefix="fastmle-ro-"))  # pytest's tmp_path is private
+    tmp_path.chmod(0o755)
+    shutil.rmtree(Path(tempfile.gettempdir()) / "fastmle-numba-cache-65534", ignore_errors=True)
+    pkg = tmp_path / "ro"
+    shutil.copytree(ROOT / "fastmle", pkg / "fastmle",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for p in [pkg, *pkg.rglob("*")]:
+        p.chmod(0o555 if p.is_dir() else 0o444)  # owned by root: read-only for 'nobody'
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_CACHE")}
+    env["HOME"] = "/nonexistent"
+    env.pop("XDG_CACHE_HOME", None)
+    first = _run_cache_script(pkg, env, tmp_path, prefix)
+    second = _run_cache_script(pkg, env, tmp_path, prefix)
+    assert first["loss"] == pytest.approx(np.log(3.0), rel=1e-6)
+    assert first["cache_dir"] and "fastmle-numba-cache" in first["cache_dir"]
+    assert not (pkg / "fastmle" / "__pycache__").exists()
+    assert second["hits"] >= 1 and second["misses"] == 0
+    shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def _peak_extra(fn):
+    tracemalloc.start()
+    tracemalloc.reset_peak()
+    base = tracemalloc.get_traced_memory()[0]
+    result = fn()
+    peak = tracemalloc.get_traced_memory()[1] - base
+    tracemalloc.stop()
+    return peak, result
+
+
+@pytest.mark.parametrize("case", ["ce", "bce", "gauss"])
+def test_value_and_grad_allocates_only_the_gradient(case):
+    rng = np.random.default_rng(0)
+    if case == "ce":
+        x = rng.standard_normal((4096, 1000)).astype(np.float32)
+        t = rng.integers(0, 1000, 4096)
+
+        def call(out=None):
+            return fm.cross_entropy_value_and_grad(x, t, out=out)
+    else:
+        x = rng.standard_normal(4_000_000).astype(np.float32)
+        y = (rng.random(x.size) > 0.5).astype(np.float32)
+        v = rng.uniform(0.5, 2, 4000).astype(np.float32)  # one variance per row of (4000, 1000)
+        if case == "bce":
+            def call(out=None):
+                return fm.binary_cross_entropy_with_logits_value_and_grad(x, y, out=out)
+        else:
+            x = x.reshape(4000, 1000)
+            y = y.reshape(4000, 1000)
+
+            def call(out=None):
+                return fm.gaussian_nll_loss_value_and_grad(x, y, v, out=out)
+    call()  # compile outside the measurement
+    expected_loss, expected_grad = call()
+    # kernels use chunk-sized scratch buffers, a few per thread, independent of N
+    import numba
+
+    from fastmle._elementwise import CHUNK
+
+    slack = 256 * 1024 + numba.get_num_threads() * 8 * CHUNK * x.itemsize
+    peak, (loss, grad) = _peak_extra(lambda: call())
+    assert peak <= x.nbytes + slack
+    assert peak >= x.nbytes  # the gradient itself is traced: the measurement works
+    x_copy = x.copy()
+    peak, (loss2, grad2) = _peak_extra(lambda: call(out=x))  # in place
+    assert peak <= slack
+    assert loss2 == expected_loss
+    g = grad2[0] if isinstance(grad2, tuple) else grad2
+    assert g is x
+    e = expected_grad[0] if isinstance(expected_grad, tuple) else expected_grad
+    np.testing.assert_array_equal(g, e)
+    x[...] = x_copy
+
+
+def test_c_contiguous_float_input_is_not_copied():
+    x = np.random.default_rng(0).standard_normal((256, 1000)).astype(np.float32)
+    t = np.zeros(256, np.int64)
+    fm.cross_entropy(x, t)
+    peak, _ = _peak_extra(lambda: fm.cross_entropy(x, t))
+    assert peak < x.nbytes // 10
