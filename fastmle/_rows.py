@@ -51,18 +51,26 @@ def row_max(x):
 
 @njit(**KERNEL_OPTIONS)
 def exp_row(x, m, e):
-    """e[j] = exp(x[j] - m); returns sum(e) accumulated in float64.
+    """e[j] = exp(x[j] - m); returns r = sum(e) - 1 accumulated in float64.
 
-    ``e`` may be ``x`` itself (in place): each element is read before it is written.
-    The sum is a second loop over ``e`` (in L1 by then): fused into the exp loop,
-    the float64 accumulator halves the SIMD width of the exp (measured 1.5x slower).
+    The max element contributes exactly exp(0) = 1, so r collects the other terms
+    without that 1 and log1p(r) keeps full relative accuracy when r is tiny (a
+    confident, correct prediction: log(1 + 1e-13) computed as log(s) would lose
+    three digits). ``e`` may be ``x`` itself (in place): each element is read
+    before it is written. The sum is a second loop over ``e`` (in L1 by then):
+    fused into the exp loop, the float64 accumulator halves the SIMD width of
+    the exp (measured 1.5x slower).
     """
     for j in range(x.size):
         e[j] = exp(x[j] - m)
-    s = 0.0
+    one = cast(1.0, x)
+    r = 0.0
+    k = 0
     for j in range(x.size):
-        s += e[j]
-    return s
+        v = e[j]
+        r += v if not v >= one else 0.0  # NaN is added, and propagates
+        k += 1 if v >= one else 0
+    return r + (k - 1)
 
 
 @njit(**KERNEL_OPTIONS)
@@ -76,7 +84,7 @@ def exp_row_weighted(x, m, e, w):
 
 @njit(**KERNEL_OPTIONS)
 def exp_row_soft(x, m, e, y, w, keep, spread):
-    """For probability targets q = keep * y + spread: returns (sum exp(x - m),
+    """For probability targets q = keep * y + spread: returns (sum exp(x - m) - 1,
     sum w q, sum w q (x - m)), storing exp(x - m) in e. A class with w q = 0
     adds 0 to the last sum even if x is -inf (0 * -inf counts as 0)."""
     wq_sum = 0.0

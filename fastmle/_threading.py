@@ -9,7 +9,7 @@ calls one, ``tbb`` handles both. So:
 2. Otherwise, if Intel TBB is installed (``pip install fastmle[tbb]``; the
    ``tbb`` wheel puts ``libtbb.so.12`` in ``<prefix>/lib``, which is not on the
    loader path of a virtual environment), the library is loaded by absolute path
-   and Numba is told to use ``tbb``.
+   and Numba is told to use ``tbb``; without TBB, ``workqueue``.
 3. Whatever layer ends up active, calls are serialized through a lock when it is
    ``workqueue`` (the only layer that is not thread-safe), so concurrent callers
    wait instead of crashing.
@@ -45,8 +45,9 @@ def _configure() -> None:
         return
     if numba.config.THREADING_LAYER != "default":
         return
-    if _load_tbb():
-        numba.config.THREADING_LAYER = "tbb"
+    # without TBB, choose workqueue (made thread-safe by the lock below) over
+    # GNU OpenMP, which kills forked children
+    numba.config.THREADING_LAYER = "tbb" if _load_tbb() else "workqueue"
 
 
 _configure()

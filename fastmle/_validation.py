@@ -47,7 +47,7 @@ def as_float_array(a, name: str, dtype=None) -> np.ndarray:
     arr = np.asarray(a)
     _reject_non_numeric(arr, name)
     dt = float_dtype(arr) if dtype is None else np.dtype(dtype)
-    return np.ascontiguousarray(arr, dtype=dt)
+    return np.asarray(arr, dtype=dt, order="C")  # keeps 0-d (ascontiguousarray would not)
 
 
 def check_out(out, shape: tuple[int, ...], dtype: np.dtype, name: str = "out") -> np.ndarray:

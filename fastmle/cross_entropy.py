@@ -11,9 +11,10 @@ p = softmax(x). Minimising the mean of loss_i over data drawn from p_data is
 minimising KL(p_data || p_model): cross-entropy minus the (constant) data entropy.
 
 Numerics: with m = max_j x_ij, s = sum_j exp(x_ij - m) >= 1 cannot overflow, and
-lse_i - x_ij = log s - (x_ij - m) is a sum of two non-negative terms, so the loss
-keeps full relative accuracy even when it is tiny. Row sums are accumulated in
-float64.
+lse_i - x_ij = log1p(s - 1) - (x_ij - m) is a sum of two non-negative terms, where
+s - 1 is summed without the max element's exact 1: the loss keeps full relative
+accuracy even when it is tiny (log1p(exp(-30)) for a gap of 30, where PyTorch's
+log(s) loses three digits). Row sums are accumulated in float64.
 """
 
 from __future__ import annotations
@@ -108,11 +109,12 @@ def _ce_index_kernel(x, target, weight, ignore_index, eps, scale, grad, want_gra
                         gi[:] = np.nan
                 else:
                     if smooth:
-                        s, sd = _rows.exp_row_weighted(xi, m, gi, weight)
+                        r, sd = _rows.exp_row_weighted(xi, m, gi, weight)
                     else:
-                        s = _rows.exp_row(xi, m, gi)
+                        r = _rows.exp_row(xi, m, gi)
                         sd = 0.0
-                    ls = math.log(s)
+                    s = 1.0 + r
+                    ls = math.log1p(r)
                     wt = np.float64(weight[t])
                     li = keep * wt * (ls - (xt - np.float64(m)))
                     if smooth:
@@ -147,8 +149,9 @@ def _ce_prob_kernel(x, y, weight, eps, scale, grad, want_grad, rows_out, want_ro
             gi = grad[i] if want_grad else scratch
             m = xi[0] if c_ == 1 else _rows.row_max(xi)
             if math.isfinite(m):
-                s, wq_sum, wqd_sum = _rows.exp_row_soft(xi, m, gi, yi, weight, keep, spread)
-                li = wq_sum * math.log(s) - wqd_sum
+                r, wq_sum, wqd_sum = _rows.exp_row_soft(xi, m, gi, yi, weight, keep, spread)
+                s = 1.0 + r
+                li = wq_sum * math.log1p(r) - wqd_sum
                 if want_grad:
                     _rows.soft_grad_row(gi, yi, weight, keep, spread,
                                         _rows.cast(scale * wq_sum / s, x), _rows.cast(scale, x))
@@ -272,9 +275,10 @@ def _run(input, target, weight, ignore_index, reduction, label_smoothing, want_l
             loss = rows.astype(dt).reshape(x.shape[:-1])
         else:
             total = float(np.sum(partial))
-            loss = dt.type(total / denom if reduction == "mean" else total)
-            if reduction == "mean" and denom == 0:
-                loss = dt.type(np.nan)
+            if reduction == "sum":
+                loss = dt.type(total)
+            else:
+                loss = dt.type(total / denom if denom != 0 else np.nan)
     return loss, grad
 
 

@@ -34,10 +34,10 @@ def _rows_kernel(x, out, lse, mode, per_chunk):
                 if mode != _LSE:
                     oi[:] = np.nan
                 continue
-            s = _rows.exp_row(xi, m, oi)
-            ls = math.log(s)
+            r = _rows.exp_row(xi, m, oi)
+            ls = math.log1p(r)
             if mode == _SOFTMAX:
-                _rows.scale_row(oi, _rows.cast(1.0 / s, x))
+                _rows.scale_row(oi, _rows.cast(1.0 / (1.0 + r), x))
             elif mode == _LOG_SOFTMAX:
                 lsc = _rows.cast(ls, x)
                 for j in range(c_):
@@ -57,7 +57,7 @@ def _as_rows(a, axis):
         raise ValueError(f"axis {axis} is out of bounds for an array of dimension {x.ndim}")
     axis = int(axis) % x.ndim
     moved = np.ascontiguousarray(np.moveaxis(x, axis, -1))
-    return x, moved.reshape(-1, x.shape[axis]) if x.shape[axis] else moved.reshape(0, 0), axis
+    return x, moved.reshape(math.prod(moved.shape[:-1]), x.shape[axis]), axis
 
 
 def _run(a, axis, mode):
