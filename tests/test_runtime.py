@@ -92,22 +92,32 @@ _SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("layer", ["workqueue", "default"])
+_HIDE_TBB = textwrap.dedent("""
+    import glob
+    _glob = glob.glob
+    glob.glob = lambda p, *a, **k: [] if "libtbb" in p else _glob(p, *a, **k)
+""")
+
+
+@pytest.mark.parametrize("layer", ["workqueue", "default", "no-tbb"])
 def test_threads_and_fork_survive_in_a_fresh_process(layer, tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    if layer != "default":
+    if layer == "workqueue":
         env["NUMBA_THREADING_LAYER"] = layer
     else:
         env.pop("NUMBA_THREADING_LAYER", None)
     script = tmp_path / "s.py"
-    script.write_text(_SCRIPT)
+    script.write_text((_HIDE_TBB if layer == "no-tbb" else "") + _SCRIPT)
     proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads(proc.stdout.strip().splitlines()[-1])
     assert res["threads"] and res["fork"]
-    if layer == "workqueue":
+    if layer in ("workqueue", "no-tbb"):
         assert res["layer"] == "workqueue"  # serialized by fastmle's lock, not aborted
+    else:
+        tbb = any(Path(p, "lib").glob("libtbb.so.12*") for p in {sys.prefix, sys.base_prefix})
+        assert res["layer"] == ("tbb" if tbb else "workqueue")
 
 
 _CACHE_SCRIPT = textwrap.dedent("""
