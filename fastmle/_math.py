@@ -27,7 +27,7 @@ from numba.extending import intrinsic, overload
 
 from ._jit import HELPER_OPTIONS
 
-__all__ = ["exp", "log", "log1p", "atanh2_third", "sortable", "from_sortable"]
+__all__ = ["exp", "exp_nonpos", "log", "log1p", "atanh2_third", "sortable", "from_sortable"]
 
 
 # --- bit reinterpretation (an LLVM bitcast; ``ndarray.view`` would block SIMD) ----
@@ -167,6 +167,41 @@ _exp32 = _make_exp(np.float32, 7, -104.0, 89.0)
 _exp64 = _make_exp(np.float64, 13, -746.0, 710.0)
 
 
+# exp for arguments <= 0 (a softmax's x - max), float32, about 30% fewer operations:
+# results below the normal range are flushed to exactly 0 (absolute error < 1.2e-38,
+# and exact zeros for -inf), n is rounded by the 1.5 * 2**23 trick (its low bits are
+# n, so 2**n is two integer operations away), and e**f uses a degree-6 polynomial
+# fitted for relative error on [-ln2/2, ln2/2] (max 2e-8, below float32 rounding).
+_EXP6 = (1.0000000005541962, 1.000000036323054, 0.49999992079355077, 0.16666420170334445,
+         0.0416682256734659, 0.008374815771937216, 0.0013836840172961476)
+
+
+def _make_exp_nonpos32():
+    ft = np.float32
+    log2e, magic = ft(1.4426950408889634), ft(12582912.0)
+    ln2_hi, ln2_lo = ft(_LN2_HI), ft(_LN2_LO)
+    c = tuple(ft(v) for v in _EXP6)
+    lo, zero = ft(-87.33654), ft(0.0)
+    one_bits = np.int32(127 << 23)
+
+    @njit(**HELPER_OPTIONS)
+    def _exp(x):
+        xc = lo if x < lo else x  # NaN stays NaN
+        t = xc * log2e + magic
+        n = t - magic  # rint(xc / ln2); the low bits of t hold n
+        f = (xc - n * ln2_hi) - n * ln2_lo
+        p = c[6]
+        for k in range(5, -1, -1):
+            p = p * f + c[k]
+        r = p * _from_bits((_bits(t) << 23) + one_bits, x)
+        return zero if x < lo else r
+
+    return _exp
+
+
+_exp_nonpos32 = _make_exp_nonpos32()
+
+
 # --- log and log1p ------------------------------------------------------------
 # x = 2**k * m with m in [sqrt(1/2), sqrt(2)), log(m) = 2 atanh(s), s = (m-1)/(m+1),
 # |s| <= 0.1716, so the atanh series converges fast (5 / 10 terms after s).
@@ -271,6 +306,7 @@ def _generic(name, f32, f64):
 
 
 exp = _generic("exp", _exp32, _exp64)
+exp_nonpos = _generic("exp_nonpos", _exp_nonpos32, _exp64)
 log = _generic("log", _log32, _log64)
 log1p = _generic("log1p", _log1p32, _log1p64)
 atanh2_third = _generic("atanh2_third", _atanh2_third32, _atanh2_third64)

@@ -1,8 +1,9 @@
 """Row kernels shared by softmax cross-entropy and logsumexp/softmax/log_softmax.
 
-A row is read from memory once: the max pass brings it into cache, the exp pass
-stores exp(x - max) (into the gradient/output row, or a scratch row), and the
-final pass rescales what the exp pass stored. Each exp is computed once.
+A row is read from memory once: its max is computed while the previous row's exps
+are (so the first read overlaps arithmetic), the exp pass stores exp(x - max) in
+a scratch row that stays in L1, and the final pass writes the gradient (or the
+softmax) from it. Each exp is computed once.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from numba import njit, types
 from numba.extending import overload
 
 from ._jit import KERNEL_OPTIONS
-from ._math import exp, from_sortable, sortable
+from ._math import exp_nonpos, from_sortable, sortable
 
 # Rows are grouped into chunks of about this many elements. The chunking (not the
 # number of threads) fixes the order of every floating-point sum, so results are
@@ -50,43 +51,54 @@ def row_max(x):
 
 
 @njit(**KERNEL_OPTIONS)
-def exp_row(x, m, e):
-    """e[j] = exp(x[j] - m); returns r = sum(e) - 1 accumulated in float64.
+def exp_row(x, m, e, nxt):
+    """e[j] = exp(x[j] - m); returns (r, max(nxt)) with r = sum(e) - 1 in float64.
 
     The max element contributes exactly exp(0) = 1, so r collects the other terms
     without that 1 and log1p(r) keeps full relative accuracy when r is tiny (a
     confident, correct prediction: log(1 + 1e-13) computed as log(s) would lose
-    three digits). ``e`` may be ``x`` itself (in place): each element is read
-    before it is written. The sum is a second loop over ``e`` (in L1 by then):
-    fused into the exp loop, the float64 accumulator halves the SIMD width of
-    the exp (measured 1.5x slower).
+    three digits).
+
+    ``nxt`` is the next row (same length, or ``x`` itself for the last one): its
+    max is computed in the same loop, so that its first read from memory overlaps
+    with this row's exp arithmetic instead of following it (measured 1.2x faster).
+
+    ``e`` must not overlap ``x`` or ``nxt``: LLVM would then fall back to scalar
+    code (it cannot prove that reading x[j] before writing e[j] is safe; measured
+    3.6x slower in place). Callers pass a scratch row and write the gradient from
+    it. The sum is a second loop over ``e`` (in L1 by then): fused into the exp
+    loop, the float64 accumulator halves the SIMD width of the exp.
     """
+    k = sortable(nxt[0])
     for j in range(x.size):
-        e[j] = exp(x[j] - m)
+        e[j] = exp_nonpos(x[j] - m)
+        kj = sortable(nxt[j])
+        k = kj if kj > k else k
     one = cast(1.0, x)
     r = 0.0
-    k = 0
+    n_one = 0
     for j in range(x.size):
         v = e[j]
         r += v if not v >= one else 0.0  # NaN is added, and propagates
-        k += 1 if v >= one else 0
-    return r + (k - 1)
+        n_one += 1 if v >= one else 0
+    return r + (n_one - 1), from_sortable(k, nxt[0])
 
 
 @njit(**KERNEL_OPTIONS)
-def exp_row_weighted(x, m, e, w):
+def exp_row_weighted(x, m, e, nxt, w):
     """As :func:`exp_row`, also returning sum(w[j] * (x[j] - m)) in float64."""
     sd = 0.0
     for j in range(x.size):
         sd += np.float64(w[j]) * np.float64(x[j] - m)
-    return exp_row(x, m, e), sd
+    r, m_next = exp_row(x, m, e, nxt)
+    return r, m_next, sd
 
 
 @njit(**KERNEL_OPTIONS)
-def exp_row_soft(x, m, e, y, w, keep, spread):
+def exp_row_soft(x, m, e, nxt, y, w, keep, spread):
     """For probability targets q = keep * y + spread: returns (sum exp(x - m) - 1,
-    sum w q, sum w q (x - m)), storing exp(x - m) in e. A class with w q = 0
-    adds 0 to the last sum even if x is -inf (0 * -inf counts as 0)."""
+    max(nxt), sum w q, sum w q (x - m)), storing exp(x - m) in e. A class with
+    w q = 0 adds 0 to the last sum even if x is -inf (0 * -inf counts as 0)."""
     wq_sum = 0.0
     wqd_sum = 0.0
     zero = cast(0.0, x)
@@ -95,27 +107,29 @@ def exp_row_soft(x, m, e, y, w, keep, spread):
         wq = w[j] * (keep * y[j] + spread)
         wq_sum += wq
         wqd_sum += np.float64(wq) * np.float64(d) if wq != zero else 0.0
-    return exp_row(x, m, e), wq_sum, wqd_sum
+    r, m_next = exp_row(x, m, e, nxt)
+    return r, m_next, wq_sum, wqd_sum
 
 
 @njit(**KERNEL_OPTIONS)
-def soft_grad_row(e, y, w, keep, spread, a, scale):
-    """e[j] = e[j] * a - scale * w[j] * q[j]."""
+def soft_grad_row(e, g, y, w, keep, spread, a, scale):
+    """g[j] = e[j] * a - scale * w[j] * q[j]."""
     for j in range(e.size):
-        e[j] = e[j] * a - scale * w[j] * (keep * y[j] + spread)
+        g[j] = e[j] * a - scale * w[j] * (keep * y[j] + spread)
 
 
 @njit(**KERNEL_OPTIONS)
-def scale_row(e, a):
+def scale_row(e, g, a):
+    """g[j] = e[j] * a."""
     for j in range(e.size):
-        e[j] = e[j] * a
+        g[j] = e[j] * a
 
 
 @njit(**KERNEL_OPTIONS)
-def scale_shift_row(e, a, b):
-    """e[j] = e[j] * a - b[j]."""
+def scale_shift_row(e, g, a, b):
+    """g[j] = e[j] * a - b[j]."""
     for j in range(e.size):
-        e[j] = e[j] * a - b[j]
+        g[j] = e[j] * a - b[j]
 
 
 @njit(**KERNEL_OPTIONS)

@@ -90,41 +90,50 @@ def _ce_index_kernel(x, target, weight, ignore_index, eps, scale, grad, want_gra
     # per-class part of the smoothed gradient: scale * eps * w_j / C
     shift = (weight * (scale * eps / c_)).astype(x.dtype)
     for c in prange(nchunks):
-        scratch = np.empty(0 if want_grad else c_, x.dtype)
+        e = np.empty(c_, x.dtype)  # exp(x - max) of the current row
         acc = 0.0
-        for i in range(c * per_chunk, min(n, (c + 1) * per_chunk)):
+        r1 = min(n, (c + 1) * per_chunk)
+        m = x[0, 0]
+        known = False  # whether m already holds max(x[i]) (computed with the previous row)
+        for i in range(c * per_chunk, r1):
             xi = x[i]
-            gi = grad[i] if want_grad else scratch
+            nxt = x[i + 1] if i + 1 < r1 else xi
+            gi = grad[i] if want_grad else e
             t = target[i]
             li = 0.0
             if t == ignore_index:
+                known = False
                 if want_grad:
                     gi[:] = 0
             else:
                 xt = np.float64(xi[t])  # read before gi (possibly xi itself) is overwritten
-                m = xi[0] if c_ == 1 else _rows.row_max(xi)
+                if not known:
+                    m = _rows.row_max(xi)
+                known = False
                 if not math.isfinite(m):  # a row with +inf, NaN or only -inf: NaN, like PyTorch
                     li = np.nan
                     if want_grad:
                         gi[:] = np.nan
                 else:
                     if smooth:
-                        r, sd = _rows.exp_row_weighted(xi, m, gi, weight)
+                        r, m_next, sd = _rows.exp_row_weighted(xi, m, e, nxt, weight)
                     else:
-                        r = _rows.exp_row(xi, m, gi)
+                        r, m_next = _rows.exp_row(xi, m, e, nxt)
                         sd = 0.0
+                    mf = np.float64(m)
+                    m, known = m_next, True
                     s = 1.0 + r
                     ls = math.log1p(r)
                     wt = np.float64(weight[t])
-                    li = keep * wt * (ls - (xt - np.float64(m)))
+                    li = keep * wt * (ls - (xt - mf))
                     if smooth:
                         li += eps / c_ * (w_total * ls - sd)
                     if want_grad:
                         a = scale * (keep * wt + eps * w_total / c_) / s
                         if smooth:
-                            _rows.scale_shift_row(gi, _rows.cast(a, x), shift)
+                            _rows.scale_shift_row(e, gi, _rows.cast(a, x), shift)
                         else:
-                            _rows.scale_row(gi, _rows.cast(a, x))
+                            _rows.scale_row(e, gi, _rows.cast(a, x))
                         gi[t] -= _rows.cast(scale * keep * wt, x)
             if want_rows:
                 rows_out[i] = li
@@ -141,24 +150,28 @@ def _ce_prob_kernel(x, y, weight, eps, scale, grad, want_grad, rows_out, want_ro
     keep = _rows.cast(1.0 - eps, x)
     spread = _rows.cast(eps / c_, x)
     for c in prange(nchunks):
-        scratch = np.empty(0 if want_grad else c_, x.dtype)
+        e = np.empty(c_, x.dtype)
         acc = 0.0
-        for i in range(c * per_chunk, min(n, (c + 1) * per_chunk)):
+        r1 = min(n, (c + 1) * per_chunk)
+        m = _rows.row_max(x[c * per_chunk]) if r1 > c * per_chunk else x[0, 0]
+        for i in range(c * per_chunk, r1):
             xi = x[i]
             yi = y[i]
-            gi = grad[i] if want_grad else scratch
-            m = xi[0] if c_ == 1 else _rows.row_max(xi)
+            nxt = x[i + 1] if i + 1 < r1 else xi
+            gi = grad[i] if want_grad else e
             if math.isfinite(m):
-                r, wq_sum, wqd_sum = _rows.exp_row_soft(xi, m, gi, yi, weight, keep, spread)
+                r, m, wq_sum, wqd_sum = _rows.exp_row_soft(xi, m, e, nxt, yi, weight, keep,
+                                                           spread)
                 s = 1.0 + r
                 li = wq_sum * math.log1p(r) - wqd_sum
                 if want_grad:
-                    _rows.soft_grad_row(gi, yi, weight, keep, spread,
+                    _rows.soft_grad_row(e, gi, yi, weight, keep, spread,
                                         _rows.cast(scale * wq_sum / s, x), _rows.cast(scale, x))
             else:
                 li = np.nan
                 if want_grad:
                     gi[:] = np.nan
+                m = _rows.row_max(nxt)
             if want_rows:
                 rows_out[i] = li
             acc += li

@@ -24,25 +24,29 @@ def _rows_kernel(x, out, lse, mode, per_chunk):
     nchunks = (n + per_chunk - 1) // per_chunk
     for c in prange(nchunks):
         scratch = np.empty(c_ if mode == _LSE else 0, x.dtype)
-        for i in range(c * per_chunk, min(n, (c + 1) * per_chunk)):
+        r1 = min(n, (c + 1) * per_chunk)
+        m = _rows.row_max(x[c * per_chunk]) if r1 > c * per_chunk else x[0, 0]
+        for i in range(c * per_chunk, r1):
             xi = x[i]
+            nxt = x[i + 1] if i + 1 < r1 else xi
             oi = scratch if mode == _LSE else out[i]
-            m = _rows.row_max(xi)
             if not math.isfinite(m):
                 # PyTorch: logsumexp is +-inf / NaN, softmax and log_softmax are NaN
                 lse[i] = _rows.masked_logsumexp(xi)
                 if mode != _LSE:
                     oi[:] = np.nan
+                m = _rows.row_max(nxt)
                 continue
-            r = _rows.exp_row(xi, m, oi)
+            mi = m
+            r, m = _rows.exp_row(xi, mi, oi, nxt)
             ls = math.log1p(r)
             if mode == _SOFTMAX:
-                _rows.scale_row(oi, _rows.cast(1.0 / (1.0 + r), x))
+                _rows.scale_row(oi, oi, _rows.cast(1.0 / (1.0 + r), x))
             elif mode == _LOG_SOFTMAX:
                 lsc = _rows.cast(ls, x)
                 for j in range(c_):
-                    oi[j] = (xi[j] - m) - lsc
-            lse[i] = np.float64(m) + ls
+                    oi[j] = (xi[j] - mi) - lsc
+            lse[i] = np.float64(mi) + ls
 
 
 def _as_rows(a, axis):
