@@ -74,6 +74,8 @@ def layout(shape, operands):
     """
     shape = tuple(shape)
     n = math.prod(shape)
+    if n == 0:  # nothing is read; derivatives come out as zeros of the operand's shape
+        return 1, 0, [SCALAR] * len(operands), [np.ones(1, op.dtype) for op in operands]
     kinds = [_kind(op.shape, shape, len(shape)) for op in operands]
     if all(kd in (FULL, SCALAR) for kd in kinds):
         return 1, n, kinds, [_flat(op, kd, shape, len(shape)) for op, kd in zip(operands, kinds)]
@@ -174,11 +176,14 @@ def _bce_logits(x, y, w, pw, p0, p1, scale, g, l, dv):
         g[j] = sc * w[j] * (b * sig_pos - a * sig_neg)
 
 
+_TORCH_EPSILON = float(np.float32(1e-12))  # PyTorch's floor is the float 1e-12f, in any dtype
+
+
 @njit(**KERNEL_OPTIONS)
 def _bce_probs(p, y, w, unused, p0, p1, scale, g, l, dv):
     one = cast(1.0, p)
     floor = cast(-100.0, p)
-    tiny = cast(1e-12, p)
+    tiny = cast(_TORCH_EPSILON, p)
     sc = cast(scale, p)
     for j in range(p.size):
         pj = p[j]

@@ -66,6 +66,8 @@ def check_out(out, shape: tuple[int, ...], dtype: np.dtype, name: str = "out") -
 
 
 def check_finite_scalar(value, name: str) -> float:
+    if isinstance(value, (str, bytes)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     try:
         v = float(value)
     except (TypeError, ValueError):

@@ -50,6 +50,11 @@ def _var_operand(var, x):
                 "use the input's shape (heteroscedastic), the input's shape without its last "
                 "axis, or the input's shape with one axis of size 1 (homoscedastic)"
             )
+    try:
+        np.broadcast_shapes(shaped.shape, x.shape)
+    except ValueError:
+        raise ValueError(f"var has shape {v.shape}, which does not broadcast to the input's "
+                         f"shape {x.shape}") from None
     return v, shaped, False
 
 
