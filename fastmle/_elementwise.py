@@ -24,8 +24,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ._jit import KERNEL_OPTIONS, PARALLEL_OPTIONS
-from ._math import atanh2_third, exp, log, log1p
+from ._jit import KERNEL_OPTIONS, PARALLEL_OPTIONS, POINTWISE_OPTIONS
+from ._math import atanh2_third, exp, exp_nonpos, log, log1p
 from ._rows import cast
 from ._threading import launch
 
@@ -112,17 +112,25 @@ def chunk_bounds(c, r, l_):
 
 
 @njit(**KERNEL_OPTIONS)
-def operand(a, kind, r0, r1, j0, j1, l_):
-    """The chunk's part of operand ``a`` as a contiguous 1-D array."""
+def scalar_buffer(a, kind):
+    """A chunk-sized array of a SCALAR operand's value, filled once per call and
+    shared (read-only) by all chunks."""
+    return np.full(CHUNK if kind == SCALAR else 0, a[0], a.dtype)
+
+
+@njit(**KERNEL_OPTIONS)
+def operand(a, kind, filled, r0, r1, j0, j1, l_):
+    """The chunk's part of operand ``a`` as a contiguous 1-D array (``filled`` is
+    its :func:`scalar_buffer`)."""
     lo = r0 * l_ + j0
     hi = (r1 - 1) * l_ + j1
     if kind == FULL:
         return a[lo:hi]
+    if kind == SCALAR:
+        return filled[:hi - lo]
     out = np.empty(hi - lo, a.dtype)
     w = j1 - j0
-    if kind == SCALAR:
-        out[:] = a[0]
-    elif kind == ROW:
+    if kind == ROW:
         for r in range(r0, r1):
             out[(r - r0) * w:(r - r0 + 1) * w] = a[r]
     else:
@@ -147,39 +155,56 @@ def sum64(a):
 # Each writes the per-element loss l and gradient g (already times ``scale``).
 
 
-@njit(**KERNEL_OPTIONS)
-def _bce_logits(x, y, w, pw, p0, p1, scale, g, l, dv):
+@njit(**POINTWISE_OPTIONS)
+def _bce_logits_loss(xj, e, t, a, b):
+    """y*pw*softplus(-x) + (1-y)*softplus(x), given e = exp(-|x|), t = log1p(e),
+    a = y*pw and b = 1-y. Both terms are >= 0 for y in [0, 1], so nothing cancels
+    (PyTorch's (1-y)*x + ... loses everything for y=0, x=-20). A zero coefficient
+    times an infinite softplus counts as 0 (the limit)."""
+    zero = cast(0.0, e)
+    sp_pos = t + max(xj, zero)  # softplus(x)  = -log(1 - sigmoid(x))
+    sp_neg = t + max(-xj, zero)  # softplus(-x) = -log(sigmoid(x))
+    la = a * sp_neg if a != zero else zero
+    lb = b * sp_pos if b != zero else zero
+    return la + lb
+
+
+@njit(**POINTWISE_OPTIONS)
+def _softplus_parts(xj, one):
+    """(e, 1/(1+e), log1p(e)) for e = exp(-|x|) in (0, 1], with one division for
+    both 1/(1+e) and e/(2+e) (log1p(e) = 2 atanh(e/(2+e)))."""
+    e = exp_nonpos(-abs(xj))
+    ope = one + e
+    tpe = one + ope
+    inv = one / (ope * tpe)
+    return e, tpe * inv, atanh2_third(e * ope * inv)
+
+
+@njit(**POINTWISE_OPTIONS)
+def _bce_logits(x, y, w, pw, want_grad, p1, scale, g, l, dv):
     one = cast(1.0, x)
     zero = cast(0.0, x)
     sc = cast(scale, x)
+    if not want_grad:  # the same loss, bit for bit, without the gradient's work
+        for j in range(x.size):
+            e, r, t = _softplus_parts(x[j], one)
+            l[j] = w[j] * _bce_logits_loss(x[j], e, t, y[j] * pw[j], one - y[j])
+        return
     for j in range(x.size):
         xj = x[j]
-        e = exp(-abs(xj))  # in (0, 1]: never overflows
-        # one division for both 1/(1+e) and s = e/(2+e); log1p(e) = 2 atanh(s)
-        ope = one + e
-        tpe = one + ope
-        inv = one / (ope * tpe)
-        r = tpe * inv
-        t = atanh2_third(e * ope * inv)
-        sp_pos = t + max(xj, zero)  # softplus(x)  = -log(1 - sigmoid(x))
-        sp_neg = t + max(-xj, zero)  # softplus(-x) = -log(sigmoid(x))
-        sig_pos = r if xj >= zero else e * r  # sigmoid(x)
-        sig_neg = e * r if xj >= zero else r  # sigmoid(-x)
+        e, r, t = _softplus_parts(xj, one)
         a = y[j] * pw[j]
         b = one - y[j]
-        # y*pw*softplus(-x) + (1-y)*softplus(x): both terms >= 0 for y in [0, 1], so
-        # no cancellation (PyTorch's (1-y)*x + ... loses everything for y=0, x=-20).
-        # A zero coefficient times an infinite softplus counts as 0 (the limit).
-        la = a * sp_neg if a != zero else zero
-        lb = b * sp_pos if b != zero else zero
-        l[j] = w[j] * (la + lb)
+        l[j] = w[j] * _bce_logits_loss(xj, e, t, a, b)
+        sig_pos = r if xj >= zero else e * r  # sigmoid(x)
+        sig_neg = e * r if xj >= zero else r  # sigmoid(-x)
         g[j] = sc * w[j] * (b * sig_pos - a * sig_neg)
 
 
 _TORCH_EPSILON = float(np.float32(1e-12))  # PyTorch's floor is the float 1e-12f, in any dtype
 
 
-@njit(**KERNEL_OPTIONS)
+@njit(**POINTWISE_OPTIONS)
 def _bce_probs(p, y, w, unused, p0, p1, scale, g, l, dv):
     one = cast(1.0, p)
     floor = cast(-100.0, p)
@@ -194,7 +219,7 @@ def _bce_probs(p, y, w, unused, p0, p1, scale, g, l, dv):
         g[j] = sc * w[j] * (pj - y[j]) / max((one - pj) * pj, tiny)
 
 
-@njit(**KERNEL_OPTIONS)
+@njit(**POINTWISE_OPTIONS)
 def _gaussian(x, t, v, unused, eps, const, scale, g, l, dv):
     half = cast(0.5, x)
     one = cast(1.0, x)
@@ -212,7 +237,7 @@ def _gaussian(x, t, v, unused, eps, const, scale, g, l, dv):
         dv[j] = sc * half * r * (one - d2r)
 
 
-@njit(**KERNEL_OPTIONS)
+@njit(**POINTWISE_OPTIONS)
 def _mse(x, t, unused1, unused2, p0, p1, scale, g, l, dv):
     sc2 = cast(2.0 * scale, x)
     for j in range(x.size):
@@ -221,7 +246,7 @@ def _mse(x, t, unused1, unused2, p0, p1, scale, g, l, dv):
         g[j] = sc2 * d
 
 
-@njit(**KERNEL_OPTIONS)
+@njit(**POINTWISE_OPTIONS)
 def _kl(x, t, unused1, unused2, log_target, p1, scale, g, l, dv):
     zero = cast(0.0, x)
     sc = cast(scale, x)
@@ -249,19 +274,22 @@ def _kernel(loss_id, x, a, ka, b, kb, c3, kc, p0, p1, r, l_, scale, grad, want_g
     into dv_out, otherwise per-(chunk, row) partial sums into per_row_dv)."""
     nch = n_chunks(r, l_)
     part = np.zeros(nch)
+    fa = scalar_buffer(a, ka)
+    fb = scalar_buffer(b, kb)
+    fc = scalar_buffer(c3, kc)
     for c in prange(nch):
         r0, r1, j0, j1 = chunk_bounds(c, r, l_)
         lo = r0 * l_ + j0
         hi = (r1 - 1) * l_ + j1
         xs = x[lo:hi]
-        av = operand(a, ka, r0, r1, j0, j1, l_)
-        bv = operand(b, kb, r0, r1, j0, j1, l_)
-        cv = operand(c3, kc, r0, r1, j0, j1, l_)
+        av = operand(a, ka, fa, r0, r1, j0, j1, l_)
+        bv = operand(b, kb, fb, r0, r1, j0, j1, l_)
+        cv = operand(c3, kc, fc, r0, r1, j0, j1, l_)
         gs = grad[lo:hi] if want_grad else np.empty(hi - lo, x.dtype)
         ls = loss_out[lo:hi] if want_none else np.empty(hi - lo, x.dtype)
         dvs = dv_out[lo:hi] if dv_kind == FULL else np.empty(hi - lo, x.dtype)
         if loss_id == BCE_LOGITS:
-            _bce_logits(xs, av, bv, cv, p0, p1, scale, gs, ls, dvs)
+            _bce_logits(xs, av, bv, cv, want_grad, p1, scale, gs, ls, dvs)
         elif loss_id == BCE_PROBS:
             _bce_probs(xs, av, bv, cv, p0, p1, scale, gs, ls, dvs)
         elif loss_id == GAUSSIAN:

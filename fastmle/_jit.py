@@ -11,7 +11,9 @@
   raising, which also keeps divisions in loops vectorizable.
 - ``boundscheck=False``: every index is validated in Python before a kernel runs.
 - Fast-math: only kernels, and only ``KERNEL_FASTMATH`` = {"reassoc", "contract"}
-  so that float64 sums vectorize and multiply-adds fuse; never ``nnan``/``ninf``
+  so that float64 sums vectorize and multiply-adds fuse (point-wise loss formulas
+  get "contract" alone: reassociation could round one formula differently in two
+  loops); never ``nnan``/``ninf``
   (NaN must propagate) and never in ``_math`` (its range reductions need exact
   IEEE rounding). Results still do not depend on the thread count: sums run over
   fixed chunks whose order is fixed.
@@ -30,6 +32,9 @@ JIT_OPTIONS = dict(nogil=True, cache=True, error_model="numpy", boundscheck=Fals
 HELPER_OPTIONS = dict(JIT_OPTIONS, cache=False)
 KERNEL_FASTMATH = {"reassoc", "contract"}
 KERNEL_OPTIONS = dict(JIT_OPTIONS, fastmath=KERNEL_FASTMATH)
+# point-wise formulas: contraction only, so that a formula evaluates to the same
+# bits in every loop that uses it (value-only and value-and-gradient agree exactly)
+POINTWISE_OPTIONS = dict(JIT_OPTIONS, fastmath={"contract"})
 PARALLEL_OPTIONS = dict(KERNEL_OPTIONS, parallel=True)
 
 

@@ -24,14 +24,14 @@ CHUNK_ELEMENTS = 32768
 
 
 def cast(value, like):
-    """``value`` converted to the dtype of array ``like`` (inside jitted code)."""
+    """``value`` converted to the dtype of array (or float) ``like``, in jitted code."""
     raise NotImplementedError("only callable from jitted code")
 
 
 @overload(cast)
 def _cast_impl(value, like):
-    if isinstance(like, types.Array):
-        dt = like.dtype
+    dt = like.dtype if isinstance(like, types.Array) else like
+    if isinstance(dt, types.Float):
         return lambda value, like: dt(value)
     return None
 

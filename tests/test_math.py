@@ -20,8 +20,10 @@ def _apply(kind, x, out):
             out[i] = M.log1p(x[i])
         elif kind == 3:
             out[i] = M.atanh2_third(x[i])
-        else:
+        elif kind == 4:
             out[i] = M.from_sortable(M.sortable(x[i]), x[i])
+        else:
+            out[i] = M.exp_nonpos(x[i])
 
 
 def apply(kind, x):
@@ -50,6 +52,19 @@ def test_exp_accuracy_over_the_whole_range(dt):
     # subnormal results are rounded once, correctly to within one subnormal step
     sub = ~normal
     assert np.all(np.abs(got[sub] - ref[sub]) <= np.finfo(dt).smallest_subnormal)
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+def test_exp_nonpos_accuracy_subnormals_and_specials(dt):
+    x = -np.random.default_rng(3).uniform(0, 110 if dt == np.float32 else 750, 200_000)
+    x = x.astype(dt)
+    ref = np.exp(x.astype(np.float64))
+    got = apply(5, x)
+    normal = ref >= np.finfo(dt).tiny
+    assert ulps(got[normal], ref[normal], dt).max() <= ULP[dt]
+    assert np.all(np.abs(got[~normal] - ref[~normal]) <= np.finfo(dt).smallest_subnormal)
+    sp = np.array([0.0, -0.0, -np.inf, np.nan, -1e-30], dt)
+    np.testing.assert_array_equal(apply(5, sp), np.array([1, 1, 0, np.nan, 1], dt))
 
 
 @pytest.mark.parametrize("dt", [np.float32, np.float64])
