@@ -209,6 +209,23 @@ _exp_nonpos32 = _make_exp_nonpos32()
 # |s| <= 0.1716, so the atanh series converges fast (5 / 10 terms after s).
 
 
+def _make_atanh2(ft, coeffs):
+    """2 atanh(s) = log((1+s)/(1-s)) = 2 s g(s**2), g a polynomial with ``coeffs``."""
+    c = tuple(ft(v) for v in coeffs)
+    deg = len(c) - 1
+    two = ft(2.0)
+
+    @njit(**HELPER_OPTIONS)
+    def _f(s):
+        z = s * s
+        p = c[deg]
+        for j in range(deg - 1, -1, -1):
+            p = p * z + c[j]
+        return two * s * p
+
+    return _f
+
+
 def _make_log(ft, ity, mant, nterms):
     mant_mask = ity((1 << mant) - 1)
     sqrt_half_bits = ity(0x3F3504F3) if ft is np.float32 else ity(0x3FE6A09E667F3BCD)
@@ -217,17 +234,9 @@ def _make_log(ft, ity, mant, nterms):
     scale_k = ft(mant + 1)
     ln2 = ft(math.log(2.0))
     two, one, zero = ft(2.0), ft(1.0), ft(0.0)
-    c = tuple(ft(1.0 / (2 * j + 1)) for j in range(nterms + 1))
     inf, nan = ft(np.inf), ft(np.nan)
-
-    @njit(**HELPER_OPTIONS)
-    def _atanh2(s):
-        # 2 atanh(s) = log((1+s)/(1-s)) for |s| <= 0.1716, by its odd series
-        z = s * s
-        p = c[nterms]
-        for j in range(nterms - 1, -1, -1):
-            p = p * z + c[j]
-        return two * s * p
+    # |s| <= 0.1716 here: the series sum s**2k / (2k+1), truncated after nterms
+    _atanh2 = _make_atanh2(ft, tuple(1.0 / (2 * j + 1) for j in range(nterms + 1)))
 
     @njit(**HELPER_OPTIONS)
     def _split(x):
@@ -266,30 +275,14 @@ _log32, _log1p32 = _make_log(np.float32, np.int32, 23, 5)
 _log64, _log1p64 = _make_log(np.float64, np.int64, 52, 10)
 
 
-def _make_atanh2_third(ft, coeffs):
-    c = tuple(ft(v) for v in coeffs)
-    deg = len(c) - 1
-    two = ft(2.0)
-
-    @njit(**HELPER_OPTIONS)
-    def _f(s):
-        z = s * s
-        p = c[deg]
-        for j in range(deg - 1, -1, -1):
-            p = p * z + c[j]
-        return two * s * p
-
-    return _f
-
-
 # 2 atanh(s) = log((1+s)/(1-s)) for 0 <= s <= 1/3, i.e. log1p(e) with s = e/(2+e),
 # e in [0, 1]: 2 s g(s**2) with g(z) = sum z**k / (2k+1). float64 takes the series
 # to where (1/9)**k/(2k+1) < half an ulp; float32 a degree-4 polynomial fitted for
 # relative error on z in [0, 1/9] (max 8e-9).
 _ATANH_F32 = (1.0000000039604688, 0.33333157342518516, 0.2001245507239207,
               0.13980302365152128, 0.14089163010065703)
-_atanh2_third32 = _make_atanh2_third(np.float32, _ATANH_F32)
-_atanh2_third64 = _make_atanh2_third(np.float64, tuple(1.0 / (2 * j + 1) for j in range(18)))
+_atanh2_third32 = _make_atanh2(np.float32, _ATANH_F32)
+_atanh2_third64 = _make_atanh2(np.float64, tuple(1.0 / (2 * j + 1) for j in range(18)))
 
 
 # --- generic entry points -------------------------------------------------------

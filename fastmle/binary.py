@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _elementwise as ew
+from ._docs import triple
 from ._validation import as_float_array, broadcast_operand, check_out, check_reduction
 
 __all__ = [
@@ -107,12 +108,6 @@ _PROBS_DOC = """
     PyTorch for small p.
 """
 
-_OUT_DOC = """    out : ndarray, optional
-        C-contiguous buffer of the input's shape and computation dtype for the
-        gradient; may be ``input`` itself (in place).
-"""
-
-
 def binary_cross_entropy_with_logits(input, target, weight=None, reduction: str = "mean",
                                      pos_weight=None):
     return _with_logits(input, target, weight, reduction, pos_weight, True, False)[0]
@@ -142,18 +137,8 @@ def binary_cross_entropy_value_and_grad(input, target, weight=None, reduction: s
     return _on_probs(input, target, weight, reduction, True, True, out)
 
 
-binary_cross_entropy_with_logits.__doc__ = (
-    "Binary cross-entropy between logits and targets (Bernoulli NLL).\n" + _LOGITS_DOC)
-binary_cross_entropy_with_logits_grad.__doc__ = (
-    "Gradient of :func:`binary_cross_entropy_with_logits` with respect to ``input``\n"
-    "    (per element for ``reduction='none'``).\n" + _LOGITS_DOC)
-binary_cross_entropy_with_logits_value_and_grad.__doc__ = (
-    "Loss and gradient of :func:`binary_cross_entropy_with_logits` in one pass.\n"
-    + _LOGITS_DOC.replace("    Notes", _OUT_DOC + "\n    Notes"))
-binary_cross_entropy.__doc__ = (
-    "Binary cross-entropy between probabilities and targets.\n" + _PROBS_DOC)
-binary_cross_entropy_grad.__doc__ = (
-    "Gradient of :func:`binary_cross_entropy` with respect to ``input``.\n" + _PROBS_DOC)
-binary_cross_entropy_value_and_grad.__doc__ = (
-    "Loss and gradient of :func:`binary_cross_entropy` in one pass.\n"
-    + _PROBS_DOC.replace("    Notes", _OUT_DOC + "\n    Notes"))
+triple(binary_cross_entropy_with_logits, binary_cross_entropy_with_logits_grad,
+       binary_cross_entropy_with_logits_value_and_grad, _LOGITS_DOC,
+       "Binary cross-entropy between logits and targets (the Bernoulli NLL).")
+triple(binary_cross_entropy, binary_cross_entropy_grad, binary_cross_entropy_value_and_grad,
+       _PROBS_DOC, "Binary cross-entropy between probabilities and targets.")

@@ -25,6 +25,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import _rows
+from ._docs import triple
 from ._jit import PARALLEL_OPTIONS
 from ._math import exp
 from ._threading import launch
@@ -335,36 +336,12 @@ _NOTES = """
 
 def cross_entropy(input, target, weight=None, ignore_index: int = -100,
                   reduction: str = "mean", label_smoothing: float = 0.0):
-    loss, _ = _run(input, target, weight, ignore_index, reduction, label_smoothing, True, False)
-    return loss
-
-
-cross_entropy.__doc__ = (
-    """Softmax cross-entropy between logits and targets (categorical NLL).
-""" + _COMMON + """
-    Returns
-    -------
-    loss : scalar of the computation dtype, or array of shape (N,) for 'none'
-""" + _NOTES
-)
+    return _run(input, target, weight, ignore_index, reduction, label_smoothing, True, False)[0]
 
 
 def cross_entropy_grad(input, target, weight=None, ignore_index: int = -100,
                        reduction: str = "mean", label_smoothing: float = 0.0):
-    _, grad = _run(input, target, weight, ignore_index, reduction, label_smoothing, False, True)
-    return grad
-
-
-cross_entropy_grad.__doc__ = (
-    """Gradient of :func:`cross_entropy` with respect to ``input``.
-""" + _COMMON + """
-    Returns
-    -------
-    grad : ndarray of the input's shape
-        With ``reduction='none'`` row i holds d loss_i / d input_i (the gradient of
-        the summed per-row losses).
-""" + _NOTES
-)
+    return _run(input, target, weight, ignore_index, reduction, label_smoothing, False, True)[1]
 
 
 def cross_entropy_value_and_grad(input, target, weight=None, ignore_index: int = -100,
@@ -373,14 +350,7 @@ def cross_entropy_value_and_grad(input, target, weight=None, ignore_index: int =
     return _run(input, target, weight, ignore_index, reduction, label_smoothing, True, True, out)
 
 
-cross_entropy_value_and_grad.__doc__ = (
-    """Loss and gradient of :func:`cross_entropy` in one pass over the logits.
-""" + _COMMON + """    out : ndarray, optional
-        A C-contiguous array of the input's shape and computation dtype for the
-        gradient; it may be ``input`` itself (in place, no extra memory).
-
-    Returns
-    -------
-    (loss, grad)
-""" + _NOTES
-)
+triple(cross_entropy, cross_entropy_grad, cross_entropy_value_and_grad, _COMMON + _NOTES,
+       "Softmax cross-entropy between logits and targets (the categorical NLL).",
+       grad_returns="grad : ndarray of the input's shape; with reduction='none' row i holds "
+       "d loss_i / d input_i")

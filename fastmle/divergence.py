@@ -7,6 +7,7 @@ of p_model under p_data: they differ by the entropy of p_data, a constant.
 from __future__ import annotations
 
 from . import _elementwise as ew
+from ._docs import triple
 from ._validation import as_float_array, broadcast_operand, check_out, check_reduction
 
 __all__ = ["kl_div", "kl_div_grad", "kl_div_value_and_grad"]
@@ -72,6 +73,5 @@ def kl_div_value_and_grad(input, target, reduction: str = "mean", log_target: bo
     return _kl(input, target, reduction, log_target, True, True, out)
 
 
-kl_div.__doc__ = "Kullback-Leibler divergence KL(target || input).\n" + _KL_DOC
-kl_div_grad.__doc__ = "Gradient of :func:`kl_div` with respect to ``input``.\n" + _KL_DOC
-kl_div_value_and_grad.__doc__ = "Loss and gradient of :func:`kl_div` in one pass.\n" + _KL_DOC
+triple(kl_div, kl_div_grad, kl_div_value_and_grad, _KL_DOC,
+       "Kullback-Leibler divergence KL(target || model) from log-probabilities ``input``.")

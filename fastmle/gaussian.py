@@ -11,6 +11,7 @@ import math
 import numpy as np
 
 from . import _elementwise as ew
+from ._docs import triple
 from ._validation import (as_float_array, broadcast_operand, check_finite_scalar, check_out,
                           check_reduction)
 
@@ -126,14 +127,9 @@ def gaussian_nll_loss_value_and_grad(input, target, var, full: bool = False, eps
     return _gaussian(input, target, var, full, eps, reduction, True, True, out)
 
 
-gaussian_nll_loss.__doc__ = "Gaussian negative log-likelihood.\n" + _GAUSS_DOC
-gaussian_nll_loss_grad.__doc__ = (
-    "Gradients ``(d_input, d_var)`` of :func:`gaussian_nll_loss`.\n" + _GAUSS_DOC)
-gaussian_nll_loss_value_and_grad.__doc__ = (
-    "Loss and gradients ``(loss, (d_input, d_var))`` of :func:`gaussian_nll_loss` in "
-    "one pass.\n" + _GAUSS_DOC.replace(
-        "    Notes", "    out : ndarray, optional\n        Buffer for d_input (may be "
-        "``input``, in place).\n\n    Notes"))
+triple(gaussian_nll_loss, gaussian_nll_loss_grad, gaussian_nll_loss_value_and_grad, _GAUSS_DOC,
+       "Gaussian negative log-likelihood.",
+       grad_returns="(d_input, d_var) : d_input of the input's shape, d_var of var's shape")
 
 
 def _mse(input, target, reduction, want_loss, want_grad, out=None):
@@ -175,6 +171,4 @@ def mse_loss_value_and_grad(input, target, reduction: str = "mean", out=None):
     return _mse(input, target, reduction, True, True, out)
 
 
-mse_loss.__doc__ = "Mean squared error.\n" + _MSE_DOC
-mse_loss_grad.__doc__ = "Gradient of :func:`mse_loss` with respect to ``input``.\n" + _MSE_DOC
-mse_loss_value_and_grad.__doc__ = "Loss and gradient of :func:`mse_loss` in one pass.\n" + _MSE_DOC
+triple(mse_loss, mse_loss_grad, mse_loss_value_and_grad, _MSE_DOC, "Mean squared error.")
