@@ -254,3 +254,20 @@ def test_c_contiguous_float_input_is_not_copied():
     fm.cross_entropy(x, t)
     peak, _ = _peak_extra(lambda: fm.cross_entropy(x, t))
     assert peak < x.nbytes // 10
+
+
+def test_editing_any_module_invalidates_cached_kernels(tmp_path):
+    """Kernels inline helpers from other modules: editing only _math.py must
+    recompile them, not load stale code."""
+    pkg = tmp_path / "pkg"
+    shutil.copytree(ROOT / "fastmle", pkg / "fastmle",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    env = dict(os.environ)
+    env.pop("NUMBA_CACHE_DIR", None)
+    _run_cache_script(pkg, env, tmp_path)
+    warm = _run_cache_script(pkg, env, tmp_path)
+    assert warm["hits"] >= 1 and warm["misses"] == 0
+    math_py = pkg / "fastmle" / "_math.py"
+    math_py.write_text(math_py.read_text() + "\n# an edit\n")
+    edited = _run_cache_script(pkg, env, tmp_path)
+    assert edited["misses"] >= 1 and edited["hits"] == 0
