@@ -107,7 +107,7 @@ def _ce_index_kernel(x, target, weight, ignore_index, eps, scale, grad, want_gra
                 if want_grad:
                     gi[:] = 0
             else:
-                xt = np.float64(xi[t])  # read before gi (possibly xi itself) is overwritten
+                xt = np.float64(xi[t])  # read before the gradient (maybe into xi) is written
                 if not known:
                     m = _rows.row_max(xi)
                 known = False
