@@ -155,50 +155,53 @@ def sum64(a):
 # Each writes the per-element loss l and gradient g (already times ``scale``).
 
 
-@njit(**POINTWISE_OPTIONS)
-def _bce_logits_loss(xj, e, t, a, b):
-    """y*pw*softplus(-x) + (1-y)*softplus(x), given e = exp(-|x|), t = log1p(e),
-    a = y*pw and b = 1-y. Both terms are >= 0 for y in [0, 1], so nothing cancels
-    (PyTorch's (1-y)*x + ... loses everything for y=0, x=-20). A zero coefficient
-    times an infinite softplus counts as 0 (the limit)."""
-    zero = cast(0.0, e)
-    sp_pos = t + max(xj, zero)  # softplus(x)  = -log(1 - sigmoid(x))
-    sp_neg = t + max(-xj, zero)  # softplus(-x) = -log(sigmoid(x))
-    la = a * sp_neg if a != zero else zero
-    lb = b * sp_pos if b != zero else zero
-    return la + lb
+@njit(inline="always", **POINTWISE_OPTIONS)
+def _bce_logits_point(xj, yj, pwj):
+    """(loss, d loss / dx) of y*pw*softplus(-x) + (1-y)*softplus(x).
 
-
-@njit(**POINTWISE_OPTIONS)
-def _softplus_parts(xj, one):
-    """(e, 1/(1+e), log1p(e)) for e = exp(-|x|) in (0, 1], with one division for
-    both 1/(1+e) and e/(2+e) (log1p(e) = 2 atanh(e/(2+e)))."""
+    Both terms are >= 0 for y in [0, 1], so nothing cancels (PyTorch's
+    (1-y)*x + ... loses everything for y=0, x=-20). With e = exp(-|x|) in (0, 1]
+    nothing overflows: softplus(+-x) = log1p(e) + max(+-x, 0), log1p(e) =
+    2 atanh(e / (2 + e)), sigmoid(|x|) = 1 / (1 + e). A zero coefficient times an
+    infinite softplus counts as 0 (the limit at x = +-inf).
+    """
+    one = cast(1.0, xj)
+    zero = cast(0.0, xj)
     e = exp_nonpos(-abs(xj))
-    ope = one + e
-    tpe = one + ope
-    inv = one / (ope * tpe)
-    return e, tpe * inv, atanh2_third(e * ope * inv)
+    t = atanh2_third(e / (one + one + e))
+    r = one / (one + e)
+    a = yj * pwj
+    b = one - yj
+    la = a * (t + max(-xj, zero)) if a != zero else zero
+    lb = b * (t + max(xj, zero)) if b != zero else zero
+    pos = xj >= zero
+    # (1-y) sigmoid(x) - y pw sigmoid(-x), sigmoid(x) = r or e r by the sign of x
+    return la + lb, r * ((b if pos else b * e) - (a * e if pos else a))
 
 
 @njit(**POINTWISE_OPTIONS)
-def _bce_logits(x, y, w, pw, want_grad, p1, scale, g, l, dv):
-    one = cast(1.0, x)
-    zero = cast(0.0, x)
+def _bce_logits(x, y, w, pw, want_grad, unit_weights, scale, g, l, dv):
     sc = cast(scale, x)
-    if not want_grad:  # the same loss, bit for bit, without the gradient's work
+    # four loops, so that the common cases skip work (the unused derivative is
+    # dead code there); each evaluates the same formula, so the loss is the same
+    # bits with or without the gradient
+    if unit_weights != 0.0:
+        if want_grad:
+            for j in range(x.size):
+                lj, gj = _bce_logits_point(x[j], y[j], cast(1.0, x))
+                l[j] = lj
+                g[j] = sc * gj
+        else:
+            for j in range(x.size):
+                l[j] = _bce_logits_point(x[j], y[j], cast(1.0, x))[0]
+    elif want_grad:
         for j in range(x.size):
-            e, r, t = _softplus_parts(x[j], one)
-            l[j] = w[j] * _bce_logits_loss(x[j], e, t, y[j] * pw[j], one - y[j])
-        return
-    for j in range(x.size):
-        xj = x[j]
-        e, r, t = _softplus_parts(xj, one)
-        a = y[j] * pw[j]
-        b = one - y[j]
-        l[j] = w[j] * _bce_logits_loss(xj, e, t, a, b)
-        sig_pos = r if xj >= zero else e * r  # sigmoid(x)
-        sig_neg = e * r if xj >= zero else r  # sigmoid(-x)
-        g[j] = sc * w[j] * (b * sig_pos - a * sig_neg)
+            lj, gj = _bce_logits_point(x[j], y[j], pw[j])
+            l[j] = w[j] * lj
+            g[j] = sc * w[j] * gj
+    else:
+        for j in range(x.size):
+            l[j] = w[j] * _bce_logits_point(x[j], y[j], pw[j])[0]
 
 
 _TORCH_EPSILON = float(np.float32(1e-12))  # PyTorch's floor is the float 1e-12f, in any dtype
@@ -219,22 +222,33 @@ def _bce_probs(p, y, w, unused, p0, p1, scale, g, l, dv):
         g[j] = sc * w[j] * (pj - y[j]) / max((one - pj) * pj, tiny)
 
 
+@njit(inline="always", **POINTWISE_OPTIONS)
+def _gaussian_point(xj, tj, vj, eps, const):
+    """(loss, d/dx, d/dvar) of 0.5 * (log v + (x - t)**2 / v) + const, v = max(var, eps).
+    Like PyTorch, the clamp is not differentiated (the gradient passes through)."""
+    half = cast(0.5, xj)
+    one = cast(1.0, xj)
+    v = eps if vj < eps else vj
+    d = xj - tj
+    r = one / v
+    d2r = d * d * r
+    return half * (log(v) + d2r) + const, d * r, half * r * (one - d2r)
+
+
 @njit(**POINTWISE_OPTIONS)
 def _gaussian(x, t, v, unused, eps, const, scale, g, l, dv):
-    half = cast(0.5, x)
-    one = cast(1.0, x)
     e = cast(eps, x)
     c = cast(const, x)
     sc = cast(scale, x)
+    if g.size == 0:  # loss only
+        for j in range(x.size):
+            l[j] = _gaussian_point(x[j], t[j], v[j], e, c)[0]
+        return
     for j in range(x.size):
-        vj = v[j]
-        vj = e if vj < e else vj  # clamp like PyTorch (no_grad: the gradient passes through)
-        d = x[j] - t[j]
-        r = one / vj
-        d2r = d * d * r
-        l[j] = half * (log(vj) + d2r) + c
-        g[j] = sc * d * r
-        dv[j] = sc * half * r * (one - d2r)
+        lj, gj, dvj = _gaussian_point(x[j], t[j], v[j], e, c)
+        l[j] = lj
+        g[j] = sc * gj
+        dv[j] = sc * dvj
 
 
 @njit(**POINTWISE_OPTIONS)
@@ -285,7 +299,7 @@ def _kernel(loss_id, x, a, ka, b, kb, c3, kc, p0, p1, r, l_, scale, grad, want_g
         av = operand(a, ka, fa, r0, r1, j0, j1, l_)
         bv = operand(b, kb, fb, r0, r1, j0, j1, l_)
         cv = operand(c3, kc, fc, r0, r1, j0, j1, l_)
-        gs = grad[lo:hi] if want_grad else np.empty(hi - lo, x.dtype)
+        gs = grad[lo:hi] if want_grad else np.empty(0 if loss_id == GAUSSIAN else hi - lo, x.dtype)
         ls = loss_out[lo:hi] if want_none else np.empty(hi - lo, x.dtype)
         dvs = dv_out[lo:hi] if dv_kind == FULL else np.empty(hi - lo, x.dtype)
         if loss_id == BCE_LOGITS:

@@ -32,12 +32,12 @@ def _inputs(input, target, weight, reduction):
     return reduction, x, y, w
 
 
-def _run(loss_id, x, ops, reduction, want_loss, want_grad, out):
+def _run(loss_id, x, ops, reduction, want_loss, want_grad, out, params=(0.0, 0.0)):
     if out is not None:
         out = check_out(out, x.shape, x.dtype)
     scale = 1.0 / x.size if (reduction == "mean" and x.size) else 1.0
     total, loss_el, grad, _ = ew.run(
-        loss_id, x, ops, scale=scale, want_loss=want_loss,
+        loss_id, x, ops, params, scale=scale, want_loss=want_loss,
         want_none=want_loss and reduction == "none", want_grad=want_grad, out=out)
     loss = ew.finish(total, loss_el, reduction, x.size, x.dtype) if want_loss else None
     return loss, grad
@@ -47,7 +47,8 @@ def _with_logits(input, target, weight, reduction, pos_weight, want_loss, want_g
     reduction, x, y, w = _inputs(input, target, weight, reduction)
     pw = np.ones(1, x.dtype) if pos_weight is None else broadcast_operand(
         pos_weight, "pos_weight", x.shape, x.dtype)
-    return _run(ew.BCE_LOGITS, x, [y, w, pw], reduction, want_loss, want_grad, out)
+    unit = 1.0 if weight is None and pos_weight is None else 0.0
+    return _run(ew.BCE_LOGITS, x, [y, w, pw], reduction, want_loss, want_grad, out, (0.0, unit))
 
 
 def _on_probs(input, target, weight, reduction, want_loss, want_grad, out=None):
