@@ -12,8 +12,10 @@ one by the argument's type at compile time.
 
 None of them is compiled with ``fastmath``: the range reductions below rely on
 IEEE rounding (``reassoc`` would fold ``e - (u - 1)`` to zero) and on NaN
-comparisons (``nnan`` would drop the NaN checks).  Accuracy is checked against
-NumPy in ``tests/test_math.py``.
+comparisons (``nnan`` would drop the NaN checks). Multiply-adds are explicit
+(:func:`fmuladd`), so they fuse where the CPU has FMA without the use-dependent
+choices of ``contract``. Accuracy is checked against NumPy in
+``tests/test_math.py``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import math
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
+from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 from ._jit import HELPER_OPTIONS
@@ -131,6 +134,25 @@ def from_sortable(typingctx, k, like):
     return like(k, like), codegen
 
 
+@intrinsic
+def fmuladd(typingctx, a, b, c):
+    """a * b + c as ``llvm.fmuladd``: one fused instruction where the CPU has FMA.
+
+    Unlike fast-math "contract", the choice is made per call, not by how the
+    product is used elsewhere, so a formula rounds the same in every loop.
+    """
+    if not (isinstance(a, types.Float) and a == b == c):
+        return None
+
+    def codegen(context, builder, sig, args):
+        lty = context.get_value_type(a)
+        fnty = ir.FunctionType(lty, [lty, lty, lty])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, f"llvm.fmuladd.f{a.bitwidth}")
+        return builder.call(fn, args)
+
+    return a(a, b, c), codegen
+
+
 # --- exp ----------------------------------------------------------------------
 # exp(x) = 2**n * exp(f), n = rint(x / ln2), |f| <= ln2 / 2, exp(f) by its Taylor
 # polynomial (degree 7 for float32, 13 for float64: truncation < 1e-8 / 1e-17
@@ -153,10 +175,10 @@ def _make_exp(ft, degree, lo, hi):
         xc = xc if xc < hi else hi
         n = np.rint(xc * log2e)
         xr = x if x != x else xc  # ...but the polynomial does, so NaN propagates
-        f = (xr - n * ln2_hi) - n * ln2_lo
+        f = fmuladd(-n, ln2_lo, fmuladd(-n, ln2_hi, xr))
         p = c[degree]
         for k in range(degree - 1, -1, -1):
-            p = p * f + c[k]
+            p = fmuladd(p, f, c[k])
         n1 = np.floor(n * half)
         return p * _pow2(n1) * _pow2(n - n1)
 
@@ -189,12 +211,12 @@ def _make_exp_nonpos32():
     @njit(**HELPER_OPTIONS)
     def _exp(x):
         xc = lo if x < lo else x  # NaN stays NaN
-        t = xc * log2e + magic
+        t = fmuladd(xc, log2e, magic)
         n = t - magic  # rint(xc / ln2)
-        f = (xc - n * ln2_hi) - n * ln2_lo
+        f = fmuladd(-n, ln2_lo, fmuladd(-n, ln2_hi, xc))
         p = c[6]
         for k in range(5, -1, -1):
-            p = p * f + c[k]
+            p = fmuladd(p, f, c[k])
         r = p * _from_bits((_bits(t) << 23) + bias_bits, x) * two_m64
         return zero if x < lo else r
 
@@ -220,7 +242,7 @@ def _make_atanh2(ft, coeffs):
         z = s * s
         p = c[deg]
         for j in range(deg - 1, -1, -1):
-            p = p * z + c[j]
+            p = fmuladd(p, z, c[j])
         return two * s * p
 
     return _f
@@ -249,7 +271,7 @@ def _make_log(ft, ity, mant, nterms):
         sub = x < tiny  # subnormal (or <= 0): scale into the normal range first
         k, m = _split(x * scale_up if sub else x)
         k = k - scale_k if sub else k
-        r = k * ln2 + _atanh2((m - one) / (m + one))
+        r = fmuladd(k, ln2, _atanh2((m - one) / (m + one)))
         r = x if x == inf else r
         r = -inf if x == zero else r
         return r if x >= zero else nan  # negative or NaN
@@ -262,7 +284,7 @@ def _make_log(ft, ity, mant, nterms):
         # to m - 1 (scaled like m) keeps full relative accuracy for tiny x.
         err = x - (u - one)
         f = (m - one) + err * _pow2(-k)
-        r = k * ln2 + _atanh2(f / (two + f))
+        r = fmuladd(k, ln2, _atanh2(f / (two + f)))
         r = x if u == one else r  # |x| < eps/2: log1p(x) rounds to x (also subnormals)
         r = x if x == inf else r
         r = -inf if x == -one else r
