@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -16,7 +17,19 @@ from hypothesis import strategies as st
 import fastmle as fm
 from reference import cross_entropy_ref
 
+_ce_module = importlib.import_module("fastmle.cross_entropy")
+
 REDUCTIONS = ("mean", "sum", "none")
+
+
+@pytest.fixture(autouse=True, scope="module", params=["short-rows kernel", "row kernel"])
+def kernel(request):
+    """Run every test with both cross-entropy kernels (index targets use the
+    short-rows one below SHORT_ROWS classes and the row one above)."""
+    saved = _ce_module.SHORT_ROWS
+    _ce_module.SHORT_ROWS = 10**9 if request.param == "short-rows kernel" else 0
+    yield request.param
+    _ce_module.SHORT_ROWS = saved
 # relative tolerance of the loss; the gradient's tolerance is TOL * max|grad|
 TOL = {np.float32: 1e-6, np.float64: 1e-12}
 FUNCS = {
