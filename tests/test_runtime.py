@@ -126,7 +126,8 @@ _CACHE_SCRIPT = textwrap.dedent("""
     import importlib
     ce = importlib.import_module("fastmle.cross_entropy")
     assert not ce._ce_index_kernel.signatures  # nothing compiled at import
-    x = np.ones((4, 3), np.float32); t = np.array([0, 1, 2, 0])
+    assert not ce._ce_short_rows_kernel.signatures
+    x = np.ones((4, 100), np.float32); t = np.array([0, 1, 2, 0])  # C >= 64: row kernel
     loss = float(fm.cross_entropy(x, t))
     st = ce._ce_index_kernel.stats
     import numba
@@ -155,7 +156,7 @@ def test_lazy_compilation_and_warm_disk_cache(tmp_path):
     env.pop("NUMBA_CACHE_DIR", None)
     cold = _run_cache_script(pkg, env, tmp_path)
     warm = _run_cache_script(pkg, env, tmp_path)
-    assert cold["loss"] == warm["loss"] == pytest.approx(np.log(3.0), rel=1e-6)
+    assert cold["loss"] == warm["loss"] == pytest.approx(np.log(100.0), rel=1e-6)
     assert cold["misses"] >= 1 and cold["hits"] == 0
     assert warm["hits"] >= 1 and warm["misses"] == 0
     assert any((pkg / "fastmle" / "__pycache__").glob("*.nbi"))
@@ -187,7 +188,7 @@ def test_read_only_package_and_home_fall_back_to_a_temporary_cache(tmp_path):
     env.pop("XDG_CACHE_HOME", None)
     first = _run_cache_script(pkg, env, tmp_path, prefix)
     second = _run_cache_script(pkg, env, tmp_path, prefix)
-    assert first["loss"] == pytest.approx(np.log(3.0), rel=1e-6)
+    assert first["loss"] == pytest.approx(np.log(100.0), rel=1e-6)
     assert first["cache_dir"] and "fastmle-numba-cache" in first["cache_dir"]
     assert not (pkg / "fastmle" / "__pycache__").exists()
     assert second["hits"] >= 1 and second["misses"] == 0
