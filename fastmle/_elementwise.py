@@ -180,7 +180,7 @@ def _bce_logits_point(xj, yj, pwj):
 
 
 @njit(**POINTWISE_OPTIONS)
-def _bce_logits(x, y, w, pw, want_grad, unit_weights, scale, g, l, dv):
+def _bce_logits(x, y, w, pw, want_grad, unit_weights, scale, g, loss, dv):
     sc = cast(scale, x)
     # four loops, so that the common cases skip work (the unused derivative is
     # dead code there); each evaluates the same formula, so the loss is the same
@@ -189,26 +189,26 @@ def _bce_logits(x, y, w, pw, want_grad, unit_weights, scale, g, l, dv):
         if want_grad:
             for j in range(x.size):
                 lj, gj = _bce_logits_point(x[j], y[j], cast(1.0, x))
-                l[j] = lj
+                loss[j] = lj
                 g[j] = sc * gj
         else:
             for j in range(x.size):
-                l[j] = _bce_logits_point(x[j], y[j], cast(1.0, x))[0]
+                loss[j] = _bce_logits_point(x[j], y[j], cast(1.0, x))[0]
     elif want_grad:
         for j in range(x.size):
             lj, gj = _bce_logits_point(x[j], y[j], pw[j])
-            l[j] = w[j] * lj
+            loss[j] = w[j] * lj
             g[j] = sc * w[j] * gj
     else:
         for j in range(x.size):
-            l[j] = w[j] * _bce_logits_point(x[j], y[j], pw[j])[0]
+            loss[j] = w[j] * _bce_logits_point(x[j], y[j], pw[j])[0]
 
 
 _TORCH_EPSILON = float(np.float32(1e-12))  # PyTorch's floor is the float 1e-12f, in any dtype
 
 
 @njit(**POINTWISE_OPTIONS)
-def _bce_probs(p, y, w, unused, p0, p1, scale, g, l, dv):
+def _bce_probs(p, y, w, unused, p0, p1, scale, g, loss, dv):
     one = cast(1.0, p)
     floor = cast(-100.0, p)
     tiny = cast(_TORCH_EPSILON, p)
@@ -217,7 +217,7 @@ def _bce_probs(p, y, w, unused, p0, p1, scale, g, l, dv):
         pj = p[j]
         lp = max(log(pj), floor)  # PyTorch clamps each log term at -100
         lq = max(log1p(-pj), floor)
-        l[j] = -w[j] * (y[j] * lp + (one - y[j]) * lq)
+        loss[j] = -w[j] * (y[j] * lp + (one - y[j]) * lq)
         # PyTorch's backward formula, including its 1e-12 floor on p(1-p)
         g[j] = sc * w[j] * (pj - y[j]) / max((one - pj) * pj, tiny)
 
@@ -236,44 +236,44 @@ def _gaussian_point(xj, tj, vj, eps, const):
 
 
 @njit(**POINTWISE_OPTIONS)
-def _gaussian(x, t, v, unused, eps, const, scale, g, l, dv):
+def _gaussian(x, t, v, unused, eps, const, scale, g, loss, dv):
     e = cast(eps, x)
     c = cast(const, x)
     sc = cast(scale, x)
     if g.size == 0:  # loss only
         for j in range(x.size):
-            l[j] = _gaussian_point(x[j], t[j], v[j], e, c)[0]
+            loss[j] = _gaussian_point(x[j], t[j], v[j], e, c)[0]
         return
     for j in range(x.size):
         lj, gj, dvj = _gaussian_point(x[j], t[j], v[j], e, c)
-        l[j] = lj
+        loss[j] = lj
         g[j] = sc * gj
         dv[j] = sc * dvj
 
 
 @njit(**POINTWISE_OPTIONS)
-def _mse(x, t, unused1, unused2, p0, p1, scale, g, l, dv):
+def _mse(x, t, unused1, unused2, p0, p1, scale, g, loss, dv):
     sc2 = cast(2.0 * scale, x)
     for j in range(x.size):
         d = x[j] - t[j]
-        l[j] = d * d
+        loss[j] = d * d
         g[j] = sc2 * d
 
 
 @njit(**POINTWISE_OPTIONS)
-def _kl(x, t, unused1, unused2, log_target, p1, scale, g, l, dv):
+def _kl(x, t, unused1, unused2, log_target, p1, scale, g, loss, dv):
     zero = cast(0.0, x)
     sc = cast(scale, x)
     if log_target != 0.0:
         for j in range(x.size):
             et = exp(t[j])
-            l[j] = et * (t[j] - x[j])
+            loss[j] = et * (t[j] - x[j])
             g[j] = -sc * et
     else:
         for j in range(x.size):
             tj = t[j]
             # target * (log target - input), with 0 * anything = 0 (PyTorch: 0 * -inf = NaN)
-            l[j] = tj * (log(tj) - x[j]) if tj != zero else zero
+            loss[j] = tj * (log(tj) - x[j]) if tj != zero else zero
             g[j] = -sc * tj
 
 

@@ -57,7 +57,8 @@ def check_out(out, shape: tuple[int, ...], dtype: np.dtype, name: str = "out") -
     if out.shape != tuple(shape):
         raise ValueError(f"{name} has shape {out.shape}, the gradient has shape {tuple(shape)}")
     if out.dtype != dtype:
-        raise TypeError(f"{name} has dtype {out.dtype}, the gradient is {dtype}: pass a {dtype} array")
+        raise TypeError(
+            f"{name} has dtype {out.dtype}, the gradient is {dtype}: pass a {dtype} array")
     if not out.flags.c_contiguous:
         raise ValueError(f"{name} must be C-contiguous (np.ascontiguousarray)")
     if not out.flags.writeable:

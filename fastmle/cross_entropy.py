@@ -27,9 +27,9 @@ from numba import njit, prange
 from . import _rows
 from ._docs import triple
 from ._jit import KERNEL_OPTIONS, PARALLEL_OPTIONS
-from ._math import exp, exp_nonpos, from_sortable, log1p, sortable
+from ._math import exp_nonpos, from_sortable, log1p, sortable
 from ._threading import launch
-from ._validation import as_float_array, check_out, check_reduction, float_dtype
+from ._validation import as_float_array, check_out, check_reduction
 
 __all__ = [
     "cross_entropy",
