@@ -18,7 +18,7 @@ compilation is never timed); every round calls each contender once, so that all
 of them see the same machine. Ratios are what to compare: absolute times on a
 shared 2-core machine drift between runs.
 
-    python benchmarks/side_by_side.py [--quick] [--json out.json]
+    python benchmarks/side_by_side.py [--quick] [--more] [--json out.json]
 """
 
 from __future__ import annotations
@@ -103,17 +103,12 @@ def numpy_gauss(x, y, v):
 # --- cases ------------------------------------------------------------------------
 
 
-def cases(quick):
-    rng = np.random.default_rng(0)
-    n_rows, n_cls = (8192, 1000) if quick else (65536, 1000)
-    n = 2 * 10**6 if quick else 2 * 10**7
-    torch = _torch()
-
-    x = rng.standard_normal((n_rows, n_cls), dtype=np.float32)
+def ce_case(rng, torch, n_rows, n_cls, dtype=np.float32):
+    x = rng.standard_normal((n_rows, n_cls)).astype(dtype)
     t = rng.integers(0, n_cls, n_rows)
     g = np.empty_like(x)
     ce = dict(
-        name=f"cross_entropy float32 {n_rows}x{n_cls}",
+        name=f"cross_entropy {np.dtype(dtype).name} {n_rows}x{n_cls}",
         rw_bytes=2 * x.nbytes, r_bytes=x.nbytes,
         fastmle=lambda: fm.cross_entropy_value_and_grad(x, t, out=g),
         fastmle_loss=lambda: fm.cross_entropy(x, t),
@@ -129,6 +124,15 @@ def cases(quick):
             torch.nn.functional.cross_entropy(xt, tt).backward()
 
         ce["torch"] = torch_ce
+    return ce
+
+
+def cases(quick, more=False):
+    rng = np.random.default_rng(0)
+    n_rows, n_cls = (8192, 1000) if quick else (65536, 1000)
+    n = 2 * 10**6 if quick else 2 * 10**7
+    torch = _torch()
+    ce = ce_case(rng, torch, n_rows, n_cls)
 
     xb = rng.standard_normal(n, dtype=np.float32)
     yb = (rng.random(n) > 0.5).astype(np.float32)
@@ -168,12 +172,17 @@ def cases(quick):
 
         bce["torch"] = torch_bce
         gauss["torch"] = torch_gauss
-    return [ce, bce, gauss]
+    extra = []
+    if more:  # other class counts and float64, same number of logits
+        size = n_rows * n_cls
+        extra = [ce_case(rng, torch, size // 10, 10), ce_case(rng, torch, size // 32768, 32768),
+                 ce_case(rng, torch, n_rows, n_cls, np.float64)]
+    return [ce, bce, gauss] + extra
 
 
-def run(quick=False, repeat=7):
+def run(quick=False, repeat=7, more=False):
     rows = []
-    for case in cases(quick):
+    for case in cases(quick, more):
         (loss, _), (ref_loss, _) = case["check"]()  # never time a wrong answer
         loss, ref_loss = float(loss), float(ref_loss)
         assert abs(loss - ref_loss) <= 1e-4 * abs(ref_loss) + 1e-6, case["name"]
@@ -213,9 +222,11 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="10x smaller arrays")
     p.add_argument("--repeat", type=int, default=7)
+    p.add_argument("--more", action="store_true",
+                   help="also cross-entropy with 10 and 32768 classes, and float64")
     p.add_argument("--json", help="also write the raw timings to this file")
     args = p.parse_args(argv)
-    rows = run(args.quick, args.repeat)
+    rows = run(args.quick, args.repeat, args.more)
     print(f"numba threads: {numba.get_num_threads()}, threading layer: "
           f"{fm._threading.threading_layer()}")
     print(table(rows))
