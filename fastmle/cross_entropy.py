@@ -77,19 +77,25 @@ def _check_labels(target, n_classes, ignore_index, weight):
     return nbad, fbad, total
 
 
+@njit(**KERNEL_OPTIONS)
+def _class_terms(weight, eps, scale, x):
+    """(sum of the class weights in float64, the per-class part of the smoothed
+    gradient scale * eps * w_j / C in x's dtype)."""
+    w_total = 0.0
+    for j in range(weight.size):
+        w_total += np.float64(weight[j])
+    return w_total, (weight * (scale * eps / weight.size)).astype(x.dtype)
+
+
 @njit(**PARALLEL_OPTIONS)
 def _ce_index_kernel(x, target, weight, ignore_index, eps, scale, grad, want_grad, rows_out,
                      want_rows, per_chunk):
     n, c_ = x.shape
     nchunks = (n + per_chunk - 1) // per_chunk
     partial = np.zeros(nchunks)
-    w_total = 0.0
-    for j in range(c_):
-        w_total += np.float64(weight[j])
+    w_total, shift = _class_terms(weight, eps, scale, x)
     smooth = eps > 0.0
     keep = 1.0 - eps
-    # per-class part of the smoothed gradient: scale * eps * w_j / C
-    shift = (weight * (scale * eps / c_)).astype(x.dtype)
     for c in prange(nchunks):
         e = np.empty(c_, x.dtype)  # exp(x - max) of the current row
         acc = 0.0
@@ -250,10 +256,7 @@ def _ce_short_rows_kernel(x, target, weight, ignore_index, eps, scale, grad, wan
     n, c_ = x.shape
     nchunks = (n + per_chunk - 1) // per_chunk
     partial = np.zeros(nchunks)
-    w_total = 0.0
-    for j in range(c_):
-        w_total += np.float64(weight[j])
-    shift = (weight * (scale * eps / c_)).astype(x.dtype)
+    w_total, shift = _class_terms(weight, eps, scale, x)
     shift_tiled = np.empty(per_chunk * c_, x.dtype)
     for i in range(per_chunk):
         shift_tiled[i * c_:(i + 1) * c_] = shift
