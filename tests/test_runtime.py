@@ -163,16 +163,20 @@ def test_lazy_compilation_and_warm_disk_cache(tmp_path):
 
 
 def _setpriv():
+    """A command prefix that runs as an unprivileged user, if this machine can."""
     exe = shutil.which("setpriv")
     if os.geteuid() != 0 or exe is None:
         return None
-    return [exe, "--reuid=65534", "--regid=65534", "--clear-groups"]
+    prefix = [exe, "--reuid=65534", "--regid=65534", "--clear-groups"]
+    probe = subprocess.run([*prefix, sys.executable, "-c", "import numba, numpy"],
+                           capture_output=True, cwd="/", timeout=120)
+    return prefix if probe.returncode == 0 else None
 
 
 def test_read_only_package_and_home_fall_back_to_a_temporary_cache(tmp_path):
     prefix = _setpriv()
     if prefix is None:
-        pytest.skip("needs root and setpriv to run as an unprivileged user")
+        pytest.skip("needs root, setpriv, and an interpreter an unprivileged user can run")
     import tempfile
 
     tmp_path = Path(tempfile.mkdtemp(prefix="fastmle-ro-"))  # pytest's tmp_path is private
