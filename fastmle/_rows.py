@@ -133,6 +133,14 @@ def scale_shift_row(e, g, a, b):
 
 
 @njit(**KERNEL_OPTIONS)
+def log_softmax_row(x, m, ls, out):
+    """out[j] = (x[j] - m) - ls: x - m is exact near the max, so the largest
+    log-probabilities keep full accuracy."""
+    for j in range(x.size):
+        out[j] = (x[j] - m) - ls
+
+
+@njit(**KERNEL_OPTIONS)
 def masked_logsumexp(x):
     """logsumexp for a row whose max is not finite, as PyTorch defines it: the
     shift is taken as 0 when the max is +-inf (so all -inf gives -inf, any +inf

@@ -23,13 +23,13 @@ def _rows_kernel(x, out, lse, mode, per_chunk):
     n, c_ = x.shape
     nchunks = (n + per_chunk - 1) // per_chunk
     for c in prange(nchunks):
-        scratch = np.empty(c_ if mode == _LSE else 0, x.dtype)
+        e = np.empty(c_, x.dtype)  # exp(x - max) of the current row
         r1 = min(n, (c + 1) * per_chunk)
         m = _rows.row_max(x[c * per_chunk]) if r1 > c * per_chunk else x[0, 0]
         for i in range(c * per_chunk, r1):
             xi = x[i]
             nxt = x[i + 1] if i + 1 < r1 else xi
-            oi = scratch if mode == _LSE else out[i]
+            oi = e if mode == _LSE else out[i]
             if not math.isfinite(m):
                 # PyTorch: logsumexp is +-inf / NaN, softmax and log_softmax are NaN
                 lse[i] = _rows.masked_logsumexp(xi)
@@ -38,14 +38,12 @@ def _rows_kernel(x, out, lse, mode, per_chunk):
                 m = _rows.row_max(nxt)
                 continue
             mi = m
-            r, m = _rows.exp_row(xi, mi, oi, nxt)
+            r, m = _rows.exp_row(xi, mi, e, nxt)
             ls = math.log1p(r)
             if mode == _SOFTMAX:
-                _rows.scale_row(oi, oi, _rows.cast(1.0 / (1.0 + r), x))
+                _rows.scale_row(e, oi, _rows.cast(1.0 / (1.0 + r), x))
             elif mode == _LOG_SOFTMAX:
-                lsc = _rows.cast(ls, x)
-                for j in range(c_):
-                    oi[j] = (xi[j] - mi) - lsc
+                _rows.log_softmax_row(xi, mi, _rows.cast(ls, x), oi)
             lse[i] = np.float64(mi) + ls
 
 
