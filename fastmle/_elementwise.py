@@ -26,8 +26,9 @@ from numba import njit, prange
 
 from ._jit import KERNEL_OPTIONS, PARALLEL_OPTIONS, POINTWISE_OPTIONS
 from ._math import atanh2_third, exp, exp_nonpos, log, log1p
-from ._rows import cast
+from ._rows import cast, sum64
 from ._threading import launch
+from ._validation import check_out
 
 FULL, COL, ROW, SCALAR = 0, 1, 2, 3
 CHUNK = 16384
@@ -141,14 +142,6 @@ def operand(a, kind, filled, r0, r1, j0, j1, l_):
 
 # Loops over elements live in their own functions, never inline in a prange body:
 # there (measured) they do not vectorize, called on a slice they do.
-
-
-@njit(**KERNEL_OPTIONS)
-def sum64(a):
-    s = 0.0
-    for j in range(a.size):
-        s += a[j]
-    return s
 
 
 # --- point-wise losses over one chunk (jitted) -----------------------------------
@@ -404,10 +397,27 @@ def _reduce_dv(kind, dv_full, per_row, r, l_, shape, op, dt):
     return rows.astype(dt).reshape(op.shape)
 
 
-def finish(total, loss_el, reduction, denom, dt):
-    """The returned loss: per-element array, or the float64 sum (or mean) in ``dt``."""
+def evaluate(loss_id, x, operands, params=(0.0, 0.0), *, reduction, denom, want_loss,
+             want_grad, out=None, dv_index=None):
+    """What every element-wise loss function does around :func:`run`: check the
+    ``out`` buffer, scale the gradient by the mean's denominator, and reduce.
+
+    ``reduction`` is 'none', 'sum' or 'mean' (dividing by ``denom``; an empty mean
+    is nan). Returns (loss or None, grad or None, d/d operands[dv_index] or None).
+    """
+    if out is not None:
+        out = check_out(out, x.shape, x.dtype)
+    scale = 1.0 / denom if (reduction == "mean" and denom) else 1.0
+    total, loss_el, grad, dv = run(
+        loss_id, x, operands, params, scale=scale, want_loss=want_loss,
+        want_none=want_loss and reduction == "none", want_grad=want_grad, out=out,
+        dv_index=dv_index)
+    if not want_loss:
+        return None, grad, dv
     if reduction == "none":
-        return loss_el
-    if reduction == "sum":
-        return dt.type(total)
-    return dt.type(total / denom) if denom else dt.type(np.nan)
+        loss = loss_el
+    elif reduction == "sum":
+        loss = x.dtype.type(total)
+    else:
+        loss = x.dtype.type(total / denom) if denom else x.dtype.type(np.nan)
+    return loss, grad, dv

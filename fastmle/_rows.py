@@ -41,6 +41,15 @@ def rows_per_chunk(n_cols: int) -> int:
 
 
 @njit(**KERNEL_OPTIONS)
+def sum64(a):
+    """sum(a) accumulated in float64 (vectorized: reassociation is allowed here)."""
+    s = 0.0
+    for j in range(a.size):
+        s += a[j]
+    return s
+
+
+@njit(**KERNEL_OPTIONS)
 def row_max(x):
     """max(x) for a non-empty row; NaN if the row holds a (positive) NaN."""
     k = sortable(x[0])

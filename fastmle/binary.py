@@ -7,7 +7,7 @@ import numpy as np
 
 from . import _elementwise as ew
 from ._docs import triple
-from ._validation import as_float_array, broadcast_operand, check_out, check_reduction
+from ._validation import as_float_array, broadcast_operand, check_reduction
 
 __all__ = [
     "binary_cross_entropy_with_logits",
@@ -33,13 +33,8 @@ def _inputs(input, target, weight, reduction):
 
 
 def _run(loss_id, x, ops, reduction, want_loss, want_grad, out, params=(0.0, 0.0)):
-    if out is not None:
-        out = check_out(out, x.shape, x.dtype)
-    scale = 1.0 / x.size if (reduction == "mean" and x.size) else 1.0
-    total, loss_el, grad, _ = ew.run(
-        loss_id, x, ops, params, scale=scale, want_loss=want_loss,
-        want_none=want_loss and reduction == "none", want_grad=want_grad, out=out)
-    loss = ew.finish(total, loss_el, reduction, x.size, x.dtype) if want_loss else None
+    loss, grad, _ = ew.evaluate(loss_id, x, ops, params, reduction=reduction, denom=x.size,
+                                want_loss=want_loss, want_grad=want_grad, out=out)
     return loss, grad
 
 

@@ -169,10 +169,7 @@ def _row_losses(r, coef, off, out):
     """out[i] = coef[i] * log1p(r[i]) - off[i]; returns their sum in float64."""
     for i in range(r.size):
         out[i] = coef[i] * log1p(r[i]) - off[i]
-    total = 0.0
-    for i in range(r.size):
-        total += out[i]
-    return total
+    return _rows.sum64(out)
 
 
 @njit(**KERNEL_OPTIONS)
@@ -281,7 +278,7 @@ def _ce_prob_kernel(x, y, weight, eps, scale, grad, want_grad, rows_out, want_ro
         e = np.empty(c_, x.dtype)
         acc = 0.0
         r1 = min(n, (c + 1) * per_chunk)
-        m = _rows.row_max(x[c * per_chunk]) if r1 > c * per_chunk else x[0, 0]
+        m = _rows.row_max(x[c * per_chunk])  # every chunk has at least one row
         for i in range(c * per_chunk, r1):
             xi = x[i]
             yi = y[i]

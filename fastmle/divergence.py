@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from . import _elementwise as ew
 from ._docs import triple
-from ._validation import as_float_array, broadcast_operand, check_out, check_reduction
+from ._validation import as_float_array, broadcast_operand, check_reduction
 
 __all__ = ["kl_div", "kl_div_grad", "kl_div_value_and_grad"]
 
@@ -19,22 +19,14 @@ def _kl(input, target, reduction, log_target, want_loss, want_grad, out=None):
     reduction = check_reduction(reduction, _REDUCTIONS)
     x = as_float_array(input, "input")
     t = broadcast_operand(target, "target", x.shape, x.dtype)
-    if out is not None:
-        out = check_out(out, x.shape, x.dtype)
-    if reduction == "mean":
-        denom = x.size
-    elif reduction == "batchmean":
-        denom = x.shape[0] if x.ndim else 1
+    if reduction == "batchmean":  # the sum over the first axis' length
+        reduction, denom = "mean", (x.shape[0] if x.ndim else 1)
     else:
-        denom = 1
-    scale = 1.0 / denom if (reduction in ("mean", "batchmean") and denom) else 1.0
-    total, loss_el, grad, _ = ew.run(
-        ew.KL, x, [t], (1.0 if log_target else 0.0, 0.0), scale=scale, want_loss=want_loss,
-        want_none=want_loss and reduction == "none", want_grad=want_grad, out=out)
-    if not want_loss:
-        return None, grad
-    red = "mean" if reduction == "batchmean" else reduction
-    return ew.finish(total, loss_el, red, denom, x.dtype), grad
+        denom = x.size
+    loss, grad, _ = ew.evaluate(ew.KL, x, [t], (1.0 if log_target else 0.0, 0.0),
+                                reduction=reduction, denom=denom, want_loss=want_loss,
+                                want_grad=want_grad, out=out)
+    return loss, grad
 
 
 _KL_DOC = """

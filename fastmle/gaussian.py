@@ -12,8 +12,7 @@ import numpy as np
 
 from . import _elementwise as ew
 from ._docs import triple
-from ._validation import (as_float_array, broadcast_operand, check_finite_scalar, check_out,
-                          check_reduction)
+from ._validation import as_float_array, broadcast_operand, check_finite_scalar, check_reduction
 
 __all__ = [
     "gaussian_nll_loss",
@@ -25,19 +24,11 @@ __all__ = [
 ]
 
 
-def _reduce(x, reduction, total, loss_el):
-    return ew.finish(total, loss_el, reduction, x.size, x.dtype)
-
-
-def _scale(x, reduction):
-    return 1.0 / x.size if (reduction == "mean" and x.size) else 1.0
-
-
 def _var_operand(var, x):
     """var as PyTorch accepts it: a float, the input's shape, the input's shape
     without its last axis, or the input's shape with one axis of size 1."""
     if isinstance(var, (float, int, np.floating, np.integer)) and not isinstance(var, bool):
-        v = np.full(1, check_finite_scalar(var, "var") if math.isfinite(var) else var, x.dtype)
+        v = np.full(1, var, x.dtype)  # negative values are rejected with the arrays'
         return v, v.reshape(()), True
     v = as_float_array(var, "var", x.dtype)
     shaped = v
@@ -69,14 +60,10 @@ def _gaussian(input, target, var, full, eps, reduction, want_loss, want_grad, ou
     v, shaped, is_float = _var_operand(var, x)
     if ew.launch(ew.count_outside, v.reshape(-1), x.dtype.type(0), x.dtype.type(np.inf)):
         raise ValueError("var has negative entry/entries: variances must be >= 0")
-    if out is not None:
-        out = check_out(out, x.shape, x.dtype)
     const = 0.5 * math.log(2 * math.pi) if full else 0.0
-    total, loss_el, grad, dvar = ew.run(
-        ew.GAUSSIAN, x, [t, shaped], (eps, const), scale=_scale(x, reduction),
-        want_loss=want_loss, want_none=want_loss and reduction == "none", want_grad=want_grad,
-        out=out, dv_index=1 if want_grad else None)
-    loss = _reduce(x, reduction, total, loss_el) if want_loss else None
+    loss, grad, dvar = ew.evaluate(
+        ew.GAUSSIAN, x, [t, shaped], (eps, const), reduction=reduction, denom=x.size,
+        want_loss=want_loss, want_grad=want_grad, out=out, dv_index=1 if want_grad else None)
     if want_grad:
         dvar = x.dtype.type(dvar.reshape(-1)[0]) if is_float else dvar.reshape(v.shape)
         grad = (grad, dvar)
@@ -136,12 +123,9 @@ def _mse(input, target, reduction, want_loss, want_grad, out=None):
     reduction = check_reduction(reduction)
     x = as_float_array(input, "input")
     t = broadcast_operand(target, "target", x.shape, x.dtype)
-    if out is not None:
-        out = check_out(out, x.shape, x.dtype)
-    total, loss_el, grad, _ = ew.run(
-        ew.MSE, x, [t], scale=_scale(x, reduction), want_loss=want_loss,
-        want_none=want_loss and reduction == "none", want_grad=want_grad, out=out)
-    return (_reduce(x, reduction, total, loss_el) if want_loss else None), grad
+    loss, grad, _ = ew.evaluate(ew.MSE, x, [t], reduction=reduction, denom=x.size,
+                                want_loss=want_loss, want_grad=want_grad, out=out)
+    return loss, grad
 
 
 _MSE_DOC = """

@@ -25,7 +25,7 @@ def _rows_kernel(x, out, lse, mode, per_chunk):
     for c in prange(nchunks):
         e = np.empty(c_, x.dtype)  # exp(x - max) of the current row
         r1 = min(n, (c + 1) * per_chunk)
-        m = _rows.row_max(x[c * per_chunk]) if r1 > c * per_chunk else x[0, 0]
+        m = _rows.row_max(x[c * per_chunk])  # every chunk has at least one row
         for i in range(c * per_chunk, r1):
             xi = x[i]
             nxt = x[i + 1] if i + 1 < r1 else xi
