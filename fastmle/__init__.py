@@ -28,6 +28,19 @@ from .gaussian import (
 from .softmax import log_softmax, logsumexp, softmax
 
 __version__ = "0.1.0"
+
+_MODELS = ("LogisticRegression", "SoftmaxRegression", "GaussianRegression", "ConvergenceWarning")
+
+
+def __getattr__(name):
+    # The estimators load on first use: ``import fastmle`` stays as light as the kernels.
+    if name in _MODELS:
+        from . import models
+
+        return getattr(models, name)
+    raise AttributeError(f"module 'fastmle' has no attribute {name!r}")
+
+
 __all__ = [
     "cross_entropy",
     "cross_entropy_grad",
@@ -50,4 +63,5 @@ __all__ = [
     "logsumexp",
     "log_softmax",
     "softmax",
+    *_MODELS,
 ]

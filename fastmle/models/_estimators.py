@@ -1,0 +1,432 @@
+"""The estimators: a family, a parameter mask and a solver, with scikit-learn's API."""
+
+from __future__ import annotations
+
+import numbers
+import time
+
+import numpy as np
+
+from .._linear import predictor
+from ..softmax import log_softmax
+from . import _families
+from ._base import BaseEstimator, check_finite_block
+from ._inference import covariance, summary_table
+from ._solver import Problem, solve
+
+SOLVERS = ("auto", "lbfgs", "newton")
+NEWTON_MAX_PARAMS = 300  # "auto": Newton up to this many parameters, L-BFGS above
+
+_FIT_DOC = """
+        Fit by penalised maximum likelihood.
+
+        Parameters
+        ----------
+        X : array_like of shape (n_samples, n_features)
+            Any real dtype; float32 and float64 ndarrays (``np.memmap`` included) are
+            read in place, block by block, never copied as a whole.
+        y : array_like of shape (n_samples,)
+        sample_weight : array_like of shape (n_samples,), optional
+            Non-negative weights, not all zero: each row's NLL is multiplied by its
+            weight (a weight of 2 is the row repeated).
+
+        Returns
+        -------
+        self
+"""
+
+
+class _LinearMLE(BaseEstimator):
+    """Shared fit/inference; subclasses pick the family, the mask and the outputs."""
+
+    _classifier = False
+
+    def __init__(self, *, fit_intercept=True, alpha=0.0, tol=1e-8, max_iter=200,
+                 solver="auto", warm_start=False, verbose=0):
+        self.fit_intercept = fit_intercept
+        self.alpha = alpha
+        self.tol = tol
+        self.max_iter = max_iter
+        self.solver = solver
+        self.warm_start = warm_start
+        self.verbose = verbose
+
+    # -- parameters --------------------------------------------------------------
+
+    def _check_params(self) -> None:
+        if not isinstance(self.alpha, numbers.Real) or not np.isfinite(self.alpha) \
+                or self.alpha < 0:
+            raise ValueError(f"alpha must be a finite number >= 0, got {self.alpha!r}")
+        if not isinstance(self.tol, numbers.Real) or not self.tol > 0:
+            raise ValueError(f"tol must be a number > 0, got {self.tol!r}")
+        if not isinstance(self.max_iter, numbers.Integral) or self.max_iter < 1:
+            raise ValueError(f"max_iter must be an integer >= 1, got {self.max_iter!r}")
+        if self.solver not in SOLVERS:
+            raise ValueError(f"solver={self.solver!r} is not valid: use one of {SOLVERS}")
+
+    def _sample_weight(self, y, sample_weight, n):
+        return self._check_sample_weight(sample_weight, n)
+
+    # -- fitting -----------------------------------------------------------------
+
+    def fit(self, X, y, sample_weight=None):
+        self._check_params()
+        t0 = time.perf_counter()
+        X = self._check_X(X, reset=True)
+        n, d = X.shape
+        y = self._encode_y(self._check_y(y, n))
+        sw = self._sample_weight(y, sample_weight, n)
+        family, mask = self._family(d)
+        problem = Problem(X, y, sw, family, mask, self.alpha, self.verbose)
+        theta = self._initial(problem, family, mask, y, sw)
+        solver = self.solver
+        if solver == "auto":
+            solver = "newton" if mask.sum() <= NEWTON_MAX_PARAMS else "lbfgs"
+        res = solve(problem, theta, solver, int(self.max_iter), float(self.tol))
+        H = res.hess
+        if H is None:
+            _, _, H, _ = problem.evaluate(res.theta, hess=True)
+        self._W = problem.unpack(res.theta)
+        self._mask = mask
+        C = self._W[:, 1:]
+        penalty = 0.5 * float(self.alpha) * float(np.sum(C * (family.penalty @ C)))
+        self.loglik_ = -(res.loss - penalty)
+        self.n_iter_ = res.n_iter
+        self.converged_ = res.converged
+        self.solver_ = solver
+        self.nobs_ = n
+        self.n_params_ = int(mask.sum())
+        self.aic_ = 2.0 * self.n_params_ - 2.0 * self.loglik_
+        self.bic_ = self.n_params_ * np.log(n) - 2.0 * self.loglik_
+        cov = covariance(H)
+        self.params_, self._cov = self._natural(res.theta, cov)
+        self.bse_ = np.sqrt(np.diag(self._cov))
+        self.param_names_ = self._names(mask)
+        self._set_outputs()
+        self.fit_time_ = time.perf_counter() - t0
+        if self.verbose:
+            print(f"{type(self).__name__}: {res.n_iter} iterations ({solver}), "
+                  f"{problem.n_evals} passes over X, loglik {self.loglik_:.10g}, "
+                  f"{'converged' if res.converged else 'NOT converged'}, "
+                  f"{self.fit_time_:.3g} s")
+        return self
+
+    def _initial(self, problem, family, mask, y, sw):
+        if self.warm_start and hasattr(self, "_W") and self._W.shape == mask.shape \
+                and np.array_equal(self._mask, mask):
+            return self._W[mask].copy()
+        W = np.zeros(mask.shape)
+        W[:, 0] = family.initial_intercepts(y, sw)
+        return W[mask]
+
+    def _natural(self, theta, cov):
+        return theta.copy(), cov
+
+    def _names(self, mask):
+        features = (list(map(str, self.feature_names_in_)) if hasattr(self, "feature_names_in_")
+                    else [f"x{j}" for j in range(self.n_features_in_)])
+        cols = ["const"] + features
+        prefixes = self._output_names()
+        return [f"{prefixes[a]}{cols[j]}" for a in range(mask.shape[0])
+                for j in range(mask.shape[1]) if mask[a, j]]
+
+    def _output_names(self):
+        return [""] * self._mask.shape[0]
+
+    def cov_params(self) -> np.ndarray:
+        """Covariance of ``params_``: the inverse observed information at the optimum."""
+        self._check_is_fitted()
+        return self._cov.copy()
+
+    def summary(self) -> str:
+        """A text table of the estimates (coef, std err, z, P>|z|, 95% interval)."""
+        self._check_is_fitted()
+        lines = [("Model:", type(self).__name__), ("Observations:", str(self.nobs_)),
+                 ("Parameters:", str(self.n_params_)), ("alpha:", f"{self.alpha:g}"),
+                 ("Log-likelihood:", f"{self.loglik_:.6f}"), ("AIC:", f"{self.aic_:.4f}"),
+                 ("BIC:", f"{self.bic_:.4f}"),
+                 ("Converged:", f"{self.converged_} ({self.n_iter_} iterations, "
+                                f"{self.solver_})")]
+        return summary_table(f"{type(self).__name__} results", self.param_names_,
+                             self.params_, self.bse_, lines)
+
+    # -- prediction --------------------------------------------------------------
+
+    def _linear(self, X) -> np.ndarray:
+        self._check_is_fitted()
+        X = self._check_X(X, reset=False)
+        out = np.empty((X.shape[0], self._W.shape[0]))
+        rows = max(1024, (1 << 22) // max(1, 8 * X.shape[1]))
+        for s in range(0, X.shape[0], rows):
+            Xb = X[s:s + rows]
+            if Xb.dtype not in (np.float32, np.float64) or not Xb.flags.c_contiguous:
+                Xb = np.ascontiguousarray(Xb, dtype=np.float64)
+            check_finite_block(Xb)
+            out[s:s + rows] = predictor(Xb, self._W)
+        return out
+
+    def __sklearn_tags__(self):
+        from sklearn.utils import ClassifierTags, RegressorTags, Tags, TargetTags
+
+        tags = Tags(estimator_type="classifier" if self._classifier else "regressor",
+                    target_tags=TargetTags(required=True))
+        if self._classifier:
+            tags.classifier_tags = ClassifierTags(multi_class=self._multi_class)
+        else:
+            tags.regressor_tags = RegressorTags()
+        return tags
+
+
+class _Classifier(_LinearMLE):
+    _classifier = True
+    _multi_class = True
+
+    def __init__(self, *, fit_intercept=True, alpha=0.0, tol=1e-8, max_iter=200,
+                 solver="auto", warm_start=False, class_weight=None, verbose=0):
+        super().__init__(fit_intercept=fit_intercept, alpha=alpha, tol=tol, max_iter=max_iter,
+                         solver=solver, warm_start=warm_start, verbose=verbose)
+        self.class_weight = class_weight
+
+    def _encode_y(self, y):
+        if y.dtype.kind == "f":
+            if not np.isfinite(y).all():
+                raise ValueError("y contains NaN or infinity")
+            if np.any(y != np.round(y)):
+                raise ValueError(
+                    "Unknown label type: continuous. A classifier needs class labels; use "
+                    "GaussianRegression for a continuous target")
+        elif y.dtype.kind not in "biuUSO":
+            raise ValueError(f"Unknown label type: y has dtype {y.dtype}")
+        classes, codes = np.unique(y, return_inverse=True)
+        if classes.size < 2:
+            raise ValueError(
+                f"{type(self).__name__} needs samples of at least 2 classes in y; got 1 class "
+                f"({classes[0]!r})")
+        self.classes_ = classes
+        return codes.reshape(-1)
+
+    def _sample_weight(self, y, sample_weight, n):
+        sw = self._check_sample_weight(sample_weight, n)
+        cw = self.class_weight
+        if cw is None:
+            return sw
+        base = np.ones(n) if sw is None else sw
+        if isinstance(cw, str) and cw == "balanced":
+            counts = np.bincount(y, minlength=self.classes_.size)
+            per_class = y.size / (self.classes_.size * np.maximum(counts, 1))
+        elif isinstance(cw, dict):
+            unknown = set(cw) - set(self.classes_.tolist())
+            if unknown:
+                raise ValueError(f"class_weight has labels {sorted(unknown, key=str)} that "
+                                 f"are not classes of y {self.classes_.tolist()}")
+            per_class = np.array([float(cw.get(c, 1.0)) for c in self.classes_.tolist()])
+            if not np.isfinite(per_class).all() or (per_class < 0).any():
+                raise ValueError("class_weight values must be finite and >= 0")
+        else:
+            raise ValueError(f"class_weight must be None, 'balanced' or a dict, got {cw!r}")
+        sw = base * per_class[y]
+        if sw.sum() <= 0:
+            raise ValueError("sample_weight * class_weight sums to 0")
+        return sw
+
+    def predict(self, X) -> np.ndarray:
+        """The most probable class of each row."""
+        return self.classes_[np.argmax(self._logits(X), axis=1)]
+
+    def predict_log_proba(self, X) -> np.ndarray:
+        """Log-probabilities of ``classes_``, shape (n_samples, n_classes)."""
+        return log_softmax(self._logits(X), axis=1)
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Probabilities of ``classes_``, shape (n_samples, n_classes)."""
+        return np.exp(self.predict_log_proba(X))
+
+    def score(self, X, y, sample_weight=None) -> float:
+        """Mean accuracy (weighted by ``sample_weight``)."""
+        y = np.asarray(y).reshape(-1)
+        return float(np.average(self.predict(X) == y, weights=sample_weight))
+
+
+class LogisticRegression(_Classifier):
+    """Binary logistic regression by maximum likelihood (Bernoulli NLL, BCE with logits).
+
+    Parameters
+    ----------
+    fit_intercept : bool, default True
+    alpha : float, default 0
+        L2 penalty ``alpha/2 * ||coef||^2`` added to the summed NLL (the intercept is
+        never penalised); 0 is the pure MLE. scikit-learn's ``C`` is ``1 / alpha``.
+    tol : float, default 1e-8
+        Stop when ``max|gradient| <= tol * sum(sample_weight)``.
+    max_iter : int, default 200
+    solver : {'auto', 'lbfgs', 'newton'}, default 'auto'
+        'auto' is Newton's method up to 300 parameters, L-BFGS above.
+    warm_start : bool, default False
+        Start from the previous fit's coefficients.
+    class_weight : dict, 'balanced' or None
+        Multiplies each row's weight by the weight of its class.
+    verbose : int, default 0
+        1 prints each iteration (loss, gradient norm, step) to stderr.
+
+    Attributes
+    ----------
+    classes_, coef_ (1, n_features), intercept_ (1,), n_iter_, n_features_in_,
+    feature_names_in_, loglik_, aic_, bic_, params_ (intercept then coefficients),
+    bse_ (their standard errors), param_names_, converged_.
+    """
+
+    _multi_class = False
+
+    def _encode_y(self, y):
+        codes = super()._encode_y(y)
+        if self.classes_.size != 2:
+            raise ValueError(
+                f"LogisticRegression is a binary classifier but y has {self.classes_.size} "
+                "classes: use SoftmaxRegression")
+        return codes.astype(np.float64)
+
+    def _family(self, d):
+        mask = np.ones((1, d + 1), bool)
+        mask[0, 0] = bool(self.fit_intercept)
+        return _families.Bernoulli(), mask
+
+    def _set_outputs(self):
+        self.coef_ = self._W[:, 1:].copy()
+        self.intercept_ = self._W[:, 0].copy()
+
+    def decision_function(self, X) -> np.ndarray:
+        """The log-odds of ``classes_[1]``, shape (n_samples,)."""
+        return self._linear(X)[:, 0]
+
+    def _logits(self, X):
+        z = self._linear(X)
+        return np.hstack([np.zeros_like(z), z])
+
+
+class SoftmaxRegression(_Classifier):
+    """Multinomial logistic regression by maximum likelihood (softmax cross-entropy).
+
+    Parameters are those of :class:`LogisticRegression`; 'auto' picks L-BFGS above
+    300 parameters ((n_classes - 1) * (n_features + 1)).
+
+    ``coef_`` (n_classes, n_features) and ``intercept_`` are centred over the classes,
+    as scikit-learn's multinomial model; ``params_``, ``bse_`` and ``cov_params()``
+    are the identified contrasts to the first class (statsmodels' MNLogit), in the
+    order class 1 (intercept, coefficients), class 2, ...
+    """
+
+    def _encode_y(self, y):
+        return super()._encode_y(y).astype(np.intp)
+
+    def _family(self, d):
+        k = self.classes_.size
+        mask = np.ones((k, d + 1), bool)
+        mask[0] = False
+        mask[:, 0] &= bool(self.fit_intercept)
+        return _families.Categorical(k), mask
+
+    def _output_names(self):
+        return [f"{c}: " for c in self.classes_]
+
+    def _set_outputs(self):
+        W = self._W - self._W.mean(axis=0)
+        self.coef_ = W[:, 1:].copy()
+        self.intercept_ = W[:, 0].copy()
+
+    def decision_function(self, X) -> np.ndarray:
+        """Centred class scores, shape (n_samples, n_classes)."""
+        Z = self._linear(X)
+        return Z - Z.mean(axis=1, keepdims=True)
+
+    def _logits(self, X):
+        return self._linear(X)
+
+
+class GaussianRegression(_LinearMLE):
+    """Linear regression with Gaussian noise, variance included, by maximum likelihood.
+
+    The mean is linear in X. With ``heteroscedastic=False`` the variance sigma^2 is
+    one parameter (its MLE is RSS / n); with ``heteroscedastic=True`` log sigma^2 is a
+    second linear model of X, fitted jointly through the Gaussian NLL.
+
+    Parameters
+    ----------
+    heteroscedastic : bool, default False
+    fit_intercept, alpha, tol, max_iter, solver, warm_start, verbose
+        As in :class:`LogisticRegression`; ``alpha`` penalises the NLL, so for a
+        homoscedastic model it equals scikit-learn Ridge's ``alpha / sigma^2``.
+
+    Attributes
+    ----------
+    coef_ (n_features,), intercept_, sigma2_ (homoscedastic), var_coef_ and
+    var_intercept_ (the log-variance model, heteroscedastic), params_ (mean model,
+    then sigma2 or the log-variance model), bse_, loglik_, aic_, bic_, ...
+    """
+
+    def __init__(self, *, heteroscedastic=False, fit_intercept=True, alpha=0.0, tol=1e-8,
+                 max_iter=200, solver="auto", warm_start=False, verbose=0):
+        super().__init__(fit_intercept=fit_intercept, alpha=alpha, tol=tol, max_iter=max_iter,
+                         solver=solver, warm_start=warm_start, verbose=verbose)
+        self.heteroscedastic = heteroscedastic
+
+    def _encode_y(self, y):
+        if y.dtype.kind not in "biuf":
+            raise ValueError(f"y must be numeric, got dtype {y.dtype}")
+        y = y.astype(np.float64)
+        if not np.isfinite(y).all():
+            raise ValueError("y contains NaN or infinity: remove or impute those values")
+        return y
+
+    def _family(self, d):
+        mask = np.ones((2, d + 1), bool)
+        mask[0, 0] = bool(self.fit_intercept)
+        if not self.heteroscedastic:
+            mask[1, 1:] = False
+        return _families.Gaussian(), mask
+
+    def _output_names(self):
+        return ["", "log_var: "] if self.heteroscedastic else ["", ""]
+
+    def _natural(self, theta, cov):
+        if self.heteroscedastic:
+            return theta.copy(), cov
+        # report sigma^2 itself (delta method) rather than log sigma^2
+        params = theta.copy()
+        params[-1] = np.exp(theta[-1])
+        J = np.ones_like(theta)
+        J[-1] = params[-1]
+        return params, cov * J[:, None] * J[None, :]
+
+    def _names(self, mask):
+        names = super()._names(mask)
+        if not self.heteroscedastic:
+            names[-1] = "sigma2"
+        return names
+
+    def _set_outputs(self):
+        self.coef_ = self._W[0, 1:].copy()
+        self.intercept_ = float(self._W[0, 0])
+        if self.heteroscedastic:
+            self.var_coef_ = self._W[1, 1:].copy()
+            self.var_intercept_ = float(self._W[1, 0])
+        else:
+            self.sigma2_ = float(np.exp(self._W[1, 0]))
+
+    def predict(self, X) -> np.ndarray:
+        """The predicted mean of each row."""
+        return self._linear(X)[:, 0]
+
+    def predict_var(self, X) -> np.ndarray:
+        """The predicted variance sigma^2(x) of each row."""
+        return np.exp(self._linear(X)[:, 1])
+
+    def score(self, X, y, sample_weight=None) -> float:
+        """The coefficient of determination R^2 of the mean prediction."""
+        y = np.asarray(y, dtype=np.float64).reshape(-1)
+        resid = np.average((y - self.predict(X)) ** 2, weights=sample_weight)
+        total = np.average((y - np.average(y, weights=sample_weight)) ** 2,
+                           weights=sample_weight)
+        return float(1.0 - resid / total) if total > 0 else float("nan")
+
+
+_LinearMLE.fit.__doc__ = _FIT_DOC

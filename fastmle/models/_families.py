@@ -1,0 +1,135 @@
+"""Likelihood families: linear predictors -> NLL, its gradient and Hessian weights.
+
+A family sees one block of rows at a time: ``Z`` of shape (n, k) holds the k
+linear predictors of each row, ``y`` the targets, ``sw`` the sample weights (or
+None). It returns the weighted NLL of the block (a float64 sum), ``R = dNLL/dZ``
+of shape (n, k) and, for Newton steps and inference, the second derivatives
+``d2NLL/dZ_a dZ_b`` for b <= a, packed as columns ``a * (a + 1) // 2 + b``.
+Loss and gradient come from fastmle's fused kernels.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..binary import binary_cross_entropy_with_logits_value_and_grad
+from ..cross_entropy import cross_entropy_value_and_grad
+from ..gaussian import gaussian_nll_loss_value_and_grad
+from ..softmax import softmax
+
+_TINY = np.finfo(np.float64).tiny
+
+
+def _weighted(rows: np.ndarray, sw) -> float:
+    return float(rows.sum() if sw is None else rows @ sw)
+
+
+class Bernoulli:
+    """y in {0, 1}; one predictor, the log-odds. NLL = BCE with logits."""
+
+    k = 1
+    names = ("",)
+
+    def __init__(self):
+        self.penalty = np.ones((1, 1))
+
+    def initial_intercepts(self, y, sw) -> np.ndarray:
+        p = np.average(y, weights=sw)
+        p = min(max(p, 1e-12), 1 - 1e-12)
+        return np.array([math.log(p / (1 - p))])
+
+    def loss_grad(self, Z, y, sw):
+        loss, g = binary_cross_entropy_with_logits_value_and_grad(
+            Z[:, 0], y, weight=sw, reduction="sum")
+        return float(loss), g[:, None]
+
+    def hess_weights(self, Z, y, sw):
+        p = 1.0 / (1.0 + np.exp(-Z[:, 0]))
+        h = p * (1.0 - p)
+        return (h if sw is None else h * sw)[:, None]
+
+    def misclassified(self, Z, y, sw) -> int:
+        wrong = (2.0 * y - 1.0) * Z[:, 0] <= 0
+        return int(np.count_nonzero(wrong if sw is None else wrong & (sw > 0)))
+
+
+class Categorical:
+    """y in {0, ..., C-1}; C predictors, the first held at 0 (class 0 is the
+    reference, as in statsmodels' MNLogit). NLL = softmax cross-entropy."""
+
+    def __init__(self, n_classes: int):
+        self.k = n_classes
+        # The L2 penalty of the centred (sum-to-zero) coefficients, scikit-learn's
+        # multinomial parametrisation, written for contrasts to class 0.
+        self.penalty = np.eye(n_classes) - 1.0 / n_classes
+
+    def initial_intercepts(self, y, sw) -> np.ndarray:
+        counts = np.bincount(y, weights=sw, minlength=self.k)
+        counts = np.maximum(counts / counts.sum(), 1e-12)
+        return np.log(counts / counts[0])
+
+    def loss_grad(self, Z, y, sw):
+        if sw is None:
+            loss, g = cross_entropy_value_and_grad(Z, y, reduction="sum", out=Z)
+            return float(loss), g
+        rows, g = cross_entropy_value_and_grad(Z, y, reduction="none", out=Z)
+        g *= sw[:, None]
+        return _weighted(rows, sw), g
+
+    def hess_weights(self, Z, y, sw):
+        P = softmax(Z, axis=1)
+        k = self.k
+        W = np.empty((Z.shape[0], k * (k + 1) // 2))
+        for a in range(k):
+            for b in range(a + 1):
+                W[:, a * (a + 1) // 2 + b] = P[:, a] * ((a == b) - P[:, b])
+        if sw is not None:
+            W *= sw[:, None]
+        return W
+
+    def misclassified(self, Z, y, sw) -> int:
+        zy = Z[np.arange(Z.shape[0]), y]
+        Zo = Z.copy()
+        Zo[np.arange(Z.shape[0]), y] = -np.inf
+        wrong = Zo.max(axis=1) >= zy
+        return int(np.count_nonzero(wrong if sw is None else wrong & (sw > 0)))
+
+
+class Gaussian:
+    """Two predictors: the mean and log sigma^2. NLL = Gaussian NLL (with the
+    0.5 log(2 pi) constant). Homoscedastic models free only the intercept of
+    log sigma^2."""
+
+    k = 2
+
+    def __init__(self):
+        self.penalty = np.eye(2)
+
+    def initial_intercepts(self, y, sw) -> np.ndarray:
+        mean = np.average(y, weights=sw)
+        var = np.average((y - mean) ** 2, weights=sw)
+        return np.array([mean, math.log(max(var, 1e-300))])
+
+    def loss_grad(self, Z, y, sw):
+        var = np.exp(Z[:, 1])
+        rows, (d_mean, d_var) = gaussian_nll_loss_value_and_grad(
+            Z[:, 0], y, var, full=True, eps=_TINY, reduction="none")
+        R = np.empty_like(Z)
+        R[:, 0] = d_mean
+        R[:, 1] = d_var * var  # chain rule through var = exp(log_var)
+        if sw is not None:
+            R *= sw[:, None]
+        return _weighted(rows, sw), R
+
+    def hess_weights(self, Z, y, sw):
+        inv_var = np.exp(-Z[:, 1])
+        r = y - Z[:, 0]
+        W = np.empty((Z.shape[0], 3))
+        W[:, 0] = inv_var                   # d2 / d mean^2
+        W[:, 1] = r * inv_var               # d2 / d mean d log_var
+        W[:, 2] = 0.5 * r * r * inv_var     # d2 / d log_var^2
+        if sw is not None:
+            W *= sw[:, None]
+        return W

@@ -1,0 +1,268 @@
+"""Penalised maximum likelihood over row blocks: one pass per objective evaluation.
+
+Every evaluation reads X once, in blocks of rows sized to stay in cache: Z = [1, X]
+W, the family's fused loss and gradient, G += [1, X]^T R and, when a Hessian is
+wanted, the weighted Gram matrices. Extra memory is a few blocks plus O(p^2) for
+p parameters. X is never copied as a whole: a float32 block stays float32, a
+block of another dtype or layout is converted alone.
+
+The objective is ``sum_i w_i NLL_i + alpha/2 * sum_j W[:, j]^T P W[:, j]`` over
+the non-intercept columns j, with the family's penalty matrix P.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .._linear import backprop, gram, predictor, symmetrize
+from ._base import ConvergenceWarning, check_finite_block
+
+BLOCK_BYTES = 4 << 20
+
+
+@dataclass
+class Result:
+    theta: np.ndarray
+    loss: float
+    grad: np.ndarray
+    hess: np.ndarray | None
+    n_iter: int
+    converged: bool
+    separable: bool = False
+    history: list = field(default_factory=list)
+
+
+class Problem:
+    """The penalised NLL of one family on (X, y, sw), as a function of the free
+    parameters ``theta = W[mask]`` (W of shape (k, d + 1), column 0 the intercepts)."""
+
+    def __init__(self, X, y, sw, family, mask, alpha, verbose=0):
+        self.X, self.y, self.sw, self.family = X, y, sw, family
+        self.mask, self.alpha, self.verbose = mask, float(alpha), verbose
+        n, d = X.shape
+        self.rows = max(1024, (BLOCK_BYTES // max(1, d * X.dtype.itemsize)) // 1024 * 1024)
+        self.weight_sum = float(n if sw is None else sw.sum())
+        k = family.k
+        full = mask[:, 1:].any(axis=1)
+        pairs = [(a, b) for a in range(k) for b in range(a + 1)]
+        self.full_pairs = [i for i, (a, b) in enumerate(pairs) if full[a] and full[b]]
+        self.vec_pairs = [i for i, (a, b) in enumerate(pairs) if not (full[a] and full[b])]
+        self.pairs = pairs
+        self.n_evals = 0
+        self.checked = False
+
+    def unpack(self, theta: np.ndarray) -> np.ndarray:
+        W = np.zeros(self.mask.shape)
+        W[self.mask] = theta
+        return W
+
+    def _blocks(self):
+        n = self.X.shape[0]
+        t0 = time.perf_counter()
+        bar = self.verbose and sys.stderr.isatty()
+        for start in range(0, n, self.rows):
+            stop = min(n, start + self.rows)
+            Xb = self.X[start:stop]
+            if Xb.dtype not in (np.float32, np.float64) or not Xb.flags.c_contiguous:
+                Xb = np.ascontiguousarray(Xb, dtype=np.float64)
+            yield Xb, self.y[start:stop], None if self.sw is None else self.sw[start:stop]
+            if bar and time.perf_counter() - t0 > 1.0:
+                done = stop / n
+                sys.stderr.write(f"\r  pass {self.n_evals}: [{'#' * int(30 * done):<30}] "
+                                 f"{100 * done:5.1f}%")
+                if stop == n:
+                    sys.stderr.write("\n")
+
+    def evaluate(self, theta, hess=False, count_wrong=False):
+        """(objective, gradient, Hessian or None, number of misclassified rows)."""
+        self.n_evals += 1
+        fam, mask = self.family, self.mask
+        W = self.unpack(theta)
+        k, d1 = W.shape
+        G = np.zeros((k, d1))
+        if hess:
+            Hf = np.zeros((len(self.full_pairs), d1, d1))
+            Hv = np.zeros((len(self.vec_pairs), d1))
+        loss, wrong = 0.0, 0
+        for Xb, yb, swb in self._blocks():
+            Z = predictor(Xb, W)
+            if not self.checked and not np.isfinite(Z).all():
+                check_finite_block(Xb)
+                raise ValueError("the linear predictor overflowed: rescale X")
+            if hess:
+                Wts = fam.hess_weights(Z, yb, swb)
+                if self.full_pairs:
+                    gram(Xb, np.ascontiguousarray(Wts[:, self.full_pairs]), Hf)
+                if self.vec_pairs:
+                    backprop(Xb, np.ascontiguousarray(Wts[:, self.vec_pairs]), Hv)
+            if count_wrong:
+                wrong += fam.misclassified(Z, yb, swb)
+            block_loss, R = fam.loss_grad(Z, yb, swb)
+            loss += block_loss
+            backprop(Xb, R, G)
+        self.checked = True
+        C = W[:, 1:]
+        P = fam.penalty
+        loss += 0.5 * self.alpha * float(np.sum(C * (P @ C)))
+        G[:, 1:] += self.alpha * (P @ C)
+        H = None
+        if hess:
+            H = self._assemble(Hf, Hv, k, d1)
+        return loss, G[mask], H, wrong
+
+    def _assemble(self, Hf, Hv, k, d1):
+        H = np.zeros((k, d1, k, d1))
+        Hf = symmetrize(Hf)
+        for i, q in enumerate(self.full_pairs):
+            a, b = self.pairs[q]
+            H[a, :, b, :] = Hf[i]
+            H[b, :, a, :] = Hf[i].T
+        for i, q in enumerate(self.vec_pairs):
+            a, b = self.pairs[q]
+            # only the intercept row/column of a block with a non-full side is used
+            H[a, 0, b, :] = H[b, :, a, 0] = Hv[i]
+            H[a, :, b, 0] = H[b, 0, a, :] = Hv[i]
+        P = self.family.penalty
+        for a in range(k):
+            for b in range(k):
+                if P[a, b]:
+                    idx = np.arange(1, d1)
+                    H[a, idx, b, idx] += self.alpha * P[a, b]
+        H = H.reshape(k * d1, k * d1)
+        m = self.mask.ravel()
+        return H[np.ix_(m, m)]
+
+    def converged(self, g) -> bool:
+        return float(np.max(np.abs(g), initial=0.0)) <= self.tol * self.weight_sum
+
+
+def _newton_direction(H, g):
+    try:
+        L = np.linalg.cholesky(H)
+        return np.linalg.solve(L.T, np.linalg.solve(L, g))
+    except np.linalg.LinAlgError:
+        # singular or indefinite: a step along the eigenvectors of H, curvature
+        # clipped from below, so it is still a descent direction
+        vals, vecs = np.linalg.eigh(H)
+        floor = max(vals.max(initial=0.0), 1.0) * 1e-10
+        return vecs @ ((vecs.T @ g) / np.maximum(np.abs(vals), floor))
+
+
+def _report(problem, it, f, g, step):
+    if problem.verbose:
+        print(f"iter {it:4d}  loss {f / problem.weight_sum:.10g}  "
+              f"|grad|_inf {np.max(np.abs(g), initial=0) / problem.weight_sum:.3e}  "
+              f"step {step:.3g}", file=sys.stderr)
+
+
+def newton(problem: Problem, theta, max_iter: int) -> Result:
+    count = hasattr(problem.family, "misclassified") and problem.alpha == 0
+    f, g, H, wrong = problem.evaluate(theta, hess=True, count_wrong=count)
+    hist = []
+    for it in range(max_iter + 1):
+        if problem.converged(g):
+            return Result(theta, f, g, H, it, True, history=hist)
+        if count and wrong == 0:
+            return Result(theta, f, g, H, it, False, separable=True, history=hist)
+        if it == max_iter:
+            break
+        p = _newton_direction(H, g)
+        slope = float(g @ p)
+        t = 1.0
+        while True:
+            trial = theta - t * p
+            f1, g1, H1, w1 = problem.evaluate(trial, hess=(t == 1.0), count_wrong=count)
+            if f1 <= f - 1e-4 * t * slope or t < 1e-10:
+                break
+            t *= 0.5
+        if H1 is None:
+            f1, g1, H1, w1 = problem.evaluate(trial, hess=True, count_wrong=count)
+        stalled = not (f1 < f) and t < 1e-10
+        theta, f, g, H, wrong = trial, f1, g1, H1, w1
+        hist.append((f, t))
+        _report(problem, it + 1, f, g, t)
+        if stalled:
+            # no decrease at the resolution of the objective: as close as it gets
+            return Result(theta, f, g, H, it + 1, True, history=hist)
+    return Result(theta, f, g, H, max_iter, False, history=hist)
+
+
+def lbfgs(problem: Problem, theta, max_iter: int, memory: int = 10) -> Result:
+    count = hasattr(problem.family, "misclassified") and problem.alpha == 0
+    f, g, _, wrong = problem.evaluate(theta, count_wrong=count)
+    S, Y = [], []
+    hist = []
+    for it in range(max_iter + 1):
+        if problem.converged(g):
+            return Result(theta, f, g, None, it, True, history=hist)
+        if count and wrong == 0:
+            return Result(theta, f, g, None, it, False, separable=True, history=hist)
+        if it == max_iter:
+            break
+        # two-loop recursion: p approximates H^-1 g
+        q = g.copy()
+        alphas = []
+        for s, y in zip(reversed(S), reversed(Y)):
+            a = float(s @ q) / float(y @ s)
+            alphas.append(a)
+            q -= a * y
+        if S:
+            q *= float(S[-1] @ Y[-1]) / float(Y[-1] @ Y[-1])
+        else:
+            q /= max(1.0, float(np.linalg.norm(g)) / math.sqrt(problem.weight_sum))
+            q /= problem.weight_sum
+        for (s, y), a in zip(zip(S, Y), reversed(alphas)):
+            b = float(y @ q) / float(y @ s)
+            q += (a - b) * s
+        p = q
+        slope = float(g @ p)
+        if slope <= 0:  # lost descent: restart from the gradient
+            S, Y = [], []
+            p = g / problem.weight_sum
+            slope = float(g @ p)
+        t = 1.0
+        while True:
+            trial = theta - t * p
+            f1, g1, _, w1 = problem.evaluate(trial, count_wrong=count)
+            if f1 <= f - 1e-4 * t * slope or t < 1e-10:
+                break
+            t *= 0.5
+        s, y = trial - theta, g1 - g
+        if float(s @ y) > 1e-12 * float(y @ y):
+            S.append(s)
+            Y.append(y)
+            if len(S) > memory:
+                S.pop(0)
+                Y.pop(0)
+        stalled = not (f1 < f) and t < 1e-10
+        theta, f, g, wrong = trial, f1, g1, w1
+        hist.append((f, t))
+        _report(problem, it + 1, f, g, t)
+        if stalled:
+            return Result(theta, f, g, None, it + 1, True, history=hist)
+    return Result(theta, f, g, None, max_iter, False, history=hist)
+
+
+def solve(problem: Problem, theta, solver: str, max_iter: int, tol: float) -> Result:
+    problem.tol = tol
+    run = newton if solver == "newton" else lbfgs
+    res = run(problem, theta, max_iter)
+    if res.separable:
+        warnings.warn(ConvergenceWarning(
+            "The classes are perfectly separable by a linear function of X: the maximum "
+            "likelihood estimate does not exist (the coefficients grow without bound). The "
+            "finite coefficients of the current iterate are returned; use alpha > 0 for a "
+            "penalised estimate."), stacklevel=3)
+    elif not res.converged:
+        warnings.warn(ConvergenceWarning(
+            f"The {solver} solver did not converge in max_iter={max_iter} iterations "
+            f"(|gradient|_inf / sum of weights = "
+            f"{np.max(np.abs(res.grad)) / problem.weight_sum:.3g} > tol={tol}): increase "
+            "max_iter, scale X, or use alpha > 0."), stacklevel=3)
+    return res
