@@ -10,6 +10,7 @@ a time by the solver.
 from __future__ import annotations
 
 import inspect
+import sys
 import warnings
 
 import numpy as np
@@ -21,6 +22,21 @@ class ConvergenceWarning(UserWarning):
 
 class DataConversionWarning(UserWarning):
     """An input was converted to the shape or type the estimator needs."""
+
+
+def warning(cls: type, message: str) -> Warning:
+    """``cls(message)``, also an instance of scikit-learn's class of the same name
+    when scikit-learn is loaded, so that filters on either class catch it (fastmle
+    never imports scikit-learn itself)."""
+    sk = getattr(sys.modules.get("sklearn.exceptions"), cls.__name__, None)
+    if sk is None:
+        return cls(message)
+    if sk not in _BOTH:
+        _BOTH[sk] = type(cls.__name__, (cls, sk), {"__module__": cls.__module__})
+    return _BOTH[sk](message)
+
+
+_BOTH: dict = {}
 
 
 class BaseEstimator:
@@ -72,20 +88,18 @@ class BaseEstimator:
         if X.dtype.kind == "c":
             raise ValueError("Complex data not supported: pass real values")
         if X.dtype.kind not in "biuf":
-            try:
-                X = X.astype(np.float64)
-            except (TypeError, ValueError):
-                raise ValueError(
-                    f"X has dtype {X.dtype} that cannot be converted to float: pass "
-                    "numeric features") from None
+            X = X.astype(np.float64)  # a TypeError/ValueError names the bad value
         if X.ndim != 2:
             raise ValueError(
-                f"Expected 2D array, got {X.ndim}D array instead: reshape your data with "
-                "X.reshape(-1, 1) for a single feature or X.reshape(1, -1) for a single sample")
-        if X.shape[0] < 1 or X.shape[1] < 1:
-            raise ValueError(
-                f"Found array with {X.shape[0]} sample(s) and {X.shape[1]} feature(s) "
-                f"(shape={X.shape}) while a minimum of 1 is required")
+                f"Expected 2D array, got {X.ndim}D array instead. Reshape your data either "
+                "using X.reshape(-1, 1) if it has a single feature or X.reshape(1, -1) if it "
+                "contains a single sample")
+        if X.shape[0] < 1:
+            raise ValueError(f"Found array with 0 sample(s) (shape={X.shape}) while a minimum "
+                             "of 1 is required.")
+        if X.shape[1] < 1:
+            raise ValueError(f"Found array with 0 feature(s) (shape={X.shape}) while a minimum "
+                             "of 1 is required.")
         if reset:
             self.n_features_in_ = X.shape[1]
             if names is not None:
@@ -115,9 +129,12 @@ class BaseEstimator:
                 "features as input")
 
     def _check_y(self, y, n: int) -> np.ndarray:
+        if y is None:
+            raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y "
+                             "is None")
         y = np.asarray(y)
         if y.ndim == 2 and y.shape[1] == 1:
-            warnings.warn(DataConversionWarning(
+            warnings.warn(warning(DataConversionWarning, 
                 "A column-vector y was passed when a 1d array was expected. Please change "
                 "the shape of y to (n_samples,), for example using ravel()."), stacklevel=4)
             y = y[:, 0]
@@ -141,8 +158,8 @@ class BaseEstimator:
         if (sw < 0).any():
             raise ValueError("sample_weight has negative values: weights must be >= 0")
         if sw.sum() <= 0:
-            raise ValueError("sample_weight sums to 0: at least one sample needs a positive "
-                             "weight")
+            raise ValueError("sample_weight sums to zero (all weights are zero): at least one "
+                             "sample needs a positive weight")
         return sw
 
 

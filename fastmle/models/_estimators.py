@@ -212,7 +212,7 @@ class _Classifier(_LinearMLE):
             return sw
         base = np.ones(n) if sw is None else sw
         if isinstance(cw, str) and cw == "balanced":
-            counts = np.bincount(y, minlength=self.classes_.size)
+            counts = np.bincount(y.astype(np.intp), minlength=self.classes_.size)
             per_class = y.size / (self.classes_.size * np.maximum(counts, 1))
         elif isinstance(cw, dict):
             unknown = set(cw) - set(self.classes_.tolist())
@@ -224,13 +224,14 @@ class _Classifier(_LinearMLE):
                 raise ValueError("class_weight values must be finite and >= 0")
         else:
             raise ValueError(f"class_weight must be None, 'balanced' or a dict, got {cw!r}")
-        sw = base * per_class[y]
+        sw = base * per_class[y.astype(np.intp)]
         if sw.sum() <= 0:
             raise ValueError("sample_weight * class_weight sums to 0")
         return sw
 
     def predict(self, X) -> np.ndarray:
         """The most probable class of each row."""
+        self._check_is_fitted()
         return self.classes_[np.argmax(self._logits(X), axis=1)]
 
     def predict_log_proba(self, X) -> np.ndarray:
@@ -281,8 +282,8 @@ class LogisticRegression(_Classifier):
         codes = super()._encode_y(y)
         if self.classes_.size != 2:
             raise ValueError(
-                f"LogisticRegression is a binary classifier but y has {self.classes_.size} "
-                "classes: use SoftmaxRegression")
+                "Only binary classification is supported. The type of the target is "
+                f"multiclass ({self.classes_.size} classes): use SoftmaxRegression")
         return codes.astype(np.float64)
 
     def _family(self, d):
@@ -334,8 +335,12 @@ class SoftmaxRegression(_Classifier):
         self.intercept_ = W[:, 0].copy()
 
     def decision_function(self, X) -> np.ndarray:
-        """Centred class scores, shape (n_samples, n_classes)."""
+        """Centred class scores, shape (n_samples, n_classes); for two classes the
+        log-odds of ``classes_[1]``, shape (n_samples,), as scikit-learn's binary
+        classifiers."""
         Z = self._linear(X)
+        if Z.shape[1] == 2:
+            return Z[:, 1] - Z[:, 0]
         return Z - Z.mean(axis=1, keepdims=True)
 
     def _logits(self, X):
@@ -370,7 +375,7 @@ class GaussianRegression(_LinearMLE):
         self.heteroscedastic = heteroscedastic
 
     def _encode_y(self, y):
-        if y.dtype.kind not in "biuf":
+        if y.dtype.kind not in "biufO":
             raise ValueError(f"y must be numeric, got dtype {y.dtype}")
         y = y.astype(np.float64)
         if not np.isfinite(y).all():

@@ -14,6 +14,10 @@ def covariance(H: np.ndarray) -> np.ndarray:
     p = H.shape[0]
     if p == 0:
         return np.zeros((0, 0))
+    if not np.isfinite(H).all():
+        warnings.warn("The information matrix is not finite (the likelihood is unbounded at "
+                      "the estimate): standard errors are nan.", RuntimeWarning, stacklevel=3)
+        return np.full((p, p), np.nan)
     vals, vecs = np.linalg.eigh(H)
     cutoff = max(float(np.abs(vals).max()), 1e-300) * p * 1e-12
     null = vals <= cutoff

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .._linear import backprop, gram, predictor, symmetrize
-from ._base import ConvergenceWarning, check_finite_block
+from ._base import ConvergenceWarning, check_finite_block, warning
 
 BLOCK_BYTES = 4 << 20
 
@@ -254,13 +254,13 @@ def solve(problem: Problem, theta, solver: str, max_iter: int, tol: float) -> Re
     run = newton if solver == "newton" else lbfgs
     res = run(problem, theta, max_iter)
     if res.separable:
-        warnings.warn(ConvergenceWarning(
+        warnings.warn(warning(ConvergenceWarning, 
             "The classes are perfectly separable by a linear function of X: the maximum "
             "likelihood estimate does not exist (the coefficients grow without bound). The "
             "finite coefficients of the current iterate are returned; use alpha > 0 for a "
             "penalised estimate."), stacklevel=3)
     elif not res.converged:
-        warnings.warn(ConvergenceWarning(
+        warnings.warn(warning(ConvergenceWarning, 
             f"The {solver} solver did not converge in max_iter={max_iter} iterations "
             f"(|gradient|_inf / sum of weights = "
             f"{np.max(np.abs(res.grad)) / problem.weight_sum:.3g} > tol={tol}): increase "
