@@ -61,44 +61,69 @@ def _backprop_kernel(X, R, G):
 
 
 @njit(**KERNEL_OPTIONS)
-def _axpy4(y, a0, a1, a2, a3, x0, x1, x2, x3):
-    for j in range(y.shape[0]):
-        y[j] += (a0 * np.float64(x0[j]) + a1 * np.float64(x1[j])
-                 + a2 * np.float64(x2[j]) + a3 * np.float64(x3[j]))
+def _dot4(u, t0, t1, t2, t3):
+    s0 = s1 = s2 = s3 = 0.0
+    for j in range(u.shape[0]):
+        s0 += u[j] * t0[j]
+        s1 += u[j] * t1[j]
+        s2 += u[j] * t2[j]
+        s3 += u[j] * t3[j]
+    return s0, s1, s2, s3
 
 
 @njit(**KERNEL_OPTIONS)
-def _gram_rows(X, w, i0, i1, h):
-    # Four rows per sweep over h: four multiply-adds per load and store of h[a, b].
-    i = i0
-    while i + 4 <= i1:
-        x0, x1, x2, x3 = X[i], X[i + 1], X[i + 2], X[i + 3]
-        w0, w1, w2, w3 = w[i], w[i + 1], w[i + 2], w[i + 3]
-        h[0, 0] += w0 + w1 + w2 + w3
-        for a in range(1, h.shape[0]):
-            b0 = w0 * np.float64(x0[a - 1])
-            b1 = w1 * np.float64(x1[a - 1])
-            b2 = w2 * np.float64(x2[a - 1])
-            b3 = w3 * np.float64(x3[a - 1])
-            h[a, 0] += b0 + b1 + b2 + b3
-            _axpy4(h[a, 1:a + 1], b0, b1, b2, b3, x0[:a], x1[:a], x2[:a], x3[:a])
-        i += 4
-    for r in range(i, i1):
-        h[0, 0] += w[r]
-        for a in range(1, h.shape[0]):
-            wa = w[r] * np.float64(X[r, a - 1])
-            h[a, 0] += wa
-            _axpy(h[a, 1:a + 1], wa, X[r, :a])
+def _transpose(X, i0, i1, T):
+    # tiles of 16 rows: the writes to each row of T stay within a cache line or two
+    d = X.shape[1]
+    for t in range(i0, i1, 16):
+        e = min(i1, t + 16)
+        for i in range(t, e):
+            T[0, i - i0] = 1.0
+        for a in range(d):
+            for i in range(t, e):
+                T[a + 1, i - i0] = X[i, a]
+
+
+@njit(**KERNEL_OPTIONS)
+def _scaled(w, T, U):
+    for a in range(T.shape[0]):
+        for i in range(w.shape[0]):
+            U[a, i] = w[i] * T[a, i]
+
+
+@njit(**KERNEL_OPTIONS)
+def _gram_block(U, T, h):
+    # H[a, b] = sum_i w_i x_ia x_ib as dot products of the transposed block: unit-stride,
+    # vectorized, four outputs per load of U[a].
+    d1 = h.shape[0]
+    for a in range(d1):
+        b = 0
+        while b + 4 <= a + 1:
+            s0, s1, s2, s3 = _dot4(U[a], T[b], T[b + 1], T[b + 2], T[b + 3])
+            h[a, b] += s0
+            h[a, b + 1] += s1
+            h[a, b + 2] += s2
+            h[a, b + 3] += s3
+            b += 4
+        for c in range(b, a + 1):
+            s0, s1, s2, s3 = _dot4(U[a], T[c], T[c], T[c], T[c])
+            h[a, c] += s0
 
 
 @njit(**PARALLEL_OPTIONS)
 def _gram_kernel(X, Wts, H):
     n = X.shape[0]
+    d1 = H.shape[1]
     nch = (n + CHUNK - 1) // CHUNK
     parts = np.zeros((nch,) + H.shape)
     for c in prange(nch):
-        for q in range(Wts.shape[1]):  # one weighted Gram matrix at a time stays in L1
-            _gram_rows(X, Wts[:, q], c * CHUNK, min(n, (c + 1) * CHUNK), parts[c, q])
+        i0, i1 = c * CHUNK, min(n, (c + 1) * CHUNK)
+        T = np.empty((d1, i1 - i0))
+        U = np.empty((d1, i1 - i0))
+        _transpose(X, i0, i1, T)
+        for q in range(Wts.shape[1]):
+            _scaled(Wts[i0:i1, q], T, U)
+            _gram_block(U, T, parts[c, q])
     for c in range(nch):
         H += parts[c]
 

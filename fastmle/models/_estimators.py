@@ -15,7 +15,9 @@ from ._inference import covariance, summary_table
 from ._solver import Problem, solve
 
 SOLVERS = ("auto", "lbfgs", "newton")
-NEWTON_MAX_PARAMS = 300  # "auto": Newton up to this many parameters, L-BFGS above
+# "auto" takes Newton's method while a Hessian pass (n p^2 / 2 multiply-adds) costs
+# about as much as the handful of gradient passes (n p, memory-bound) it saves.
+NEWTON_MAX_PARAMS = 20
 
 _FIT_DOC = """
         Fit by penalised maximum likelihood.
@@ -40,6 +42,8 @@ class _LinearMLE(BaseEstimator):
     """Shared fit/inference; subclasses pick the family, the mask and the outputs."""
 
     _classifier = False
+    _newton_max_params = NEWTON_MAX_PARAMS
+    _extra_iterations = 0
 
     def __init__(self, *, fit_intercept=True, alpha=0.0, tol=1e-8, max_iter=200,
                  solver="auto", warm_start=False, verbose=0):
@@ -81,7 +85,7 @@ class _LinearMLE(BaseEstimator):
         theta = self._initial(problem, family, mask, y, sw)
         solver = self.solver
         if solver == "auto":
-            solver = "newton" if mask.sum() <= NEWTON_MAX_PARAMS else "lbfgs"
+            solver = "newton" if mask.sum() <= self._newton_max_params else "lbfgs"
         res = solve(problem, theta, solver, int(self.max_iter), float(self.tol))
         H = res.hess
         if H is None:
@@ -91,7 +95,7 @@ class _LinearMLE(BaseEstimator):
         C = self._W[:, 1:]
         penalty = 0.5 * float(self.alpha) * float(np.sum(C * (family.penalty @ C)))
         self.loglik_ = -(res.loss - penalty)
-        self.n_iter_ = res.n_iter
+        self.n_iter_ = res.n_iter + self._extra_iterations
         self.converged_ = res.converged
         self.solver_ = solver
         self.nobs_ = n
@@ -373,6 +377,25 @@ class GaussianRegression(_LinearMLE):
         super().__init__(fit_intercept=fit_intercept, alpha=alpha, tol=tol, max_iter=max_iter,
                          solver=solver, warm_start=warm_start, verbose=verbose)
         self.heteroscedastic = heteroscedastic
+
+    # Newton starts at the least-squares solution, where the mean model is already
+    # at its optimum: a step or two, whatever the number of features.
+    _newton_max_params = 500
+    _extra_iterations = 1  # the least-squares start counts as the first iteration
+
+    def _initial(self, problem, family, mask, y, sw):
+        if self.warm_start and hasattr(self, "_W"):
+            return super()._initial(problem, family, mask, y, sw)
+        beta, rss = problem.least_squares()
+        W = np.zeros(mask.shape)
+        W[0] = beta
+        var = rss / problem.weight_sum
+        if not var > 1e-300 * max(1.0, float(np.average(y * y, weights=sw))):
+            raise ValueError(
+                "y is an exact linear function of X (the residuals are 0): the maximum "
+                "likelihood variance is 0 and the likelihood is unbounded")
+        W[1, 0] = np.log(var)
+        return W[mask]
 
     def _encode_y(self, y):
         if y.dtype.kind not in "biufO":
