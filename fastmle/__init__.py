@@ -63,5 +63,8 @@ __all__ = [
     "logsumexp",
     "log_softmax",
     "softmax",
-    *_MODELS,
+    "LogisticRegression",
+    "SoftmaxRegression",
+    "GaussianRegression",
+    "ConvergenceWarning",
 ]

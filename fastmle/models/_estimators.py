@@ -149,8 +149,7 @@ class _LinearMLE(BaseEstimator):
                  ("Parameters:", str(self.n_params_)), ("alpha:", f"{self.alpha:g}"),
                  ("Log-likelihood:", f"{self.loglik_:.6f}"), ("AIC:", f"{self.aic_:.4f}"),
                  ("BIC:", f"{self.bic_:.4f}"),
-                 ("Converged:", f"{self.converged_} ({self.n_iter_} iterations, "
-                                f"{self.solver_})")]
+                 ("Converged:", f"{self.converged_} ({self.n_iter_} iterations, {self.solver_})")]
         return summary_table(f"{type(self).__name__} results", self.param_names_,
                              self.params_, self.bse_, lines)
 

@@ -90,10 +90,11 @@ class Categorical:
         return W
 
     def misclassified(self, Z, y, sw) -> int:
-        zy = Z[np.arange(Z.shape[0]), y]
-        Zo = Z.copy()
-        Zo[np.arange(Z.shape[0]), y] = -np.inf
-        wrong = Zo.max(axis=1) >= zy
+        rows = np.arange(Z.shape[0])
+        zy = Z[rows, y]
+        Z[rows, y] = -np.inf
+        wrong = Z.max(axis=1) >= zy
+        Z[rows, y] = zy
         return int(np.count_nonzero(wrong if sw is None else wrong & (sw > 0)))
 
 

@@ -18,6 +18,13 @@ def covariance(H: np.ndarray) -> np.ndarray:
         warnings.warn("The information matrix is not finite (the likelihood is unbounded at "
                       "the estimate): standard errors are nan.", RuntimeWarning, stacklevel=3)
         return np.full((p, p), np.nan)
+    try:  # the usual case: positive definite
+        L = np.linalg.cholesky(H)
+        Linv = np.linalg.solve(L, np.eye(p))
+        if np.isfinite(Linv).all() and np.diag(L).min() > np.diag(L).max() * 1e-7:
+            return Linv.T @ Linv
+    except np.linalg.LinAlgError:
+        pass
     vals, vecs = np.linalg.eigh(H)
     cutoff = max(float(np.abs(vals).max()), 1e-300) * p * 1e-12
     null = vals <= cutoff

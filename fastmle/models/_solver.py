@@ -50,9 +50,11 @@ class Problem:
         self.weight_sum = float(n if sw is None else sw.sum())
         k = family.k
         full = mask[:, 1:].any(axis=1)
+        free = mask.any(axis=1)
         pairs = [(a, b) for a in range(k) for b in range(a + 1)]
-        self.full_pairs = [i for i, (a, b) in enumerate(pairs) if full[a] and full[b]]
-        self.vec_pairs = [i for i, (a, b) in enumerate(pairs) if not (full[a] and full[b])]
+        used = [i for i, (a, b) in enumerate(pairs) if free[a] and free[b]]
+        self.full_pairs = [i for i in used if full[pairs[i][0]] and full[pairs[i][1]]]
+        self.vec_pairs = [i for i in used if i not in self.full_pairs]
         self.pairs = pairs
         self.n_evals = 0
         self.checked = False
@@ -93,6 +95,7 @@ class Problem:
             Hf = np.zeros((len(self.full_pairs), d1, d1))
             Hv = np.zeros((len(self.vec_pairs), d1))
         loss, wrong = 0.0, 0
+        self.counted = count_wrong
         for Xb, yb, swb in self._blocks():
             Z = predictor(Xb, W)
             if hess:
@@ -180,17 +183,25 @@ def _report(problem, it, f, g, step):
               f"step {step:.3g}", file=sys.stderr)
 
 
+def _count_wrong(problem, f) -> bool:
+    """Whether to look for a separating iterate: unpenalised classifiers, once the mean
+    NLL is below log(2) (on separable data the NLL goes to 0; counting is not free)."""
+    return (hasattr(problem.family, "misclassified") and problem.alpha == 0
+            and f < math.log(2.0) * problem.weight_sum)
+
+
 def newton(problem: Problem, theta, max_iter: int) -> Result:
-    count = hasattr(problem.family, "misclassified") and problem.alpha == 0
+    count = _count_wrong(problem, 0.0)
     f, g, H, wrong = problem.evaluate(theta, hess=True, count_wrong=count)
     hist = []
     for it in range(max_iter + 1):
         if problem.converged(g):
             return Result(theta, f, g, H, it, True, history=hist)
-        if count and wrong == 0:
+        if problem.counted and wrong == 0:
             return Result(theta, f, g, H, it, False, separable=True, history=hist)
         if it == max_iter:
             break
+        count = _count_wrong(problem, f)
         p = _newton_direction(H, g)
         slope = float(g @ p)
         t = 1.0
@@ -213,14 +224,14 @@ def newton(problem: Problem, theta, max_iter: int) -> Result:
 
 
 def lbfgs(problem: Problem, theta, max_iter: int, memory: int = 10) -> Result:
-    count = hasattr(problem.family, "misclassified") and problem.alpha == 0
+    count = _count_wrong(problem, 0.0)
     f, g, _, wrong = problem.evaluate(theta, count_wrong=count)
     S, Y = [], []
     hist = []
     for it in range(max_iter + 1):
         if problem.converged(g):
             return Result(theta, f, g, None, it, True, history=hist)
-        if count and wrong == 0:
+        if problem.counted and wrong == 0:
             return Result(theta, f, g, None, it, False, separable=True, history=hist)
         if it == max_iter:
             break
@@ -239,6 +250,7 @@ def lbfgs(problem: Problem, theta, max_iter: int, memory: int = 10) -> Result:
         for (s, y), a in zip(zip(S, Y), reversed(alphas)):
             b = float(y @ q) / float(y @ s)
             q += (a - b) * s
+        count = _count_wrong(problem, f)
         p = q
         slope = float(g @ p)
         if slope <= 0:  # lost descent: restart from the gradient
