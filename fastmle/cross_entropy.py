@@ -255,8 +255,9 @@ def _ce_short_rows_kernel(x, target, weight, ignore_index, eps, scale, grad, wan
     partial = np.zeros(nchunks)
     w_total, shift = _class_terms(weight, eps, scale, x)
     shift_tiled = np.empty(per_chunk * c_, x.dtype)
-    for i in range(per_chunk):
-        shift_tiled[i * c_:(i + 1) * c_] = shift
+    for i in range(per_chunk):  # element loops: a slice assignment here would be a parfor
+        for j in range(c_):
+            shift_tiled[i * c_ + j] = shift[j]
     for c in prange(nchunks):
         r0 = c * per_chunk
         r1 = min(n, r0 + per_chunk)
