@@ -57,13 +57,16 @@ class Bernoulli:
 
 class Categorical:
     """y in {0, ..., C-1}; C predictors, the first held at 0 (class 0 is the
-    reference, as in statsmodels' MNLogit). NLL = softmax cross-entropy."""
+    reference, as in statsmodels' MNLogit) or, with ``symmetric``, all free (an
+    over-parametrisation in which gradient methods converge faster).
+    NLL = softmax cross-entropy."""
 
-    def __init__(self, n_classes: int):
+    def __init__(self, n_classes: int, symmetric: bool = False):
         self.k = n_classes
         # The L2 penalty of the centred (sum-to-zero) coefficients, scikit-learn's
-        # multinomial parametrisation, written for contrasts to class 0.
-        self.penalty = np.eye(n_classes) - 1.0 / n_classes
+        # multinomial parametrisation: written for contrasts to class 0, or, with
+        # ``symmetric``, for free coefficients of every class (whose optimum is centred).
+        self.penalty = np.eye(n_classes) - (0.0 if symmetric else 1.0 / n_classes)
 
     def initial_intercepts(self, y, sw) -> np.ndarray:
         counts = np.bincount(y, weights=sw, minlength=self.k)

@@ -284,20 +284,34 @@ def _polish(problem: Problem, res: Result) -> Result:
     """One Newton step after L-BFGS, with the Hessian that inference needs anyway:
     the error of the estimate goes from ~tol to ~tol^2 for one cheap extra pass. The
     Hessian is that of the last L-BFGS iterate, a step of ~tol away."""
-    _, g, H, _ = problem.evaluate(res.theta, hess=True)
+    f, g, H, _ = problem.evaluate(res.theta, hess=True)
     theta = res.theta - _newton_direction(H, g)
     f1, g1, _, _ = problem.evaluate(theta)
-    if f1 <= res.loss and np.max(np.abs(g1)) <= np.max(np.abs(g)):
+    if f1 <= f and np.max(np.abs(g1)) <= np.max(np.abs(g)):
         return Result(theta, f1, g1, H, res.n_iter + 1, True, history=res.history)
-    return Result(res.theta, res.loss, g, H, res.n_iter, True, history=res.history)
+    return Result(res.theta, f, g, H, res.n_iter, True, history=res.history)
 
 
-def solve(problem: Problem, theta, solver: str, max_iter: int, tol: float) -> Result:
+def solve(problem: Problem, theta, solver: str, max_iter: int, tol: float,
+          search=None) -> Result:
+    """Minimise ``problem`` from ``theta``. ``search = (problem2, theta2, back)``
+    runs the solver in another parametrisation of the same objective (``back`` maps
+    its parameters to ``problem``'s), where it may converge faster; the estimate is
+    then polished, and its Hessian computed, in ``problem``'s own parameters."""
     problem.tol = tol
     run = newton if solver == "newton" else lbfgs
-    res = run(problem, theta, max_iter)
+    if search is None:
+        res = run(problem, theta, max_iter)
+    else:
+        other, theta2, back = search
+        other.tol = tol
+        res = run(other, theta2, max_iter)
+        res.theta = back(res.theta)
+        res.hess = None
+        problem.n_evals += other.n_evals
     if res.separable:
-        warnings.warn(warning(ConvergenceWarning, 
+        warnings.warn(warning(
+            ConvergenceWarning,
             "The classes are perfectly separable by a linear function of X: the maximum "
             "likelihood estimate does not exist (the coefficients grow without bound). The "
             "finite coefficients of the current iterate are returned; use alpha > 0 for a "
@@ -305,7 +319,8 @@ def solve(problem: Problem, theta, solver: str, max_iter: int, tol: float) -> Re
     elif res.converged and res.hess is None:
         res = _polish(problem, res)
     elif not res.converged:
-        warnings.warn(warning(ConvergenceWarning, 
+        warnings.warn(warning(
+            ConvergenceWarning,
             f"The {solver} solver did not converge in max_iter={max_iter} iterations "
             f"(|gradient|_inf / sum of weights = "
             f"{np.max(np.abs(res.grad)) / problem.weight_sum:.3g} > tol={tol}): increase "
