@@ -318,6 +318,10 @@ def solve(problem: Problem, theta, solver: str, max_iter: int, tol: float,
             "penalised estimate."), stacklevel=3)
     elif res.converged and res.hess is None:
         res = _polish(problem, res)
+        if not problem.converged(res.grad):  # the step fell short: Newton to the end
+            more = newton(problem, res.theta, max(1, max_iter - res.n_iter))
+            more.n_iter += res.n_iter
+            res = more
     elif not res.converged:
         warnings.warn(warning(
             ConvergenceWarning,
