@@ -54,7 +54,7 @@ def summary_table(title: str, names, params, bse, lines) -> str:
     head = (f"{'':<{w}} {'coef':>12} {'std err':>11} {'z':>9} {'P>|z|':>8} "
             f"{'[0.025':>12} {'0.975]':>12}")
     rule = "=" * len(head)
-    out = [title.center(len(head)), rule]
+    out = [title.center(len(head)).rstrip(), rule]
     out += [f"{k:<22}{v:>{len(head) - 22}}" for k, v in lines]
     out += [rule, head, "-" * len(head)]
     for n, c, s, zz, pv, h in zip(names, params, bse, z, pval, half):
