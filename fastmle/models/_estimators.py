@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import numbers
+import sys
 import time
+import warnings
 
 import numpy as np
 
 from .._linear import predictor
 from ..softmax import log_softmax
 from . import _families
-from ._base import BaseEstimator, check_finite_block
+from ._base import BaseEstimator, ConvergenceWarning, check_finite_block, warning
 from ._inference import covariance, summary_table
-from ._solver import Problem, solve
+from ._solver import Problem, Result, solve
 
 SOLVERS = ("auto", "lbfgs", "newton")
 # "auto" takes Newton's method while a Hessian pass (n p^2 / 2 multiply-adds) costs
@@ -43,7 +45,6 @@ class _LinearMLE(BaseEstimator):
 
     _classifier = False
     _newton_max_params = NEWTON_MAX_PARAMS
-    _extra_iterations = 0
 
     def __init__(self, *, fit_intercept=True, alpha=0.0, tol=1e-8, max_iter=200,
                  solver="auto", warm_start=False, verbose=0):
@@ -82,12 +83,17 @@ class _LinearMLE(BaseEstimator):
         sw = self._sample_weight(y, sample_weight, n)
         family, mask = self._family(d)
         problem = Problem(X, y, sw, family, mask, self.alpha, self.verbose)
-        theta = self._initial(problem, family, mask, y, sw)
+        theta, started = self._initial(problem, family, mask, y, sw)
         solver = self.solver
         if solver == "auto":
             solver = "newton" if mask.sum() <= self._newton_max_params else "lbfgs"
-        search = self._search(problem, theta) if solver == "lbfgs" else None
-        res = solve(problem, theta, solver, int(self.max_iter), float(self.tol), search)
+        if started < 0:  # no maximum likelihood estimate to search for
+            f, g, _, _ = problem.evaluate(theta)
+            res = Result(theta, f, g, np.full((theta.size,) * 2, np.nan), -started, False)
+        else:
+            search = self._search(problem, theta) if solver == "lbfgs" else None
+            res = solve(problem, theta, solver, int(self.max_iter), float(self.tol), search,
+                        fallback=self.solver == "auto", started=started)
         H = res.hess
         if H is None:
             _, _, H, _ = problem.evaluate(res.theta, hess=True)
@@ -96,7 +102,7 @@ class _LinearMLE(BaseEstimator):
         C = self._W[:, 1:]
         penalty = 0.5 * float(self.alpha) * float(np.sum(C * (family.penalty @ C)))
         self.loglik_ = -(res.loss - penalty)
-        self.n_iter_ = res.n_iter + self._extra_iterations
+        self.n_iter_ = res.n_iter
         self.converged_ = res.converged
         self.solver_ = solver
         self.nobs_ = n
@@ -113,16 +119,17 @@ class _LinearMLE(BaseEstimator):
             print(f"{type(self).__name__}: {res.n_iter} iterations ({solver}), "
                   f"{problem.n_evals} passes over X, loglik {self.loglik_:.10g}, "
                   f"{'converged' if res.converged else 'NOT converged'}, "
-                  f"{self.fit_time_:.3g} s")
+                  f"{self.fit_time_:.3g} s", file=sys.stderr)
         return self
 
     def _initial(self, problem, family, mask, y, sw):
+        """The starting parameters, and the number of iterations spent finding them."""
         if self.warm_start and hasattr(self, "_W") and self._W.shape == mask.shape \
                 and np.array_equal(self._mask, mask):
-            return self._W[mask].copy()
+            return self._W[mask].copy(), 0
         W = np.zeros(mask.shape)
         W[:, 0] = family.initial_intercepts(y, sw)
-        return W[mask]
+        return W[mask], 0
 
     def _natural(self, theta, cov):
         return theta.copy(), cov
@@ -400,23 +407,32 @@ class GaussianRegression(_LinearMLE):
     # Newton starts at the least-squares solution, where the mean model is already
     # at its optimum: a step or two, whatever the number of features.
     _newton_max_params = 500
-    _extra_iterations = 1  # the least-squares start counts as the first iteration
 
     def _initial(self, problem, family, mask, y, sw):
         if self.warm_start and hasattr(self, "_W"):
             return super()._initial(problem, family, mask, y, sw)
-        beta, rss = problem.least_squares()
+        beta, rss = problem.least_squares()  # the first iteration
         W = np.zeros(mask.shape)
         W[0] = beta
         var = rss / problem.weight_sum
-        if not var > 1e-300 * max(1.0, float(np.average(y * y, weights=sw))):
-            raise ValueError(
-                "y is an exact linear function of X (the residuals are 0): the maximum "
-                "likelihood variance is 0 and the likelihood is unbounded")
+        # residuals at the rounding level of y (relative 1e-12): an exact fit
+        floor = 1e-24 * float(np.average(y * y, weights=sw))
+        if not var > floor:
+            warnings.warn(warning(
+                ConvergenceWarning,
+                "y is an exact linear function of X (the residuals are at rounding level): "
+                "the maximum likelihood variance is 0 and the likelihood is unbounded. The "
+                "least-squares coefficients are returned, with sigma2 at the rounding level "
+                "and nan standard errors."), stacklevel=3)
+            W[1, 0] = np.log(max(var, floor, 1e-300))
+            return W[mask], -1  # one iteration, and nothing left to solve
         W[1, 0] = np.log(var)
-        return W[mask]
+        return W[mask], 1
 
     def _encode_y(self, y):
+        if y.shape[0] < 2:
+            raise ValueError(f"GaussianRegression needs at least 2 samples, got {y.shape[0]} "
+                             "sample: the variance cannot be estimated from n_samples = 1")
         if y.dtype.kind not in "biufO":
             raise ValueError(f"y must be numeric, got dtype {y.dtype}")
         y = y.astype(np.float64)

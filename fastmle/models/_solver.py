@@ -176,6 +176,13 @@ def _newton_direction(H, g):
         return vecs @ ((vecs.T @ g) / np.maximum(np.abs(vals), floor))
 
 
+def _sufficient_decrease(f, f1, t, slope) -> bool:
+    """Armijo's condition, up to the rounding of the objective (a float64 sum of n
+    terms): near the optimum the true decrease is below that noise, and the step is
+    judged by the gradients, which stay accurate."""
+    return f1 <= f - 1e-4 * t * slope + 1e-12 * abs(f)
+
+
 def _report(problem, it, f, g, step):
     if problem.verbose:
         print(f"iter {it:4d}  loss {f / problem.weight_sum:.10g}  "
@@ -208,18 +215,18 @@ def newton(problem: Problem, theta, max_iter: int) -> Result:
         while True:
             trial = theta - t * p
             f1, g1, H1, w1 = problem.evaluate(trial, hess=(t == 1.0), count_wrong=count)
-            if f1 <= f - 1e-4 * t * slope or t < 1e-10:
+            if _sufficient_decrease(f, f1, t, slope) or t < 1e-10:
                 break
             t *= 0.5
         if H1 is None:
             f1, g1, H1, w1 = problem.evaluate(trial, hess=True, count_wrong=count)
-        stalled = not (f1 < f) and t < 1e-10
+        stalled = not _sufficient_decrease(f, f1, t, slope)
         theta, f, g, H, wrong = trial, f1, g1, H1, w1
         hist.append((f, t))
         _report(problem, it + 1, f, g, t)
         if stalled:
             # no decrease at the resolution of the objective: as close as it gets
-            return Result(theta, f, g, H, it + 1, True, history=hist)
+            return Result(theta, f, g, H, it + 1, problem.converged(g), history=hist)
     return Result(theta, f, g, H, max_iter, False, history=hist)
 
 
@@ -261,7 +268,7 @@ def lbfgs(problem: Problem, theta, max_iter: int, memory: int = 10) -> Result:
         while True:
             trial = theta - t * p
             f1, g1, _, w1 = problem.evaluate(trial, count_wrong=count)
-            if f1 <= f - 1e-4 * t * slope or t < 1e-10:
+            if _sufficient_decrease(f, f1, t, slope) or t < 1e-10:
                 break
             t *= 0.5
         s, y = trial - theta, g1 - g
@@ -271,12 +278,12 @@ def lbfgs(problem: Problem, theta, max_iter: int, memory: int = 10) -> Result:
             if len(S) > memory:
                 S.pop(0)
                 Y.pop(0)
-        stalled = not (f1 < f) and t < 1e-10
+        stalled = not _sufficient_decrease(f, f1, t, slope)
         theta, f, g, wrong = trial, f1, g1, w1
         hist.append((f, t))
         _report(problem, it + 1, f, g, t)
         if stalled:
-            return Result(theta, f, g, None, it + 1, True, history=hist)
+            return Result(theta, f, g, None, it + 1, problem.converged(g), history=hist)
     return Result(theta, f, g, None, max_iter, False, history=hist)
 
 
@@ -287,28 +294,52 @@ def _polish(problem: Problem, res: Result) -> Result:
     f, g, H, _ = problem.evaluate(res.theta, hess=True)
     theta = res.theta - _newton_direction(H, g)
     f1, g1, _, _ = problem.evaluate(theta)
-    if f1 <= f and np.max(np.abs(g1)) <= np.max(np.abs(g)):
-        return Result(theta, f1, g1, H, res.n_iter + 1, True, history=res.history)
-    return Result(res.theta, f, g, H, res.n_iter, True, history=res.history)
+    if _sufficient_decrease(f, f1, 0.0, 0.0) and np.max(np.abs(g1)) <= np.max(np.abs(g)):
+        res = Result(theta, f1, g1, H, res.n_iter + 1, False, history=res.history)
+    else:
+        res = Result(res.theta, f, g, H, res.n_iter, False, history=res.history)
+    res.converged = problem.converged(res.grad)
+    return res
+
+
+LBFGS_BEFORE_NEWTON = 50  # solver="auto": L-BFGS iterations before it hands over to Newton
 
 
 def solve(problem: Problem, theta, solver: str, max_iter: int, tol: float,
-          search=None) -> Result:
-    """Minimise ``problem`` from ``theta``. ``search = (problem2, theta2, back)``
-    runs the solver in another parametrisation of the same objective (``back`` maps
-    its parameters to ``problem``'s), where it may converge faster; the estimate is
-    then polished, and its Hessian computed, in ``problem``'s own parameters."""
+          search=None, fallback: bool = False, started: int = 0) -> Result:
+    """Minimise ``problem`` from ``theta`` in at most ``max_iter`` iterations.
+
+    ``solver="lbfgs"`` ends with a Newton step (when ``max_iter`` allows), and
+    continues with Newton if that step falls short of ``tol``; with ``fallback`` (the
+    "auto" choice) it also hands over to Newton after ``LBFGS_BEFORE_NEWTON``
+    iterations (badly scaled X). ``search = (problem2, theta2, back)`` runs L-BFGS in
+    another parametrisation of the same objective (``back`` maps its parameters to
+    ``problem``'s), where it may converge faster. ``started``: iterations already
+    spent on the starting point (they count towards ``max_iter`` and ``n_iter``).
+    """
     problem.tol = tol
-    run = newton if solver == "newton" else lbfgs
-    if search is None:
-        res = run(problem, theta, max_iter)
+    limit, max_iter = max_iter, max_iter - started
+    if solver == "newton":
+        res = newton(problem, theta, max_iter)
     else:
-        other, theta2, back = search
-        other.tol = tol
-        res = run(other, theta2, max_iter)
-        res.theta = back(res.theta)
-        res.hess = None
-        problem.n_evals += other.n_evals
+        budget = max_iter
+        if fallback:
+            budget = min(budget, LBFGS_BEFORE_NEWTON)
+        if search is None:
+            res = lbfgs(problem, theta, budget)
+        else:
+            other, theta2, back = search
+            other.tol = tol
+            res = lbfgs(other, theta2, budget)
+            res.theta = back(res.theta)
+            problem.n_evals += other.n_evals
+        if res.converged and res.n_iter < max_iter:
+            res = _polish(problem, res)
+        if not (res.converged or res.separable) and res.n_iter < max_iter \
+                and (fallback or res.hess is not None):
+            more = newton(problem, res.theta, max_iter - res.n_iter)
+            more.n_iter += res.n_iter
+            res = more
     if res.separable:
         warnings.warn(warning(
             ConvergenceWarning,
@@ -316,17 +347,12 @@ def solve(problem: Problem, theta, solver: str, max_iter: int, tol: float,
             "likelihood estimate does not exist (the coefficients grow without bound). The "
             "finite coefficients of the current iterate are returned; use alpha > 0 for a "
             "penalised estimate."), stacklevel=3)
-    elif res.converged and res.hess is None:
-        res = _polish(problem, res)
-        if not problem.converged(res.grad):  # the step fell short: Newton to the end
-            more = newton(problem, res.theta, max(1, max_iter - res.n_iter))
-            more.n_iter += res.n_iter
-            res = more
     elif not res.converged:
         warnings.warn(warning(
             ConvergenceWarning,
-            f"The {solver} solver did not converge in max_iter={max_iter} iterations "
+            f"The {solver} solver did not converge in max_iter={limit} iterations "
             f"(|gradient|_inf / sum of weights = "
             f"{np.max(np.abs(res.grad)) / problem.weight_sum:.3g} > tol={tol}): increase "
             "max_iter, scale X, or use alpha > 0."), stacklevel=3)
+    res.n_iter += started
     return res
