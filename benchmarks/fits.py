@@ -76,7 +76,8 @@ def cases(quick: bool):
          "fastmle float32": (lambda X32=X32, y=y: fm.LogisticRegression().fit(X32, y), "coef_")}
     if lm:
         c["sklearn lbfgs float64"] = (
-            lambda X=X, y=y: lm.LogisticRegression(C=np.inf, tol=1e-10, max_iter=1000).fit(X, y), "coef_")
+            lambda X=X, y=y: lm.LogisticRegression(C=np.inf, tol=1e-10, max_iter=1000).fit(X, y),
+            "coef_")
     out.append(c)
 
     X, y = softmax_data(300_000 // s, 50, 10)
@@ -84,7 +85,8 @@ def cases(quick: bool):
          "fastmle float64": (lambda X=X, y=y: fm.SoftmaxRegression().fit(X, y), "coef_")}
     if lm:
         c["sklearn lbfgs float64"] = (
-            lambda X=X, y=y: lm.LogisticRegression(C=np.inf, tol=1e-10, max_iter=1000).fit(X, y), "coef_")
+            lambda X=X, y=y: lm.LogisticRegression(C=np.inf, tol=1e-10, max_iter=1000).fit(X, y),
+            "coef_")
     out.append(c)
 
     X, y = gaussian_data(1_000_000 // s, 50)

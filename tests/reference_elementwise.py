@@ -82,7 +82,8 @@ def bce_with_logits_ref(input, target, weight=None, reduction="mean", pos_weight
 
 def bce_ref(input, target, weight=None, reduction="mean"):
     """l = -w * (y * max(log p, -100) + (1 - y) * max(log(1 - p), -100)) (PyTorch's
-    clamp), dl/dp = w * (p - y) / max(p * (1 - p), 1e-12f) (PyTorch's backward; its floor is the float32 1e-12)."""
+    clamp), dl/dp = w * (p - y) / max(p * (1 - p), 1e-12f) (PyTorch's backward;
+    its floor is the float32 1e-12)."""
     p = _f64(input)
     y = _f64(target)
     w = _operand(weight, p.shape)

@@ -305,8 +305,8 @@ def test_empty_batch_sum_and_none(probs):
     x = np.zeros((0, 4))
     t = np.zeros((0, 4)) if probs else np.zeros(0, np.int64)
     assert fm.cross_entropy(x, t, reduction="sum") == 0.0
-    l, g = fm.cross_entropy_value_and_grad(x, t, reduction="none")
-    assert l.shape == (0,) and g.shape == (0, 4)
+    rows, g = fm.cross_entropy_value_and_grad(x, t, reduction="none")
+    assert rows.shape == (0,) and g.shape == (0, 4)
     assert fm.cross_entropy_grad(x, t, reduction="sum").shape == (0, 4)
 
 

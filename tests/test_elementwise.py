@@ -172,7 +172,8 @@ def bce_logits_cases(draw):
         y = rng.uniform(0, 1, shape).astype(dtype)
     w_mode = operand_mode(draw, shape)
     pw_mode = operand_mode(draw, shape)
-    w = None if w_mode == "none" else rng.uniform(0.1, 3, operand_shape(shape, w_mode)).astype(dtype)
+    w = (None if w_mode == "none"
+         else rng.uniform(0.1, 3, operand_shape(shape, w_mode)).astype(dtype))
     pw = (None if pw_mode == "none"
           else rng.uniform(0.1, 5, operand_shape(shape, pw_mode)).astype(dtype))
     return x, y, w, pw, reduction
@@ -207,7 +208,8 @@ def bce_probs_cases(draw):
     else:
         y = rng.uniform(0, 1, shape).astype(dtype)
     w_mode = operand_mode(draw, shape)
-    w = None if w_mode == "none" else rng.uniform(0.1, 3, operand_shape(shape, w_mode)).astype(dtype)
+    w = (None if w_mode == "none"
+         else rng.uniform(0.1, 3, operand_shape(shape, w_mode)).astype(dtype))
     return p, y, w, reduction
 
 
@@ -874,7 +876,8 @@ def test_kl_batchmean_empty():
 EMPTY_BROADCAST = {
     "bce_logits weight (C,) on (0, 3)": lambda: fm.binary_cross_entropy_with_logits_value_and_grad(
         np.zeros((0, 3)), np.zeros((0, 3)), np.ones(3), "sum"),
-    "bce_logits weight (N, 1) on (2, 0)": lambda: fm.binary_cross_entropy_with_logits_value_and_grad(
+    "bce_logits weight (N, 1) on (2, 0)":
+        lambda: fm.binary_cross_entropy_with_logits_value_and_grad(
         np.zeros((2, 0)), np.zeros((2, 0)), np.ones((2, 1)), "sum"),
     "bce pos_weight (C,) on (2, 0, 3)": lambda: fm.binary_cross_entropy_with_logits_value_and_grad(
         np.zeros((2, 0, 3)), np.zeros((2, 0, 3)), None, "sum", np.ones(3)),

@@ -943,7 +943,7 @@ def test_dataframe_feature_names(kind):
     for c in cols:
         assert c in text
     assert all(any(n.endswith(c) for n in m.param_names_) for c in cols)
-    for n, v in zip(m.param_names_, m.params_):
+    for n in m.param_names_:
         assert n in text
     ref = make_model(kind).fit(X, y)
     np.testing.assert_array_equal(m.params_, ref.params_)

@@ -134,7 +134,8 @@ class BaseEstimator:
                              "is None")
         y = np.asarray(y)
         if y.ndim == 2 and y.shape[1] == 1:
-            warnings.warn(warning(DataConversionWarning, 
+            warnings.warn(warning(
+                DataConversionWarning,
                 "A column-vector y was passed when a 1d array was expected. Please change "
                 "the shape of y to (n_samples,), for example using ravel()."), stacklevel=4)
             y = y[:, 0]
