@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
 import tracemalloc
 import warnings
 
@@ -1034,3 +1035,18 @@ def test_gradient_is_zero_at_the_fit(kind, n, d, k, alpha, fit_intercept, solver
     theta = theta_from_params(kind, m.params_)
     np.testing.assert_allclose(m.loglik_, -objective(kind, theta, X, codes, 0.0, mask, sw),
                                rtol=1e-10)
+
+
+def test_verbose_progress_bar_on_a_terminal(monkeypatch, capsys):
+    from fastmle.models import _solver
+
+    X, y = make_data("logistic", 23, 5000, 3)
+    monkeypatch.setattr(_solver, "BLOCK_BYTES", 1)  # the smallest blocks: 1024 rows
+    monkeypatch.setattr(_solver, "PROGRESS_AFTER", 0.0)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    fm.LogisticRegression(verbose=1).fit(X, y)
+    err = capsys.readouterr().err
+    assert "100.0%" in err and "[" + "#" * 30 + "]" in err
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)  # piped: no bar
+    fm.LogisticRegression(verbose=1).fit(X, y)
+    assert "%" not in capsys.readouterr().err

@@ -24,6 +24,7 @@ from .._linear import backprop, gram, predictor, symmetrize
 from ._base import ConvergenceWarning, check_finite_block, warning
 
 BLOCK_BYTES = 4 << 20
+PROGRESS_AFTER = 1.0  # verbose fits draw a progress bar on passes that take longer (s)
 
 
 @dataclass
@@ -76,7 +77,7 @@ class Problem:
             if not self.checked:
                 check_finite_block(Xb)
             yield Xb, self.y[start:stop], None if self.sw is None else self.sw[start:stop]
-            if bar and time.perf_counter() - t0 > 1.0:
+            if bar and time.perf_counter() - t0 > PROGRESS_AFTER:
                 done = stop / n
                 sys.stderr.write(f"\r  pass {self.n_evals}: [{'#' * int(30 * done):<30}] "
                                  f"{100 * done:5.1f}%")
