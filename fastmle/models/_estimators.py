@@ -93,7 +93,9 @@ class _LinearMLE(BaseEstimator):
         else:
             search = self._search(problem, theta) if solver == "lbfgs" else None
             res = solve(problem, theta, solver, int(self.max_iter), float(self.tol), search,
-                        fallback=self.solver == "auto", started=started)
+                        fallback=self.solver == "auto", started=started,
+                        hess0=getattr(self, "_start_hessian", None))
+            self._start_hessian = None
         H = res.hess
         if H is None:
             _, _, H, _ = problem.evaluate(res.theta, hess=True)
@@ -411,7 +413,7 @@ class GaussianRegression(_LinearMLE):
     def _initial(self, problem, family, mask, y, sw):
         if self.warm_start and hasattr(self, "_W"):
             return super()._initial(problem, family, mask, y, sw)
-        beta, rss = problem.least_squares()  # the first iteration
+        beta, rss, A = problem.least_squares()  # the first iteration
         W = np.zeros(mask.shape)
         W[0] = beta
         var = rss / problem.weight_sum
@@ -427,6 +429,17 @@ class GaussianRegression(_LinearMLE):
             W[1, 0] = np.log(max(var, floor, 1e-300))
             return W[mask], -1  # one iteration, and nothing left to solve
         W[1, 0] = np.log(var)
+        if not self.heteroscedastic:
+            # The Hessian of the NLL there, exactly: A / var (+ the penalty) for the mean,
+            # 0 between mean and variance (normal equations), sum(w) / 2 for log var.
+            m = mask[0, 1:].sum()
+            p = A.shape[0]
+            H = np.zeros((p + 1, p + 1))
+            H[:p, :p] = A / var
+            coef = np.arange(p - m, p)
+            H[coef, coef] += float(self.alpha)
+            H[p, p] = 0.5 * problem.weight_sum
+            self._start_hessian = H
         return W[mask], 1
 
     def _encode_y(self, y):

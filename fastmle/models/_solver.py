@@ -142,8 +142,9 @@ class Problem:
         return H[np.ix_(m, m)]
 
     def least_squares(self):
-        """Weighted least squares of y on [1, X] (the mean model's unpenalised MLE) and
-        its residual sum of squares: two passes, a Gram matrix and the residuals."""
+        """Weighted least squares of y on [1, X] (the mean model's unpenalised MLE), its
+        residual sum of squares and the Gram matrix [1, X]^T W [1, X] of the free mean
+        parameters: two passes, the Gram matrix and the residuals."""
         d1 = self.X.shape[1] + 1
         A = np.zeros((1, d1, d1))
         b = np.zeros((1, d1))
@@ -159,7 +160,7 @@ class Problem:
         for Xb, yb, swb in self._blocks():
             r = yb - predictor(Xb, beta[None, :])[:, 0]
             rss += float(r @ r) if swb is None else float((r * r) @ swb)
-        return beta, rss
+        return beta, rss, A[np.ix_(free, free)]
 
     def converged(self, g) -> bool:
         return float(np.max(np.abs(g), initial=0.0)) <= self.tol * self.weight_sum
@@ -198,9 +199,12 @@ def _count_wrong(problem, f) -> bool:
             and f < math.log(2.0) * problem.weight_sum)
 
 
-def newton(problem: Problem, theta, max_iter: int) -> Result:
+def newton(problem: Problem, theta, max_iter: int, hess0=None) -> Result:
+    """Damped Newton; ``hess0``: the Hessian at ``theta`` when it is already known."""
     count = _count_wrong(problem, 0.0)
-    f, g, H, wrong = problem.evaluate(theta, hess=True, count_wrong=count)
+    f, g, H, wrong = problem.evaluate(theta, hess=hess0 is None, count_wrong=count)
+    if hess0 is not None:
+        H = hess0
     hist = []
     for it in range(max_iter + 1):
         if problem.converged(g):
@@ -307,7 +311,7 @@ LBFGS_BEFORE_NEWTON = 50  # solver="auto": L-BFGS iterations before it hands ove
 
 
 def solve(problem: Problem, theta, solver: str, max_iter: int, tol: float,
-          search=None, fallback: bool = False, started: int = 0) -> Result:
+          search=None, fallback: bool = False, started: int = 0, hess0=None) -> Result:
     """Minimise ``problem`` from ``theta`` in at most ``max_iter`` iterations.
 
     ``solver="lbfgs"`` ends with a Newton step (when ``max_iter`` allows), and
@@ -316,12 +320,13 @@ def solve(problem: Problem, theta, solver: str, max_iter: int, tol: float,
     iterations (badly scaled X). ``search = (problem2, theta2, back)`` runs L-BFGS in
     another parametrisation of the same objective (``back`` maps its parameters to
     ``problem``'s), where it may converge faster. ``started``: iterations already
-    spent on the starting point (they count towards ``max_iter`` and ``n_iter``).
+    spent on the starting point (they count towards ``max_iter`` and ``n_iter``);
+    ``hess0``: the Hessian there, if known (Newton then starts with a cheap pass).
     """
     problem.tol = tol
     limit, max_iter = max_iter, max_iter - started
     if solver == "newton":
-        res = newton(problem, theta, max_iter)
+        res = newton(problem, theta, max_iter, hess0)
     else:
         budget = max_iter
         if fallback:
