@@ -199,6 +199,27 @@ def _count_wrong(problem, f) -> bool:
             and f < math.log(2.0) * problem.weight_sum)
 
 
+def _finished(problem, it, theta, f, g, H, wrong, hist):
+    """The result if iteration ``it`` starts at the optimum or at a separating iterate."""
+    if problem.converged(g):
+        return Result(theta, f, g, H, it, True, history=hist)
+    if problem.counted and wrong == 0:
+        return Result(theta, f, g, H, it, False, separable=True, history=hist)
+    return None
+
+
+def _backtrack(problem, theta, p, f, slope, count, hess=False):
+    """Step ``theta - t p`` with t = 1, 1/2, ... until the decrease is sufficient; the
+    Hessian is evaluated (if asked) only with the full step, the usual Newton case."""
+    t = 1.0
+    while True:
+        trial = theta - t * p
+        f1, g1, H1, w1 = problem.evaluate(trial, hess=hess and t == 1.0, count_wrong=count)
+        if _sufficient_decrease(f, f1, t, slope) or t < 1e-10:
+            return t, trial, f1, g1, H1, w1
+        t *= 0.5
+
+
 def newton(problem: Problem, theta, max_iter: int, hess0=None) -> Result:
     """Damped Newton; ``hess0``: the Hessian at ``theta`` when it is already known."""
     count = _count_wrong(problem, 0.0)
@@ -207,22 +228,13 @@ def newton(problem: Problem, theta, max_iter: int, hess0=None) -> Result:
         H = hess0
     hist = []
     for it in range(max_iter + 1):
-        if problem.converged(g):
-            return Result(theta, f, g, H, it, True, history=hist)
-        if problem.counted and wrong == 0:
-            return Result(theta, f, g, H, it, False, separable=True, history=hist)
-        if it == max_iter:
-            break
+        done = _finished(problem, it, theta, f, g, H, wrong, hist)
+        if done or it == max_iter:
+            return done or Result(theta, f, g, H, max_iter, False, history=hist)
         count = _count_wrong(problem, f)
         p = _newton_direction(H, g)
         slope = float(g @ p)
-        t = 1.0
-        while True:
-            trial = theta - t * p
-            f1, g1, H1, w1 = problem.evaluate(trial, hess=(t == 1.0), count_wrong=count)
-            if _sufficient_decrease(f, f1, t, slope) or t < 1e-10:
-                break
-            t *= 0.5
+        t, trial, f1, g1, H1, w1 = _backtrack(problem, theta, p, f, slope, count, hess=True)
         if H1 is None:
             f1, g1, H1, w1 = problem.evaluate(trial, hess=True, count_wrong=count)
         stalled = not _sufficient_decrease(f, f1, t, slope)
@@ -232,7 +244,6 @@ def newton(problem: Problem, theta, max_iter: int, hess0=None) -> Result:
         if stalled:
             # no decrease at the resolution of the objective: as close as it gets
             return Result(theta, f, g, H, it + 1, problem.converged(g), history=hist)
-    return Result(theta, f, g, H, max_iter, False, history=hist)
 
 
 def lbfgs(problem: Problem, theta, max_iter: int, memory: int = 10) -> Result:
@@ -241,12 +252,9 @@ def lbfgs(problem: Problem, theta, max_iter: int, memory: int = 10) -> Result:
     S, Y = [], []
     hist = []
     for it in range(max_iter + 1):
-        if problem.converged(g):
-            return Result(theta, f, g, None, it, True, history=hist)
-        if problem.counted and wrong == 0:
-            return Result(theta, f, g, None, it, False, separable=True, history=hist)
-        if it == max_iter:
-            break
+        done = _finished(problem, it, theta, f, g, None, wrong, hist)
+        if done or it == max_iter:
+            return done or Result(theta, f, g, None, max_iter, False, history=hist)
         # two-loop recursion: p approximates H^-1 g
         q = g.copy()
         alphas = []
@@ -269,13 +277,7 @@ def lbfgs(problem: Problem, theta, max_iter: int, memory: int = 10) -> Result:
             S, Y = [], []
             p = g / problem.weight_sum
             slope = float(g @ p)
-        t = 1.0
-        while True:
-            trial = theta - t * p
-            f1, g1, _, w1 = problem.evaluate(trial, count_wrong=count)
-            if _sufficient_decrease(f, f1, t, slope) or t < 1e-10:
-                break
-            t *= 0.5
+        t, trial, f1, g1, _, w1 = _backtrack(problem, theta, p, f, slope, count)
         s, y = trial - theta, g1 - g
         if float(s @ y) > 1e-12 * float(y @ y):
             S.append(s)
@@ -289,7 +291,6 @@ def lbfgs(problem: Problem, theta, max_iter: int, memory: int = 10) -> Result:
         _report(problem, it + 1, f, g, t)
         if stalled:
             return Result(theta, f, g, None, it + 1, problem.converged(g), history=hist)
-    return Result(theta, f, g, None, max_iter, False, history=hist)
 
 
 def _polish(problem: Problem, res: Result) -> Result:
