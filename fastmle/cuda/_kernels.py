@@ -30,12 +30,13 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import cuda, float64, int32
+from numba import cuda, float64
 
 # block size (a power of two) and the dynamic shared memory a block may use for
-# cached rows (48 KB per block minus the static reduction buffers)
+# cached rows (48 KB per block minus the static reduction buffers, 10 KB at 256
+# threads): a float32 row of up to 9216 classes is cached
 THREADS = 256
-SMEM_BYTES = 40 * 1024
+SMEM_BYTES = 36 * 1024
 MAX_BLOCKS = 1024  # element-wise and reduction grids
 
 # error record slots
@@ -95,6 +96,21 @@ def _seg_sum(buf, tid, lane, tpr):
 
 
 @cuda.jit(device=True)
+def _seg_tree(buf, k, tid, lane, tpr):
+    """Tree sums of rows 0..k-1 of ``buf`` (k, THREADS) over each segment of
+    ``tpr`` threads, all in one pass (one barrier per level); the sums end up at
+    each segment's first slot. Every thread of the block must call it."""
+    cuda.syncthreads()
+    s = tpr // 2
+    while s > 0:
+        if lane < s:
+            for q in range(k):
+                buf[q, tid] += buf[q, tid + s]
+        cuda.syncthreads()
+        s //= 2
+
+
+@cuda.jit(device=True)
 def _seg_max(buf, tid, lane, tpr):
     cuda.syncthreads()
     s = tpr // 2
@@ -103,9 +119,7 @@ def _seg_max(buf, tid, lane, tpr):
             buf[tid] = _vmax(buf[tid], buf[tid + s])
         cuda.syncthreads()
         s //= 2
-    v = buf[tid - lane]
-    cuda.syncthreads()
-    return v
+    return buf[tid - lane]  # buf is not reused: no barrier after the read
 
 
 def threads_per_row(c: int) -> int:
@@ -207,8 +221,7 @@ def ce_index_kernel(dt):
               tpr, cached):
             cache = cuda.shared.array(0, nt)
             fbuf = cuda.shared.array(THREADS, nt)
-            dbuf = cuda.shared.array(THREADS, float64)
-            ibuf = cuda.shared.array(THREADS, int32)
+            sums = cuda.shared.array((4, THREADS), float64)
             tid = cuda.threadIdx.x
             lane = tid % tpr
             rl = tid // tpr
@@ -259,13 +272,12 @@ def ce_index_kernel(dt):
                         r += float64(e)
                     if smooth:
                         sd += float64(weight[j]) * float64(v - m)
-            dbuf[tid] = r
-            r = _seg_sum(dbuf, tid, lane, tpr)
-            ibuf[tid] = n_one
-            n_one = _seg_sum(ibuf, tid, lane, tpr)
-            dbuf[tid] = sd
-            sd = _seg_sum(dbuf, tid, lane, tpr)
-            r += n_one - 1
+            sums[0, tid] = r
+            sums[1, tid] = n_one
+            sums[2, tid] = sd
+            _seg_tree(sums, 3, tid, lane, tpr)
+            r = sums[0, tid - lane] + (sums[1, tid - lane] - 1.0)
+            sd = sums[2, tid - lane]
             li = 0.0
             a = 0.0
             wt = 0.0
@@ -318,8 +330,7 @@ def ce_prob_kernel(dt):
         def k(x, y, weight, eps, scale, grad, want_grad, rows_out, tpr, cached):
             cache = cuda.shared.array(0, nt)
             fbuf = cuda.shared.array(THREADS, nt)
-            dbuf = cuda.shared.array(THREADS, float64)
-            ibuf = cuda.shared.array(THREADS, int32)
+            sums = cuda.shared.array((4, THREADS), float64)
             tid = cuda.threadIdx.x
             lane = tid % tpr
             rl = tid // tpr
@@ -360,15 +371,14 @@ def ce_prob_kernel(dt):
                         n_one += 1
                     else:
                         r += float64(e)
-            dbuf[tid] = r
-            r = _seg_sum(dbuf, tid, lane, tpr)
-            ibuf[tid] = n_one
-            n_one = _seg_sum(ibuf, tid, lane, tpr)
-            dbuf[tid] = wq_sum
-            wq_sum = _seg_sum(dbuf, tid, lane, tpr)
-            dbuf[tid] = wqd_sum
-            wqd_sum = _seg_sum(dbuf, tid, lane, tpr)
-            r += n_one - 1
+            sums[0, tid] = r
+            sums[1, tid] = n_one
+            sums[2, tid] = wq_sum
+            sums[3, tid] = wqd_sum
+            _seg_tree(sums, 4, tid, lane, tpr)
+            r = sums[0, tid - lane] + (sums[1, tid - lane] - 1.0)
+            wq_sum = sums[2, tid - lane]
+            wqd_sum = sums[3, tid - lane]
             li = math.nan
             a = 0.0
             if work:
@@ -410,8 +420,7 @@ def softmax_kernel(dt):
         def k(x, n_rows, c_, inner, mode, out, lse, tpr, cached):
             cache = cuda.shared.array(0, nt)
             fbuf = cuda.shared.array(THREADS, nt)
-            dbuf = cuda.shared.array(THREADS, float64)
-            ibuf = cuda.shared.array(THREADS, int32)
+            sums = cuda.shared.array((4, THREADS), float64)
             tid = cuda.threadIdx.x
             lane = tid % tpr
             rl = tid // tpr
@@ -442,11 +451,10 @@ def softmax_kernel(dt):
                         n_one += 1
                     else:
                         r += float64(e)
-            dbuf[tid] = r
-            r = _seg_sum(dbuf, tid, lane, tpr)
-            ibuf[tid] = n_one
-            n_one = _seg_sum(ibuf, tid, lane, tpr)
-            r += n_one - 1
+            sums[0, tid] = r
+            sums[1, tid] = n_one
+            _seg_tree(sums, 2, tid, lane, tpr)
+            r = sums[0, tid - lane] + (sums[1, tid - lane] - 1.0)
             ls = 0.0
             if work:
                 ls = math.log1p(r)
