@@ -37,7 +37,8 @@ def _gpu_present() -> bool:
 def _env(**extra):
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
-        [str(ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+        [str(ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
+    )
     env.update(extra)
     return env
 
@@ -60,8 +61,9 @@ def test_cpu_calls_leave_cuda_alone():
     """)
     env = _env()
     env.pop("NUMBA_ENABLE_CUDASIM", None)
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       env=env, cwd=ROOT)
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT
+    )
     assert r.returncode == 0, r.stdout + r.stderr
 
 
@@ -71,8 +73,20 @@ def test_cuda_kernels_match_cpu():
     if not _gpu_present():
         extra["NUMBA_ENABLE_CUDASIM"] = "1"
     r = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-         str(ROOT / "tests" / "cuda_kernels")],
-        capture_output=True, text=True, env=_env(**extra), cwd=ROOT, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            str(ROOT / "tests" / "cuda_kernels"),
+        ],
+        capture_output=True,
+        text=True,
+        env=_env(**extra),
+        cwd=ROOT,
+        timeout=600,
+    )
     print(r.stdout[-3000:])
     assert r.returncode == 0, r.stdout[-20000:] + r.stderr[-5000:]

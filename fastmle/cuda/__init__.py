@@ -25,7 +25,8 @@ __all__ = ["is_device", "on_device", "check_errors", "set_strict", "stream"]
 def is_device(x) -> bool:
     """Whether ``x`` lives on a CUDA device (checked without importing numba.cuda)."""
     return hasattr(x, "__cuda_array_interface__") or type(x).__module__.startswith(
-        "numba.cuda.simulator")
+        "numba.cuda.simulator"
+    )
 
 
 def on_device(name, *args, **kwargs):

@@ -24,7 +24,7 @@ _strict = False
 _errors: dict = {}
 _ones: dict = {}
 
-# --- streams, arrays, errors ---------------------------------------------------------
+# --- streams, arrays, errors --------------------------------------------------
 
 
 @contextlib.contextmanager
@@ -86,15 +86,19 @@ def _as_numba(a, s):
 
 def _contiguous(d, name):
     if d.size and not d.is_c_contiguous():
-        raise ValueError(f"{name} must be C-contiguous on the GPU (the GPU path copies "
-                         "nothing); make a contiguous copy first")
+        raise ValueError(
+            f"{name} must be C-contiguous on the GPU (the GPU path copies "
+            "nothing); make a contiguous copy first"
+        )
 
 
 def _input(a, s, name="input"):
     d = _as_numba(a, s)
     if d.dtype not in (np.float32, np.float64):
-        raise TypeError(f"{name} is a device array of dtype {d.dtype}: the GPU path "
-                        "computes in float32 or float64 and converts nothing")
+        raise TypeError(
+            f"{name} is a device array of dtype {d.dtype}: the GPU path "
+            "computes in float32 or float64 and converts nothing"
+        )
     _contiguous(d, name)
     return d
 
@@ -106,8 +110,10 @@ def _operand(a, name, dt, s):
     if d is None:
         return cuda.to_device(as_float_array(a, name, dt), stream=s)
     if d.dtype != dt:
-        raise TypeError(f"{name} is a device array of dtype {d.dtype}; on the GPU it "
-                        f"must have the input's dtype {dt}")
+        raise TypeError(
+            f"{name} is a device array of dtype {d.dtype}; on the GPU it "
+            f"must have the input's dtype {dt}"
+        )
     _contiguous(d, name)
     return d
 
@@ -118,21 +124,27 @@ def _broadcast(d, name, shape):
     except ValueError:
         b = None
     if b != tuple(shape):
-        raise ValueError(f"{name} has shape {tuple(d.shape)}, which does not broadcast to "
-                         f"the input's shape {tuple(shape)}")
+        raise ValueError(
+            f"{name} has shape {tuple(d.shape)}, which does not broadcast to "
+            f"the input's shape {tuple(shape)}"
+        )
     return d
 
 
 def _out(out, shape, dt, s):
     d = _as_numba(out, s)
     if d is None:
-        raise TypeError(f"out must be a device array for a device input, got "
-                        f"{type(out).__name__}")
+        raise TypeError(
+            f"out must be a device array for a device input, got {type(out).__name__}"
+        )
     if tuple(d.shape) != tuple(shape):
-        raise ValueError(f"out has shape {tuple(d.shape)}, the gradient has shape "
-                         f"{tuple(shape)}")
+        raise ValueError(
+            f"out has shape {tuple(d.shape)}, the gradient has shape {tuple(shape)}"
+        )
     if d.dtype != dt:
-        raise TypeError(f"out has dtype {d.dtype}, the gradient is {dt}: pass a {dt} array")
+        raise TypeError(
+            f"out has dtype {d.dtype}, the gradient is {dt}: pass a {dt} array"
+        )
     if d.size and not d.is_c_contiguous():
         raise ValueError("out must be C-contiguous")
     return d
@@ -195,16 +207,24 @@ def check_errors() -> None:
         if h[K.ERR_LABELS] or h[K.ERR_PROBS] or h[K.ERR_VAR]:
             _reset(e, cuda.default_stream())
         if h[K.ERR_LABELS]:
-            msgs.append(f"{h[K.ERR_LABELS]} target class index(es) outside [0, C) that are "
-                        f"not ignore_index (first at target[{h[K.ERR_FIRST_LABEL]}] of its "
-                        "call)")
+            msgs.append(
+                f"{h[K.ERR_LABELS]} target class index(es) outside [0, C) that are "
+                f"not ignore_index (first at target[{h[K.ERR_FIRST_LABEL]}] of its "
+                "call)"
+            )
         if h[K.ERR_PROBS]:
-            msgs.append(f"{h[K.ERR_PROBS]} binary_cross_entropy input value(s) outside [0, 1]")
+            msgs.append(
+                f"{h[K.ERR_PROBS]} binary_cross_entropy input value(s) outside [0, 1]"
+            )
         if h[K.ERR_VAR]:
-            msgs.append(f"{h[K.ERR_VAR]} gaussian_nll_loss element(s) with a negative var")
+            msgs.append(
+                f"{h[K.ERR_VAR]} gaussian_nll_loss element(s) with a negative var"
+            )
     if msgs:
-        raise ValueError("GPU calls met invalid data (their rows/elements gave NaN): "
-                         + "; ".join(msgs))
+        raise ValueError(
+            "GPU calls met invalid data (their rows/elements gave NaN): "
+            + "; ".join(msgs)
+        )
 
 
 def _strict_check(e, s, labels=None):
@@ -219,14 +239,17 @@ def _strict_check(e, s, labels=None):
     if h[K.ERR_LABELS] and labels is not None:
         t2, c, ii = labels
         first = int(h[K.ERR_FIRST_LABEL])
-        val = t2[first:first + 1].copy_to_host()[0]
+        val = t2[first : first + 1].copy_to_host()[0]
         raise ValueError(
             f"target holds {h[K.ERR_LABELS]} class index(es) outside [0, {c}) that are "
-            f"not ignore_index={ii}, e.g. target[{first}] = {val}")
+            f"not ignore_index={ii}, e.g. target[{first}] = {val}"
+        )
     if h[K.ERR_PROBS]:
         raise ValueError(
-            f"input holds {h[K.ERR_PROBS]} value(s) outside [0, 1]: binary_cross_entropy "
-            "takes probabilities (use binary_cross_entropy_with_logits for logits)")
+            f"input holds {h[K.ERR_PROBS]} value(s) outside [0, 1]: "
+            "binary_cross_entropy "
+            "takes probabilities (use binary_cross_entropy_with_logits for logits)"
+        )
     if h[K.ERR_VAR]:
         raise ValueError("var has negative entry/entries: variances must be >= 0")
     raise ValueError("a GPU call met invalid data (see fastmle.cuda.check_errors)")
@@ -240,8 +263,9 @@ def _scalar_result(vals, dt, s, *, mean, denom=0.0, params=None):
     """0-d device array: sum(vals) in fixed order, / denominator for a mean."""
     out = cuda.device_array(1, dt, stream=s)
     dummy = params if params is not None else vals
-    K.finish_kernel()[1, K.THREADS, s](vals, dummy, params is not None, float(denom),
-                                      bool(mean), out)
+    K.finish_kernel()[1, K.THREADS, s](
+        vals, dummy, params is not None, float(denom), bool(mean), out
+    )
     return out.reshape(())
 
 
@@ -256,11 +280,20 @@ def _host_result(value, shape, dt, s):
     return cuda.to_device(np.full(shape, value, dt), stream=s)
 
 
-# --- cross-entropy ------------------------------------------------------------------------
+# --- cross-entropy ------------------------------------------------------------
 
 
-def cross_entropy_run(input, target, weight, ignore_index, reduction, label_smoothing,
-                      want_loss, want_grad, out=None):
+def cross_entropy_run(
+    input,
+    target,
+    weight,
+    ignore_index,
+    reduction,
+    label_smoothing,
+    want_loss,
+    want_grad,
+    out=None,
+):
     reduction = check_reduction(reduction)
     s = _stream_for(input)
     x = _input(input, s)
@@ -270,7 +303,8 @@ def cross_entropy_run(input, target, weight, ignore_index, reduction, label_smoo
         raise ValueError(
             f"input must be logits of shape (N, C) or (C,), got {x.ndim}-D shape "
             f"{xshape}; for (N, C, d1, ...) move the class axis last and reshape "
-            "to (-1, C)")
+            "to (-1, C)"
+        )
     if xshape[-1] == 0:
         raise ValueError("input has no classes (C = 0)")
     c = xshape[-1]
@@ -280,56 +314,78 @@ def cross_entropy_run(input, target, weight, ignore_index, reduction, label_smoo
         raise TypeError("label_smoothing must be a float in [0, 1]") from None
     if not 0.0 <= eps <= 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
-    if not isinstance(ignore_index, (int, np.integer)) or isinstance(ignore_index, bool):
-        raise TypeError(f"ignore_index must be an int, got {type(ignore_index).__name__}")
+    if not isinstance(ignore_index, (int, np.integer)) or isinstance(
+        ignore_index, bool
+    ):
+        raise TypeError(
+            f"ignore_index must be an int, got {type(ignore_index).__name__}"
+        )
     ignore_index = int(ignore_index)
     if weight is None:
         w = _ones_like_classes(c, dt, s)
     else:
         w = _operand(weight, "weight", dt, s)
         if tuple(w.shape) != (c,):
-            raise ValueError(f"weight has shape {tuple(w.shape)}; it needs one entry per "
-                             f"class: shape ({c},)")
+            raise ValueError(
+                f"weight has shape {tuple(w.shape)}; it needs one entry per "
+                f"class: shape ({c},)"
+            )
     t = _as_numba(target, s)
     if t is None:
         th = np.asarray(target)
         if th.dtype.kind == "f":
             th = as_float_array(th, "target", dt)
         elif th.dtype.kind in "iu":
-            th = np.ascontiguousarray(th, dtype=np.int64)
-        t = cuda.to_device(th, stream=s) if th.dtype.kind in "fi" else th
+            th = np.asarray(th, dtype=np.int64, order="C")
+        tshape = th.shape
+        t = cuda.to_device(th.reshape(-1), stream=s) if th.dtype.kind in "fi" else th
+    else:
+        tshape = tuple(t.shape)
     kind = t.dtype.kind
     if kind == "f":
-        if tuple(t.shape) != xshape:
+        if tshape != xshape:
             raise ValueError(
-                f"target has floating dtype {t.dtype}, so it is read as class probabilities "
-                f"and must have the input's shape {xshape}; got {tuple(t.shape)}. For class "
-                "indices pass an integer array of shape (N,)")
+                f"target has floating dtype {t.dtype}, so it is read as class "
+                "probabilities "
+                f"and must have the input's shape {xshape}; got {tshape}. For class "
+                "indices pass an integer array of shape (N,)"
+            )
         if ignore_index >= 0:
-            raise ValueError("ignore_index is not supported for class-probability targets")
+            raise ValueError(
+                "ignore_index is not supported for class-probability targets"
+            )
         if t.dtype != dt:
-            raise TypeError(f"target is a device array of dtype {t.dtype}; probability "
-                            f"targets must have the input's dtype {dt} on the GPU")
+            raise TypeError(
+                f"target is a device array of dtype {t.dtype}; probability "
+                f"targets must have the input's dtype {dt} on the GPU"
+            )
         probs = True
     elif kind == "i" and t.dtype in (np.int32, np.int64):
-        if tuple(t.shape) != xshape[:-1]:
+        if tshape != xshape[:-1]:
             raise ValueError(
-                f"target holds class indices and must have shape {xshape[:-1]} (one per "
-                f"row of input {xshape}); got {tuple(t.shape)}")
+                "target holds class indices and must have shape "
+                f"{xshape[:-1]} (one per "
+                f"row of input {xshape}); got {tshape}"
+            )
         probs = False
     else:
         raise TypeError(
-            f"target has dtype {t.dtype}: pass integer class indices (int32/int64 on the "
-            "GPU) of shape (N,) or float class probabilities of the input's shape")
+            f"target has dtype {t.dtype}: pass integer class indices "
+            "(int32/int64 on the "
+            "GPU) of shape (N,) or float class probabilities of the input's shape"
+        )
     _contiguous(t, "target")
     x2 = x.reshape(1, c) if x.ndim == 1 else x
     n = xshape[0] if x.ndim == 2 else 1
-    t2 = t.reshape((1, c) if probs else (1,)) if x.ndim == 1 else t
+    t2 = t.reshape((n, c) if probs else (n,))
     e = _err(s)
     grad = None
     if want_grad:
-        grad = _out(out, xshape, dt, s) if out is not None else cuda.device_array(
-            xshape, dt, stream=s)
+        grad = (
+            _out(out, xshape, dt, s)
+            if out is not None
+            else cuda.device_array(xshape, dt, stream=s)
+        )
         grad2 = grad.reshape((n, c))
     else:
         grad2 = cuda.device_array((1, 1), dt, stream=s)
@@ -340,7 +396,8 @@ def cross_entropy_run(input, target, weight, ignore_index, reduction, label_smoo
         scale = (1.0 / n if n else math.nan) if reduction == "mean" else 1.0
         if n:
             K.ce_prob_kernel(dt)[blocks, K.THREADS, s, shm](
-                x2, t2, w, eps, scale, grad2, want_grad, rows, tpr, cached)
+                x2, t2, w, eps, scale, grad2, want_grad, rows, tpr, cached
+            )
     else:
         nb = _blocks(n)
         partial = cuda.device_array(nb, np.float64, stream=s)
@@ -349,14 +406,26 @@ def cross_entropy_run(input, target, weight, ignore_index, reduction, label_smoo
         K.ce_params_kernel()[1, K.THREADS, s](partial, w, reduction == "mean", params)
         if n:
             K.ce_index_kernel(dt)[blocks, K.THREADS, s, shm](
-                x2, t2, w, ignore_index, eps, params, grad2, want_grad, rows, tpr, cached)
+                x2,
+                t2,
+                w,
+                ignore_index,
+                eps,
+                params,
+                grad2,
+                want_grad,
+                rows,
+                tpr,
+                cached,
+            )
     loss = None
     if want_loss:
         if reduction == "none":
             loss = _cast(rows, dt, s).reshape(xshape[:-1])
         else:
-            loss = _scalar_result(rows, dt, s, mean=reduction == "mean", denom=float(n),
-                                  params=params)
+            loss = _scalar_result(
+                rows, dt, s, mean=reduction == "mean", denom=float(n), params=params
+            )
     _strict_check(e, s, None if probs else (t2, c, ignore_index))
     if loss is not None:
         loss = _like(input, loss)
@@ -365,7 +434,7 @@ def cross_entropy_run(input, target, weight, ignore_index, reduction, label_smoo
     return loss, grad
 
 
-# --- logsumexp / softmax / log_softmax -------------------------------------------------
+# --- logsumexp / softmax / log_softmax ----------------------------------------
 
 
 def _softmax_run(a, axis, mode):
@@ -381,10 +450,11 @@ def _softmax_run(a, axis, mode):
         if x.ndim == 0:
             raise ValueError("a is 0-d; it has no axis to reduce (use axis=None)")
         if not -x.ndim <= axis < x.ndim:
-            raise ValueError(f"axis {axis} is out of bounds for an array of dimension "
-                             f"{x.ndim}")
+            raise ValueError(
+                f"axis {axis} is out of bounds for an array of dimension {x.ndim}"
+            )
         ax = int(axis) % x.ndim
-        outer, c, inner = math.prod(shape[:ax]), shape[ax], math.prod(shape[ax + 1:])
+        outer, c, inner = math.prod(shape[:ax]), shape[ax], math.prod(shape[ax + 1 :])
     n_rows = outer * inner
     out = cuda.device_array(shape if mode != K.LSE else (0,), dt, stream=s)
     if n_rows and c:
@@ -392,8 +462,9 @@ def _softmax_run(a, axis, mode):
         blocks, tpr, _, cached, shm = K.row_launch(n_rows, c, dt.itemsize)
         xf = x.reshape(x.size)
         of = out.reshape(out.size)
-        K.softmax_kernel(dt)[blocks, K.THREADS, s, shm](xf, n_rows, c, inner, mode, of, lse,
-                                                        tpr, cached)
+        K.softmax_kernel(dt)[blocks, K.THREADS, s, shm](
+            xf, n_rows, c, inner, mode, of, lse, tpr, cached
+        )
     else:
         lse = _host_result(-np.inf, n_rows, dt, s)
     return x, ax, lse, out
@@ -405,7 +476,7 @@ def logsumexp(a, axis=-1, keepdims=False):
     if ax is None:
         res = lse.reshape((1,) * x.ndim if keepdims else ())
     else:
-        res = lse.reshape(shape[:ax] + ((1,) if keepdims else ()) + shape[ax + 1:])
+        res = lse.reshape(shape[:ax] + ((1,) if keepdims else ()) + shape[ax + 1 :])
     return _like(a, res)
 
 
@@ -417,7 +488,7 @@ def log_softmax(a, axis=-1):
     return _like(a, _softmax_run(a, axis, K.LOG_SOFTMAX)[3])
 
 
-# --- element-wise losses ------------------------------------------------------------------
+# --- element-wise losses ------------------------------------------------------
 
 
 def _split(shape, op_shapes):
@@ -435,35 +506,60 @@ def _split(shape, op_shapes):
     return None
 
 
-def _ew_run(loss_id, input, x, ops, names, params, s, *, reduction, denom, want_loss,
-            want_grad, out=None, dv_index=None):
+def _ew_run(
+    loss_id,
+    input,
+    x,
+    ops,
+    names,
+    params,
+    s,
+    *,
+    reduction,
+    denom,
+    want_loss,
+    want_grad,
+    out=None,
+    dv_index=None,
+):
     dt = x.dtype
     shape = tuple(x.shape)
     n = x.size
     e = _err(s)
     grad = None
     if want_grad:
-        grad = _out(out, shape, dt, s) if out is not None else cuda.device_array(
-            shape, dt, stream=s)
+        grad = (
+            _out(out, shape, dt, s)
+            if out is not None
+            else cuda.device_array(shape, dt, stream=s)
+        )
     want_none = want_loss and reduction == "none"
     mean = reduction == "mean"
     scale = 1.0 / denom if (mean and denom) else 1.0
     loss = dv = None
     if n == 0:
         if want_loss:
-            loss = (cuda.device_array(shape, dt, stream=s) if want_none else
-                    _host_result(np.nan if mean else 0.0, (), dt, s))
+            loss = (
+                cuda.device_array(shape, dt, stream=s)
+                if want_none
+                else _host_result(np.nan if mean else 0.0, (), dt, s)
+            )
         if dv_index is not None:
             dv = _host_result(0.0, tuple(ops[dv_index].shape), dt, s)
     else:
         split = _split(shape, [tuple(o.shape) for o in ops])
         if split is None:
-            bad = [nm for o, nm in zip(ops, names, strict=True)
-                   if _ew._kind(tuple(o.shape), shape, len(shape)) is None]
+            bad = [
+                nm
+                for o, nm in zip(ops, names, strict=True)
+                if _ew._kind(tuple(o.shape), shape, len(shape)) is None
+            ]
             raise ValueError(
-                f"{', '.join(bad)} broadcasts to the input's shape in a pattern the GPU "
-                "path does not support (constant along inner axes between varying ones): "
-                "pass it at the input's full shape")
+                f"{', '.join(bad)} broadcasts to the input's shape in a pattern "
+                "the GPU path does not support (constant along inner axes between "
+                "varying ones): "
+                "pass it at the input's full shape"
+            )
         r, l_, kinds = split
         flats = [o.reshape(o.size) for o in ops]
         while len(flats) < 3:
@@ -478,12 +574,32 @@ def _ew_run(loss_id, input, x, ops, names, params, s, *, reduction, denom, want_
         nb = _blocks(n)
         partial = cuda.device_array(nb, np.float64, stream=s)
         K.elementwise_kernel(loss_id, dt)[nb, K.THREADS, s](
-            xf, flats[0], kinds[0], flats[1], kinds[1], flats[2], kinds[2], l_,
-            float(params[0]), float(params[1]), float(scale), gf, want_grad, lf, want_none,
-            dvf, want_dv, partial, e)
+            xf,
+            flats[0],
+            kinds[0],
+            flats[1],
+            kinds[1],
+            flats[2],
+            kinds[2],
+            l_,
+            float(params[0]),
+            float(params[1]),
+            float(scale),
+            gf,
+            want_grad,
+            lf,
+            want_none,
+            dvf,
+            want_dv,
+            partial,
+            e,
+        )
         if want_loss:
-            loss = loss_el if want_none else _scalar_result(partial, dt, s, mean=mean,
-                                                            denom=float(denom))
+            loss = (
+                loss_el
+                if want_none
+                else _scalar_result(partial, dt, s, mean=mean, denom=float(denom))
+            )
         if want_dv:
             dv = _reduce_dv(kinds[dv_index], dvf, r, l_, ops[dv_index], dt, s)
     if loss is not None:
@@ -516,36 +632,70 @@ def _bce_inputs(input, target, weight, reduction):
     x = _input(input, s)
     y = _operand(target, "target", x.dtype, s)
     if tuple(y.shape) != tuple(x.shape):
-        raise ValueError(f"target has shape {tuple(y.shape)}; it must have the input's "
-                         f"shape {tuple(x.shape)}")
-    w = cuda.to_device(np.ones(1, x.dtype), stream=s) if weight is None else _broadcast(
-        _operand(weight, "weight", x.dtype, s), "weight", x.shape)
+        raise ValueError(
+            f"target has shape {tuple(y.shape)}; it must have the input's "
+            f"shape {tuple(x.shape)}"
+        )
+    w = (
+        cuda.to_device(np.ones(1, x.dtype), stream=s)
+        if weight is None
+        else _broadcast(_operand(weight, "weight", x.dtype, s), "weight", x.shape)
+    )
     return reduction, s, x, y, w
 
 
-def bce_with_logits_run(input, target, weight, reduction, pos_weight, want_loss, want_grad,
-                        out=None):
+def bce_with_logits_run(
+    input, target, weight, reduction, pos_weight, want_loss, want_grad, out=None
+):
     reduction, s, x, y, w = _bce_inputs(input, target, weight, reduction)
-    pw = cuda.to_device(np.ones(1, x.dtype), stream=s) if pos_weight is None else _broadcast(
-        _operand(pos_weight, "pos_weight", x.dtype, s), "pos_weight", x.shape)
-    loss, grad, _, _ = _ew_run(K.BCE_LOGITS, input, x, [y, w, pw],
-                               ["target", "weight", "pos_weight"], (0.0, 0.0), s,
-                               reduction=reduction, denom=x.size, want_loss=want_loss,
-                               want_grad=want_grad, out=out)
+    pw = (
+        cuda.to_device(np.ones(1, x.dtype), stream=s)
+        if pos_weight is None
+        else _broadcast(
+            _operand(pos_weight, "pos_weight", x.dtype, s), "pos_weight", x.shape
+        )
+    )
+    loss, grad, _, _ = _ew_run(
+        K.BCE_LOGITS,
+        input,
+        x,
+        [y, w, pw],
+        ["target", "weight", "pos_weight"],
+        (0.0, 0.0),
+        s,
+        reduction=reduction,
+        denom=x.size,
+        want_loss=want_loss,
+        want_grad=want_grad,
+        out=out,
+    )
     return loss, grad
 
 
 def bce_run(input, target, weight, reduction, want_loss, want_grad, out=None):
     reduction, s, x, y, w = _bce_inputs(input, target, weight, reduction)
-    loss, grad, _, e = _ew_run(K.BCE_PROBS, input, x, [y, w], ["target", "weight"],
-                               (0.0, 0.0), s, reduction=reduction, denom=x.size,
-                               want_loss=want_loss, want_grad=want_grad, out=out)
+    loss, grad, _, e = _ew_run(
+        K.BCE_PROBS,
+        input,
+        x,
+        [y, w],
+        ["target", "weight"],
+        (0.0, 0.0),
+        s,
+        reduction=reduction,
+        denom=x.size,
+        want_loss=want_loss,
+        want_grad=want_grad,
+        out=out,
+    )
     _strict_check(e, s)
     return loss, grad
 
 
 def _var_operand(var, x, s):
-    if isinstance(var, (float, int, np.floating, np.integer)) and not isinstance(var, bool):
+    if isinstance(var, (float, int, np.floating, np.integer)) and not isinstance(
+        var, bool
+    ):
         v = cuda.to_device(np.full(1, var, x.dtype), stream=s)
         return v, v.reshape(()), True
     v = _operand(var, "var", x.dtype, s)
@@ -554,17 +704,23 @@ def _var_operand(var, x, s):
     if vs != xs:
         if x.ndim and vs == xs[:-1]:
             shaped = v.reshape(vs + (1,))
-        elif not (len(vs) == len(xs) and sum(
-                b for a, b in zip(xs, vs, strict=True) if a != b) == 1):
+        elif not (
+            len(vs) == len(xs)
+            and sum(b for a, b in zip(xs, vs, strict=True) if a != b) == 1
+        ):
             raise ValueError(
-                f"var has shape {vs}, which is not valid for input of shape {xs}: use the "
-                "input's shape (heteroscedastic), the input's shape without its last axis, "
-                "or the input's shape with one axis of size 1 (homoscedastic)")
+                f"var has shape {vs}, which is not valid for input of shape {xs}: "
+                "use the input's shape (heteroscedastic), the input's shape without "
+                "its last axis, "
+                "or the input's shape with one axis of size 1 (homoscedastic)"
+            )
     _broadcast(shaped, "var", xs)
     return v, shaped, False
 
 
-def gaussian_run(input, target, var, full, eps, reduction, want_loss, want_grad, out=None):
+def gaussian_run(
+    input, target, var, full, eps, reduction, want_loss, want_grad, out=None
+):
     reduction = check_reduction(reduction)
     s = _stream_for(input)
     x = _input(input, s)
@@ -575,9 +731,20 @@ def gaussian_run(input, target, var, full, eps, reduction, want_loss, want_grad,
     v, shaped, is_float = _var_operand(var, x, s)
     const = 0.5 * math.log(2 * math.pi) if full else 0.0
     loss, grad, dvar, e = _ew_run(
-        K.GAUSSIAN, input, x, [t, shaped], ["target", "var"], (eps, const), s,
-        reduction=reduction, denom=x.size, want_loss=want_loss, want_grad=want_grad,
-        out=out, dv_index=1 if want_grad else None)
+        K.GAUSSIAN,
+        input,
+        x,
+        [t, shaped],
+        ["target", "var"],
+        (eps, const),
+        s,
+        reduction=reduction,
+        denom=x.size,
+        want_loss=want_loss,
+        want_grad=want_grad,
+        out=out,
+        dv_index=1 if want_grad else None,
+    )
     _strict_check(e, s)
     if want_grad:
         dvar = dvar.reshape(()) if is_float else dvar.reshape(tuple(v.shape))
@@ -590,9 +757,20 @@ def mse_run(input, target, reduction, want_loss, want_grad, out=None):
     s = _stream_for(input)
     x = _input(input, s)
     t = _broadcast(_operand(target, "target", x.dtype, s), "target", x.shape)
-    loss, grad, _, _ = _ew_run(K.MSE, input, x, [t], ["target"], (0.0, 0.0), s,
-                               reduction=reduction, denom=x.size, want_loss=want_loss,
-                               want_grad=want_grad, out=out)
+    loss, grad, _, _ = _ew_run(
+        K.MSE,
+        input,
+        x,
+        [t],
+        ["target"],
+        (0.0, 0.0),
+        s,
+        reduction=reduction,
+        denom=x.size,
+        want_loss=want_loss,
+        want_grad=want_grad,
+        out=out,
+    )
     return loss, grad
 
 
@@ -605,48 +783,78 @@ def kl_run(input, target, reduction, log_target, want_loss, want_grad, out=None)
         reduction, denom = "mean", (tuple(x.shape)[0] if x.ndim else 1)
     else:
         denom = x.size
-    loss, grad, _, _ = _ew_run(K.KL, input, x, [t], ["target"],
-                               (1.0 if log_target else 0.0, 0.0), s, reduction=reduction,
-                               denom=denom, want_loss=want_loss, want_grad=want_grad,
-                               out=out)
+    loss, grad, _, _ = _ew_run(
+        K.KL,
+        input,
+        x,
+        [t],
+        ["target"],
+        (1.0 if log_target else 0.0, 0.0),
+        s,
+        reduction=reduction,
+        denom=denom,
+        want_loss=want_loss,
+        want_grad=want_grad,
+        out=out,
+    )
     return loss, grad
 
 
-# --- the public functions' GPU twins (same signatures) ----------------------------------
+# --- the public functions' GPU twins (same signatures) ------------------------
 
 
-def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean",
-                  label_smoothing=0.0):
-    return cross_entropy_run(input, target, weight, ignore_index, reduction,
-                             label_smoothing, True, False)[0]
+def cross_entropy(
+    input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0
+):
+    return cross_entropy_run(
+        input, target, weight, ignore_index, reduction, label_smoothing, True, False
+    )[0]
 
 
-def cross_entropy_grad(input, target, weight=None, ignore_index=-100, reduction="mean",
-                       label_smoothing=0.0):
-    return cross_entropy_run(input, target, weight, ignore_index, reduction,
-                             label_smoothing, False, True)[1]
+def cross_entropy_grad(
+    input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0
+):
+    return cross_entropy_run(
+        input, target, weight, ignore_index, reduction, label_smoothing, False, True
+    )[1]
 
 
-def cross_entropy_value_and_grad(input, target, weight=None, ignore_index=-100,
-                                 reduction="mean", label_smoothing=0.0, out=None):
-    return cross_entropy_run(input, target, weight, ignore_index, reduction,
-                             label_smoothing, True, True, out)
+def cross_entropy_value_and_grad(
+    input,
+    target,
+    weight=None,
+    ignore_index=-100,
+    reduction="mean",
+    label_smoothing=0.0,
+    out=None,
+):
+    return cross_entropy_run(
+        input, target, weight, ignore_index, reduction, label_smoothing, True, True, out
+    )
 
 
-def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean",
-                                     pos_weight=None):
-    return bce_with_logits_run(input, target, weight, reduction, pos_weight, True, False)[0]
+def binary_cross_entropy_with_logits(
+    input, target, weight=None, reduction="mean", pos_weight=None
+):
+    return bce_with_logits_run(
+        input, target, weight, reduction, pos_weight, True, False
+    )[0]
 
 
-def binary_cross_entropy_with_logits_grad(input, target, weight=None, reduction="mean",
-                                          pos_weight=None):
-    return bce_with_logits_run(input, target, weight, reduction, pos_weight, False, True)[1]
+def binary_cross_entropy_with_logits_grad(
+    input, target, weight=None, reduction="mean", pos_weight=None
+):
+    return bce_with_logits_run(
+        input, target, weight, reduction, pos_weight, False, True
+    )[1]
 
 
-def binary_cross_entropy_with_logits_value_and_grad(input, target, weight=None,
-                                                    reduction="mean", pos_weight=None,
-                                                    out=None):
-    return bce_with_logits_run(input, target, weight, reduction, pos_weight, True, True, out)
+def binary_cross_entropy_with_logits_value_and_grad(
+    input, target, weight=None, reduction="mean", pos_weight=None, out=None
+):
+    return bce_with_logits_run(
+        input, target, weight, reduction, pos_weight, True, True, out
+    )
 
 
 def binary_cross_entropy(input, target, weight=None, reduction="mean"):
@@ -657,8 +865,9 @@ def binary_cross_entropy_grad(input, target, weight=None, reduction="mean"):
     return bce_run(input, target, weight, reduction, False, True)[1]
 
 
-def binary_cross_entropy_value_and_grad(input, target, weight=None, reduction="mean",
-                                        out=None):
+def binary_cross_entropy_value_and_grad(
+    input, target, weight=None, reduction="mean", out=None
+):
     return bce_run(input, target, weight, reduction, True, True, out)
 
 
@@ -670,8 +879,9 @@ def gaussian_nll_loss_grad(input, target, var, full=False, eps=1e-6, reduction="
     return gaussian_run(input, target, var, full, eps, reduction, False, True)[1]
 
 
-def gaussian_nll_loss_value_and_grad(input, target, var, full=False, eps=1e-6,
-                                     reduction="mean", out=None):
+def gaussian_nll_loss_value_and_grad(
+    input, target, var, full=False, eps=1e-6, reduction="mean", out=None
+):
     return gaussian_run(input, target, var, full, eps, reduction, True, True, out)
 
 

@@ -65,7 +65,7 @@ def _memo(key, build):
     return k
 
 
-# --- device helpers --------------------------------------------------------------
+# --- device helpers -----------------------------------------------------------
 
 
 @cuda.jit(device=True)
@@ -76,7 +76,7 @@ def _vmax(a, b):
 
 @cuda.jit(device=True)
 def _is_finite(v):
-    return v == v and v - v == 0
+    return math.isfinite(v)
 
 
 @cuda.jit(device=True)
@@ -140,7 +140,7 @@ def row_launch(n_rows: int, c: int, itemsize: int, smem_bytes: int | None = None
     return blocks, tpr, rpb, cached, (need if cached else 0)
 
 
-# --- cross-entropy with class indices ---------------------------------------------
+# --- cross-entropy with class indices -----------------------------------------
 
 
 def ce_labels_kernel():
@@ -217,8 +217,19 @@ def ce_index_kernel(dt):
         nt = from_dtype(dt)
 
         @cuda.jit
-        def k(x, target, weight, ignore_index, eps, params, grad, want_grad, rows_out,
-              tpr, cached):
+        def k(
+            x,
+            target,
+            weight,
+            ignore_index,
+            eps,
+            params,
+            grad,
+            want_grad,
+            rows_out,
+            tpr,
+            cached,
+        ):
             cache = cuda.shared.array(0, nt)
             fbuf = cuda.shared.array(THREADS, nt)
             sums = cuda.shared.array((4, THREADS), float64)
@@ -402,7 +413,7 @@ def ce_prob_kernel(dt):
     return _memo(("ce_prob", dt.str), build)
 
 
-# --- logsumexp / softmax / log_softmax ----------------------------------------------
+# --- logsumexp / softmax / log_softmax ----------------------------------------
 
 
 def softmax_kernel(dt):
@@ -463,7 +474,7 @@ def softmax_kernel(dt):
                 lse[q] = nt(float64(m) + ls) if work else m
             if active and mode != LSE:
                 nan = nt(math.nan)
-                a = nt(1.0 / (1.0 + r))
+                a = nt(1.0 / (1.0 + r)) if work else nan
                 lsc = nt(ls)
                 for j in range(lane, c_, tpr):
                     p = base + j * inner
@@ -481,7 +492,7 @@ def softmax_kernel(dt):
     return _memo(("softmax", dt.str), build)
 
 
-# --- element-wise losses ---------------------------------------------------------------
+# --- element-wise losses ------------------------------------------------------
 
 
 @cuda.jit(device=True)
@@ -506,8 +517,27 @@ def elementwise_kernel(loss_id, dt):
         nt = from_dtype(dt)
 
         @cuda.jit
-        def k(x, a, ka, b, kb, c3, kc, l_, p0, p1, scale, grad, want_grad, loss_el,
-              want_el, dv, want_dv, partial, err):
+        def k(
+            x,
+            a,
+            ka,
+            b,
+            kb,
+            c3,
+            kc,
+            l_,
+            p0,
+            p1,
+            scale,
+            grad,
+            want_grad,
+            loss_el,
+            want_el,
+            dv,
+            want_dv,
+            partial,
+            err,
+        ):
             buf = cuda.shared.array(THREADS, float64)
             tid = cuda.threadIdx.x
             n = x.size
@@ -532,7 +562,9 @@ def elementwise_kernel(loss_id, dt):
                     rr = one / (one + e)
                     aa = yj * pw
                     bb = one - yj
-                    la = aa * (t + (-xj if -xj > zero else zero)) if aa != zero else zero
+                    la = (
+                        aa * (t + (-xj if -xj > zero else zero)) if aa != zero else zero
+                    )
                     lb = bb * (t + (xj if xj > zero else zero)) if bb != zero else zero
                     if xj >= zero:
                         gj = rr * (bb - aa * e)
@@ -613,7 +645,7 @@ def elementwise_kernel(loss_id, dt):
     return _memo(("ew", loss_id, dt.str), build)
 
 
-# --- reductions ------------------------------------------------------------------------
+# --- reductions ---------------------------------------------------------------
 
 
 def block_sums_kernel():
@@ -731,4 +763,3 @@ def reset_errors_kernel():
         return k
 
     return _memo("reset", build)
-
