@@ -184,6 +184,7 @@ def _reset(e, s):
 
 
 def _ones_like_classes(c, dt, s):
+    """A cached device vector of ones (copied once per device, length, dtype)."""
     key = (_device_key(), c, np.dtype(dt).str)
     w = _ones.get(key)
     if w is None:
@@ -637,7 +638,7 @@ def _bce_inputs(input, target, weight, reduction):
             f"shape {tuple(x.shape)}"
         )
     w = (
-        cuda.to_device(np.ones(1, x.dtype), stream=s)
+        _ones_like_classes(1, x.dtype, s)
         if weight is None
         else _broadcast(_operand(weight, "weight", x.dtype, s), "weight", x.shape)
     )
@@ -649,7 +650,7 @@ def bce_with_logits_run(
 ):
     reduction, s, x, y, w = _bce_inputs(input, target, weight, reduction)
     pw = (
-        cuda.to_device(np.ones(1, x.dtype), stream=s)
+        _ones_like_classes(1, x.dtype, s)
         if pos_weight is None
         else _broadcast(
             _operand(pos_weight, "pos_weight", x.dtype, s), "pos_weight", x.shape
