@@ -8,6 +8,7 @@ import numpy as np
 from . import _elementwise as ew
 from ._docs import triple
 from ._validation import as_float_array, broadcast_operand, check_reduction
+from .cuda import gpu_twin
 
 __all__ = [
     "binary_cross_entropy_with_logits",
@@ -38,6 +39,7 @@ def _run(loss_id, x, ops, reduction, want_loss, want_grad, out, params=(0.0, 0.0
     return loss, grad
 
 
+@gpu_twin("bce_with_logits_run")
 def _with_logits(input, target, weight, reduction, pos_weight, want_loss, want_grad, out=None):
     reduction, x, y, w = _inputs(input, target, weight, reduction)
     pw = np.ones(1, x.dtype) if pos_weight is None else broadcast_operand(
@@ -46,6 +48,7 @@ def _with_logits(input, target, weight, reduction, pos_weight, want_loss, want_g
     return _run(ew.BCE_LOGITS, x, [y, w, pw], reduction, want_loss, want_grad, out, (0.0, unit))
 
 
+@gpu_twin("bce_run")
 def _on_probs(input, target, weight, reduction, want_loss, want_grad, out=None):
     reduction, x, y, w = _inputs(input, target, weight, reduction)
     bad = ew.launch(ew.count_outside, x.reshape(-1), x.dtype.type(0), x.dtype.type(1))

@@ -30,6 +30,7 @@ from ._jit import KERNEL_OPTIONS, PARALLEL_OPTIONS
 from ._math import exp_nonpos, from_sortable, log1p, sortable
 from ._threading import launch
 from ._validation import as_float_array, check_out, check_reduction
+from .cuda import gpu_twin
 
 __all__ = [
     "cross_entropy",
@@ -382,6 +383,7 @@ def _prepare(input, target, weight, ignore_index, reduction, label_smoothing):
     return x, x2, t2, w, probs, eps, int(ignore_index), reduction, denom, one_d, dt
 
 
+@gpu_twin("cross_entropy_run")
 def _run(input, target, weight, ignore_index, reduction, label_smoothing, want_loss, want_grad,
          out=None):
     x, x2, t2, w, probs, eps, ignore_index, reduction, denom, one_d, dt = _prepare(

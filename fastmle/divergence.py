@@ -9,12 +9,14 @@ from __future__ import annotations
 from . import _elementwise as ew
 from ._docs import triple
 from ._validation import as_float_array, broadcast_operand, check_reduction
+from .cuda import gpu_twin
 
 __all__ = ["kl_div", "kl_div_grad", "kl_div_value_and_grad"]
 
 _REDUCTIONS = ("none", "batchmean", "sum", "mean")
 
 
+@gpu_twin("kl_run")
 def _kl(input, target, reduction, log_target, want_loss, want_grad, out=None):
     reduction = check_reduction(reduction, _REDUCTIONS)
     x = as_float_array(input, "input")

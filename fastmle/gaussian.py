@@ -13,6 +13,7 @@ import numpy as np
 from . import _elementwise as ew
 from ._docs import triple
 from ._validation import as_float_array, broadcast_operand, check_finite_scalar, check_reduction
+from .cuda import gpu_twin
 
 __all__ = [
     "gaussian_nll_loss",
@@ -50,6 +51,7 @@ def _var_operand(var, x):
     return v, shaped, False
 
 
+@gpu_twin("gaussian_run")
 def _gaussian(input, target, var, full, eps, reduction, want_loss, want_grad, out=None):
     reduction = check_reduction(reduction)
     x = as_float_array(input, "input")
@@ -119,6 +121,7 @@ triple(gaussian_nll_loss, gaussian_nll_loss_grad, gaussian_nll_loss_value_and_gr
        grad_returns="(d_input, d_var) : d_input of the input's shape, d_var of var's shape")
 
 
+@gpu_twin("mse_run")
 def _mse(input, target, reduction, want_loss, want_grad, out=None):
     reduction = check_reduction(reduction)
     x = as_float_array(input, "input")

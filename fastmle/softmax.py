@@ -11,6 +11,7 @@ from . import _rows
 from ._jit import PARALLEL_OPTIONS
 from ._threading import launch
 from ._validation import as_float_array
+from .cuda import gpu_twin
 
 __all__ = ["logsumexp", "log_softmax", "softmax"]
 
@@ -74,6 +75,7 @@ def _run(a, axis, mode):
     return x, lse, out, ax
 
 
+@gpu_twin("logsumexp")
 def logsumexp(a, axis: int | None = -1, keepdims: bool = False):
     """log(sum(exp(a))) along ``axis``, without overflow.
 
@@ -113,6 +115,7 @@ def _normalized(a, axis, mode):
     return np.ascontiguousarray(np.moveaxis(out.reshape(moved), -1, ax))
 
 
+@gpu_twin("softmax")
 def softmax(a, axis: int | None = -1):
     """exp(a) / sum(exp(a)) along ``axis`` (``torch.softmax``, ``scipy.special.softmax``).
 
@@ -122,6 +125,7 @@ def softmax(a, axis: int | None = -1):
     return _normalized(a, axis, _SOFTMAX)
 
 
+@gpu_twin("log_softmax")
 def log_softmax(a, axis: int | None = -1):
     """a - logsumexp(a) along ``axis``, computed as (a - max) - log(sum exp(a - max)).
 

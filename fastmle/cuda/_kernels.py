@@ -1,0 +1,765 @@
+"""CUDA kernels (numba-cuda). Imported only when a device array reaches a public
+function: importing this module imports ``numba.cuda`` (it does not create a
+context; the first launch does).
+
+Structure (every sum deterministic, no float atomics):
+
+- Row kernels (cross-entropy, logsumexp/softmax/log_softmax): a block of
+  ``THREADS`` threads handles ``THREADS // tpr`` rows, ``tpr`` threads per row
+  (a power of two, about the row length for short rows, ``THREADS`` for long
+  ones). Max, exp-sum and smoothing sums are tree reductions in shared memory over
+  each row's segment of threads (no warp shuffles). When the block's rows fit in
+  the dynamic shared-memory budget (``SMEM_BYTES``) they are cached there on the
+  first pass and the exps overwrite them; otherwise every pass re-reads global
+  memory and the gradient pass recomputes the exps (two passes for the max and
+  the sum, one for the gradient).
+- Element-wise kernels: a fixed grid (a function of the size only) strides over
+  the elements; each thread sums its losses in float64, each block writes one
+  partial sum.
+- Batch reductions: per-row (float64) or per-block partial sums in an array, then
+  one block sums them in a fixed order (``finish``).
+
+Invalid data that the CPU path rejects before computing (class indices outside
+[0, C), probabilities outside [0, 1], negative variances) cannot be checked on the
+host without a synchronization: the kernels give NaN for the affected rows or
+elements and count them in a per-device error record (integer atomics only).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import cuda, float64
+
+# block size (a power of two) and the dynamic shared memory a block may use for
+# cached rows (48 KB per block minus the static reduction buffers, 10 KB at 256
+# threads): a float32 row of up to 9216 classes is cached
+THREADS = 256
+SMEM_BYTES = 36 * 1024
+MAX_BLOCKS = 1024  # element-wise and reduction grids
+
+# error record slots
+ERR_LABELS, ERR_FIRST_LABEL, ERR_PROBS, ERR_VAR = 0, 1, 2, 3
+ERR_SLOTS = 4
+NO_ROW = np.iinfo(np.int64).max
+
+# element-wise losses
+BCE_LOGITS, BCE_PROBS, GAUSSIAN, MSE, KL = 0, 1, 2, 3, 4
+# operand kinds (as in fastmle._elementwise)
+FULL, COL, ROW, SCALAR = 0, 1, 2, 3
+# row modes
+LSE, SOFTMAX, LOG_SOFTMAX = 0, 1, 2
+
+_TORCH_EPSILON = float(np.float32(1e-12))
+_cache: dict = {}
+
+
+def _memo(key, build):
+    """One compiled kernel per key and block size (tests shrink ``THREADS`` under
+    the simulator before the first launch)."""
+    key = (key, THREADS)
+    k = _cache.get(key)
+    if k is None:
+        k = _cache[key] = build()
+    return k
+
+
+# --- device helpers -----------------------------------------------------------
+
+
+@cuda.jit(device=True)
+def _vmax(a, b):
+    """max that propagates NaN from either side."""
+    return b if (b > a or b != b) else a
+
+
+@cuda.jit(device=True)
+def _is_finite(v):
+    return math.isfinite(v)
+
+
+@cuda.jit(device=True)
+def _seg_sum(buf, tid, lane, tpr):
+    """Tree sum over each segment of ``tpr`` threads; every thread of the block
+    must call it. Returns the segment's sum (the value at its first slot)."""
+    cuda.syncthreads()
+    s = tpr // 2
+    while s > 0:
+        if lane < s:
+            buf[tid] += buf[tid + s]
+        cuda.syncthreads()
+        s //= 2
+    v = buf[tid - lane]
+    cuda.syncthreads()
+    return v
+
+
+@cuda.jit(device=True)
+def _seg_tree(buf, k, tid, lane, tpr):
+    """Tree sums of rows 0..k-1 of ``buf`` (k, THREADS) over each segment of
+    ``tpr`` threads, all in one pass (one barrier per level); the sums end up at
+    each segment's first slot. Every thread of the block must call it."""
+    cuda.syncthreads()
+    s = tpr // 2
+    while s > 0:
+        if lane < s:
+            for q in range(k):
+                buf[q, tid] += buf[q, tid + s]
+        cuda.syncthreads()
+        s //= 2
+
+
+@cuda.jit(device=True)
+def _seg_max(buf, tid, lane, tpr):
+    cuda.syncthreads()
+    s = tpr // 2
+    while s > 0:
+        if lane < s:
+            buf[tid] = _vmax(buf[tid], buf[tid + s])
+        cuda.syncthreads()
+        s //= 2
+    return buf[tid - lane]  # buf is not reused: no barrier after the read
+
+
+def threads_per_row(c: int) -> int:
+    t = 1
+    while t < c and t < THREADS:
+        t *= 2
+    return t
+
+
+def row_launch(n_rows: int, c: int, itemsize: int, smem_bytes: int | None = None):
+    """(blocks, tpr, rows per block, cached, dynamic shared bytes) for a row kernel."""
+    tpr = threads_per_row(c)
+    rpb = THREADS // tpr
+    blocks = max(1, (n_rows + rpb - 1) // rpb)
+    need = rpb * c * itemsize
+    budget = SMEM_BYTES if smem_bytes is None else smem_bytes
+    cached = need <= budget
+    return blocks, tpr, rpb, cached, (need if cached else 0)
+
+
+# --- cross-entropy with class indices -----------------------------------------
+
+
+def ce_labels_kernel():
+    """Per block: the float64 sum of weight[t] over kept rows (the mean's
+    denominator); bad labels are counted in ``err``."""
+
+    def build():
+        @cuda.jit
+        def k(target, weight, ignore_index, n_classes, partial, err):
+            buf = cuda.shared.array(THREADS, float64)
+            tid = cuda.threadIdx.x
+            n = target.size
+            acc = 0.0
+            i = cuda.blockIdx.x * THREADS + tid
+            step = cuda.gridDim.x * THREADS
+            while i < n:
+                t = target[i]
+                if t != ignore_index:
+                    if t < 0 or t >= n_classes:
+                        cuda.atomic.add(err, ERR_LABELS, 1)
+                        cuda.atomic.min(err, ERR_FIRST_LABEL, i)
+                    else:
+                        acc += float64(weight[t])
+                i += step
+            buf[tid] = acc
+            tot = _seg_sum(buf, tid, tid, THREADS)
+            if tid == 0:
+                partial[cuda.blockIdx.x] = tot
+
+        return k
+
+    return _memo("ce_labels", build)
+
+
+def ce_params_kernel():
+    """One block: params = [denominator, gradient scale, sum of the class weights]."""
+
+    def build():
+        @cuda.jit
+        def k(partial, weight, is_mean, params):
+            buf = cuda.shared.array(THREADS, float64)
+            tid = cuda.threadIdx.x
+            acc = 0.0
+            for j in range(tid, partial.size, THREADS):
+                acc += partial[j]
+            buf[tid] = acc
+            denom = _seg_sum(buf, tid, tid, THREADS)
+            acc = 0.0
+            for j in range(tid, weight.size, THREADS):
+                acc += float64(weight[j])
+            buf[tid] = acc
+            w_total = _seg_sum(buf, tid, tid, THREADS)
+            if tid == 0:
+                params[0] = denom
+                if is_mean:
+                    params[1] = 1.0 / denom if denom != 0.0 else math.nan
+                else:
+                    params[1] = 1.0
+                params[2] = w_total
+
+        return k
+
+    return _memo("ce_params", build)
+
+
+def ce_index_kernel(dt):
+    """Softmax cross-entropy rows with class-index targets: rows_out[i] (float64)
+    always, the gradient into grad when want_grad."""
+    dt = np.dtype(dt)
+
+    def build():
+        from numba import from_dtype
+
+        nt = from_dtype(dt)
+
+        @cuda.jit
+        def k(
+            x,
+            target,
+            weight,
+            ignore_index,
+            eps,
+            params,
+            grad,
+            want_grad,
+            rows_out,
+            tpr,
+            cached,
+        ):
+            cache = cuda.shared.array(0, nt)
+            fbuf = cuda.shared.array(THREADS, nt)
+            sums = cuda.shared.array((4, THREADS), float64)
+            tid = cuda.threadIdx.x
+            lane = tid % tpr
+            rl = tid // tpr
+            rpb = THREADS // tpr
+            n = x.shape[0]
+            c_ = x.shape[1]
+            i = cuda.blockIdx.x * rpb + rl
+            active = i < n
+            off = rl * c_
+            scale = params[1]
+            w_total = params[2]
+            smooth = eps > 0.0
+            keep = 1.0 - eps
+            t = 0
+            ignored = True
+            bad = False
+            xt = 0.0
+            if active:
+                t = target[i]
+                ignored = t == ignore_index
+                bad = (not ignored) and (t < 0 or t >= c_)
+                if not ignored and not bad and lane == 0:
+                    xt = float64(x[i, t])  # read before any gradient write (out=input)
+            # pass 1: row max (and the row into shared memory)
+            m = nt(-math.inf)
+            if active:
+                for j in range(lane, c_, tpr):
+                    v = x[i, j]
+                    if cached:
+                        cache[off + j] = v
+                    m = _vmax(m, v)
+            fbuf[tid] = m
+            m = _seg_max(fbuf, tid, lane, tpr)
+            work = active and not ignored and not bad and _is_finite(m)
+            # pass 2: exps; r = sum of exps without the max element's exact 1
+            r = 0.0
+            n_one = 0
+            sd = 0.0
+            if work:
+                for j in range(lane, c_, tpr):
+                    v = cache[off + j] if cached else x[i, j]
+                    e = nt(math.exp(v - m))
+                    if cached:
+                        cache[off + j] = e
+                    if e >= 1:
+                        n_one += 1
+                    else:
+                        r += float64(e)
+                    if smooth:
+                        sd += float64(weight[j]) * float64(v - m)
+            sums[0, tid] = r
+            sums[1, tid] = n_one
+            sums[2, tid] = sd
+            _seg_tree(sums, 3, tid, lane, tpr)
+            r = sums[0, tid - lane] + (sums[1, tid - lane] - 1.0)
+            sd = sums[2, tid - lane]
+            li = 0.0
+            a = 0.0
+            wt = 0.0
+            if work:
+                ls = math.log1p(r)
+                wt = float64(weight[t])
+                li = keep * wt * (ls - (xt - float64(m)))
+                if smooth:
+                    li += eps / c_ * (w_total * ls - sd)
+                a = scale * (keep * wt + eps * w_total / c_) / (1.0 + r)
+            elif active and not ignored:
+                li = math.nan
+            if active and lane == 0:
+                rows_out[i] = li
+            # pass 3: gradient
+            if want_grad and active:
+                ac = nt(a)
+                ct = nt(scale * keep * wt)
+                sh = scale * eps / c_
+                nan = nt(math.nan)
+                for j in range(lane, c_, tpr):
+                    if work:
+                        e = cache[off + j] if cached else nt(math.exp(x[i, j] - m))
+                        g = e * ac
+                        if smooth:
+                            g -= nt(float64(weight[j]) * sh)
+                        if j == t:
+                            g -= ct
+                        grad[i, j] = g
+                    elif ignored:
+                        grad[i, j] = 0
+                    else:
+                        grad[i, j] = nan
+
+        return k
+
+    return _memo(("ce_index", dt.str), build)
+
+
+def ce_prob_kernel(dt):
+    """Softmax cross-entropy rows with class-probability targets y (N, C)."""
+    dt = np.dtype(dt)
+
+    def build():
+        from numba import from_dtype
+
+        nt = from_dtype(dt)
+
+        @cuda.jit
+        def k(x, y, weight, eps, scale, grad, want_grad, rows_out, tpr, cached):
+            cache = cuda.shared.array(0, nt)
+            fbuf = cuda.shared.array(THREADS, nt)
+            sums = cuda.shared.array((4, THREADS), float64)
+            tid = cuda.threadIdx.x
+            lane = tid % tpr
+            rl = tid // tpr
+            rpb = THREADS // tpr
+            n = x.shape[0]
+            c_ = x.shape[1]
+            i = cuda.blockIdx.x * rpb + rl
+            active = i < n
+            off = rl * c_
+            keep = nt(1.0 - eps)
+            spread = nt(eps / c_)
+            m = nt(-math.inf)
+            if active:
+                for j in range(lane, c_, tpr):
+                    v = x[i, j]
+                    if cached:
+                        cache[off + j] = v
+                    m = _vmax(m, v)
+            fbuf[tid] = m
+            m = _seg_max(fbuf, tid, lane, tpr)
+            work = active and _is_finite(m)
+            r = 0.0
+            n_one = 0
+            wq_sum = 0.0
+            wqd_sum = 0.0
+            if work:
+                for j in range(lane, c_, tpr):
+                    v = cache[off + j] if cached else x[i, j]
+                    d = v - m
+                    wq = weight[j] * (keep * y[i, j] + spread)
+                    wq_sum += float64(wq)
+                    if wq != 0:
+                        wqd_sum += float64(wq) * float64(d)
+                    e = nt(math.exp(d))
+                    if cached:
+                        cache[off + j] = e
+                    if e >= 1:
+                        n_one += 1
+                    else:
+                        r += float64(e)
+            sums[0, tid] = r
+            sums[1, tid] = n_one
+            sums[2, tid] = wq_sum
+            sums[3, tid] = wqd_sum
+            _seg_tree(sums, 4, tid, lane, tpr)
+            r = sums[0, tid - lane] + (sums[1, tid - lane] - 1.0)
+            wq_sum = sums[2, tid - lane]
+            wqd_sum = sums[3, tid - lane]
+            li = math.nan
+            a = 0.0
+            if work:
+                li = wq_sum * math.log1p(r) - wqd_sum
+                a = scale * wq_sum / (1.0 + r)
+            if active and lane == 0:
+                rows_out[i] = li
+            if want_grad and active:
+                ac = nt(a)
+                sc = nt(scale)
+                nan = nt(math.nan)
+                for j in range(lane, c_, tpr):
+                    if work:
+                        e = cache[off + j] if cached else nt(math.exp(x[i, j] - m))
+                        grad[i, j] = e * ac - sc * weight[j] * (keep * y[i, j] + spread)
+                    else:
+                        grad[i, j] = nan
+
+        return k
+
+    return _memo(("ce_prob", dt.str), build)
+
+
+# --- logsumexp / softmax / log_softmax ----------------------------------------
+
+
+def softmax_kernel(dt):
+    """Rows of a (outer, C, inner) array along the middle axis: row q = a * inner + b
+    holds elements a*C*inner + j*inner + b. lse[q] always (x's dtype); softmax or
+    log_softmax into out (same layout as x) for those modes."""
+    dt = np.dtype(dt)
+
+    def build():
+        from numba import from_dtype
+
+        nt = from_dtype(dt)
+
+        @cuda.jit
+        def k(x, n_rows, c_, inner, mode, out, lse, tpr, cached):
+            cache = cuda.shared.array(0, nt)
+            fbuf = cuda.shared.array(THREADS, nt)
+            sums = cuda.shared.array((4, THREADS), float64)
+            tid = cuda.threadIdx.x
+            lane = tid % tpr
+            rl = tid // tpr
+            rpb = THREADS // tpr
+            q = cuda.blockIdx.x * rpb + rl
+            active = q < n_rows
+            off = rl * c_
+            base = (q // inner) * c_ * inner + q % inner
+            m = nt(-math.inf)
+            if active:
+                for j in range(lane, c_, tpr):
+                    v = x[base + j * inner]
+                    if cached:
+                        cache[off + j] = v
+                    m = _vmax(m, v)
+            fbuf[tid] = m
+            m = _seg_max(fbuf, tid, lane, tpr)
+            work = active and _is_finite(m)
+            r = 0.0
+            n_one = 0
+            if work:
+                for j in range(lane, c_, tpr):
+                    v = cache[off + j] if cached else x[base + j * inner]
+                    e = nt(math.exp(v - m))
+                    if cached and mode == SOFTMAX:
+                        cache[off + j] = e
+                    if e >= 1:
+                        n_one += 1
+                    else:
+                        r += float64(e)
+            sums[0, tid] = r
+            sums[1, tid] = n_one
+            _seg_tree(sums, 2, tid, lane, tpr)
+            r = sums[0, tid - lane] + (sums[1, tid - lane] - 1.0)
+            ls = 0.0
+            if work:
+                ls = math.log1p(r)
+            if active and lane == 0:
+                # a non-finite max: +inf gives +inf, only -inf gives -inf, NaN stays
+                lse[q] = nt(float64(m) + ls) if work else m
+            if active and mode != LSE:
+                nan = nt(math.nan)
+                a = nt(1.0 / (1.0 + r)) if work else nan
+                lsc = nt(ls)
+                for j in range(lane, c_, tpr):
+                    p = base + j * inner
+                    if not work:
+                        out[p] = nan
+                    elif mode == SOFTMAX:
+                        e = cache[off + j] if cached else nt(math.exp(x[p] - m))
+                        out[p] = e * a
+                    else:
+                        v = cache[off + j] if cached else x[p]
+                        out[p] = (v - m) - lsc
+
+        return k
+
+    return _memo(("softmax", dt.str), build)
+
+
+# --- element-wise losses ------------------------------------------------------
+
+
+@cuda.jit(device=True)
+def _opval(a, kind, k, l_):
+    if kind == FULL:
+        return a[k]
+    if kind == COL:
+        return a[k % l_]
+    if kind == ROW:
+        return a[k // l_]
+    return a[0]
+
+
+def elementwise_kernel(loss_id, dt):
+    """Fixed-grid element-wise loss: partial[block] = float64 sum of the block's
+    losses; per-element loss, gradient (times scale) and d/d(operand b) on request."""
+    dt = np.dtype(dt)
+
+    def build():
+        from numba import from_dtype
+
+        nt = from_dtype(dt)
+
+        @cuda.jit
+        def k(
+            x,
+            a,
+            ka,
+            b,
+            kb,
+            c3,
+            kc,
+            l_,
+            p0,
+            p1,
+            scale,
+            grad,
+            want_grad,
+            loss_el,
+            want_el,
+            dv,
+            want_dv,
+            partial,
+            err,
+        ):
+            buf = cuda.shared.array(THREADS, float64)
+            tid = cuda.threadIdx.x
+            n = x.size
+            one = nt(1.0)
+            zero = nt(0.0)
+            sc = nt(scale)
+            nan = nt(math.nan)
+            acc = 0.0
+            k_ = cuda.blockIdx.x * THREADS + tid
+            step = cuda.gridDim.x * THREADS
+            while k_ < n:
+                xj = x[k_]
+                yj = _opval(a, ka, k_, l_)
+                gj = zero
+                dvj = zero
+                if loss_id == BCE_LOGITS:
+                    wj = _opval(b, kb, k_, l_)
+                    pw = _opval(c3, kc, k_, l_)
+                    ax = xj if xj >= zero else -xj
+                    e = nt(math.exp(-ax)) if ax == ax else xj
+                    t = nt(math.log1p(e))
+                    rr = one / (one + e)
+                    aa = yj * pw
+                    bb = one - yj
+                    la = (
+                        aa * (t + (-xj if -xj > zero else zero)) if aa != zero else zero
+                    )
+                    lb = bb * (t + (xj if xj > zero else zero)) if bb != zero else zero
+                    if xj >= zero:
+                        gj = rr * (bb - aa * e)
+                    else:
+                        gj = rr * (bb * e - aa)
+                    lj = wj * (la + lb)
+                    gj = sc * wj * gj
+                elif loss_id == BCE_PROBS:
+                    wj = _opval(b, kb, k_, l_)
+                    if xj < zero or xj > one:
+                        cuda.atomic.add(err, ERR_PROBS, 1)
+                        lj = nan
+                        gj = nan
+                    else:
+                        floor = nt(-100.0)
+                        lp = nt(math.log(xj)) if xj > zero else nt(-math.inf)
+                        lq = nt(math.log1p(-xj)) if xj < one else nt(-math.inf)
+                        if xj != xj:
+                            lp = xj
+                            lq = xj
+                        lp = lp if (lp > floor or lp != lp) else floor
+                        lq = lq if (lq > floor or lq != lq) else floor
+                        lj = -wj * (yj * lp + (one - yj) * lq)
+                        den = (one - xj) * xj
+                        tiny = nt(_TORCH_EPSILON)
+                        den = den if (den > tiny or den != den) else tiny
+                        gj = sc * wj * (xj - yj) / den
+                elif loss_id == GAUSSIAN:
+                    vj = _opval(b, kb, k_, l_)
+                    if vj < zero:
+                        cuda.atomic.add(err, ERR_VAR, 1)
+                        lj = nan
+                        gj = nan
+                        dvj = nan
+                    else:
+                        epsv = nt(p0)
+                        v = epsv if vj < epsv else vj
+                        d = xj - yj
+                        r = one / v
+                        d2r = d * d * r
+                        half = nt(0.5)
+                        lv = nt(math.log(v)) if v == v else v
+                        lj = half * (lv + d2r) + nt(p1)
+                        gj = sc * (d * r)
+                        dvj = sc * (half * r * (one - d2r))
+                elif loss_id == MSE:
+                    d = xj - yj
+                    lj = d * d
+                    gj = nt(2.0 * scale) * d
+                else:  # KL
+                    if p0 != 0.0:
+                        et = nt(math.exp(yj)) if yj == yj else yj
+                        lj = et * (yj - xj)
+                        gj = -sc * et
+                    else:
+                        if yj == zero:
+                            lj = zero
+                        elif yj > zero:
+                            lj = yj * (nt(math.log(yj)) - xj)
+                        else:
+                            lj = nan
+                        gj = -sc * yj
+                if want_el:
+                    loss_el[k_] = lj
+                if want_grad:
+                    grad[k_] = gj
+                if want_dv:
+                    dv[k_] = dvj
+                acc += float64(lj)
+                k_ += step
+            buf[tid] = acc
+            tot = _seg_sum(buf, tid, tid, THREADS)
+            if tid == 0:
+                partial[cuda.blockIdx.x] = tot
+
+        return k
+
+    return _memo(("ew", loss_id, dt.str), build)
+
+
+# --- reductions ---------------------------------------------------------------
+
+
+def block_sums_kernel():
+    """partial[block] = float64 sum of the block's strided share of a (any float)."""
+
+    def build():
+        @cuda.jit
+        def k(a, partial):
+            buf = cuda.shared.array(THREADS, float64)
+            tid = cuda.threadIdx.x
+            acc = 0.0
+            i = cuda.blockIdx.x * THREADS + tid
+            step = cuda.gridDim.x * THREADS
+            while i < a.size:
+                acc += float64(a[i])
+                i += step
+            buf[tid] = acc
+            tot = _seg_sum(buf, tid, tid, THREADS)
+            if tid == 0:
+                partial[cuda.blockIdx.x] = tot
+
+        return k
+
+    return _memo("block_sums", build)
+
+
+def finish_kernel():
+    """One block: out[0] = sum(vals) (fixed order), divided by the denominator for
+    a mean (params[0] when use_params, else denom; nan when it is 0)."""
+
+    def build():
+        @cuda.jit
+        def k(vals, params, use_params, denom, is_mean, out):
+            buf = cuda.shared.array(THREADS, float64)
+            tid = cuda.threadIdx.x
+            acc = 0.0
+            for j in range(tid, vals.size, THREADS):
+                acc += vals[j]
+            buf[tid] = acc
+            tot = _seg_sum(buf, tid, tid, THREADS)
+            if tid == 0:
+                if is_mean:
+                    d = params[0] if use_params else denom
+                    tot = tot / d if d != 0.0 else math.nan
+                out[0] = tot
+
+        return k
+
+    return _memo("finish", build)
+
+
+def cast_kernel():
+    """out[i] = a[i] (dtype conversion, e.g. float64 row losses to float32)."""
+
+    def build():
+        @cuda.jit
+        def k(a, out):
+            i = cuda.grid(1)
+            if i < a.size:
+                out[i] = a[i]
+
+        return k
+
+    return _memo("cast", build)
+
+
+def row_sums_kernel():
+    """out[i] = sum of row i of a (R, L) (float64 accumulation), a block per row."""
+
+    def build():
+        @cuda.jit
+        def k(a, l_, out):
+            buf = cuda.shared.array(THREADS, float64)
+            tid = cuda.threadIdx.x
+            i = cuda.blockIdx.x
+            acc = 0.0
+            for j in range(tid, l_, THREADS):
+                acc += float64(a[i * l_ + j])
+            buf[tid] = acc
+            tot = _seg_sum(buf, tid, tid, THREADS)
+            if tid == 0:
+                out[i] = tot
+
+        return k
+
+    return _memo("row_sums", build)
+
+
+def col_sums_kernel():
+    """out[j] = sum over rows of column j of a (R, L), in row order."""
+
+    def build():
+        @cuda.jit
+        def k(a, r_, l_, out):
+            j = cuda.grid(1)
+            if j < l_:
+                acc = 0.0
+                for i in range(r_):
+                    acc += float64(a[i * l_ + j])
+                out[j] = acc
+
+        return k
+
+    return _memo("col_sums", build)
+
+
+def reset_errors_kernel():
+    def build():
+        @cuda.jit
+        def k(err):
+            i = cuda.grid(1)
+            if i < err.size:
+                err[i] = NO_ROW if i == ERR_FIRST_LABEL else 0
+
+        return k
+
+    return _memo("reset", build)
