@@ -16,7 +16,9 @@ import numpy as np
 
 import fastmle
 
-N, D, CLASSES = 2 * 10**5, 20, 10
+from . import data
+
+N, D, CLASSES = 2 * 10**3 if data.SMOKE else 2 * 10**5, 20, 10
 MODELS = ("LogisticRegression", "SoftmaxRegression", "GaussianRegression")
 
 

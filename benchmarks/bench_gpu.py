@@ -19,7 +19,7 @@ import fastmle
 
 from . import data
 
-SIZE = 10**7  # logits, 1000 classes
+SIZE = data.TRACK_SIZE  # logits, 1000 classes
 
 
 def _cuda():

@@ -80,26 +80,28 @@ class StartupCold:
 
 
 class StartupWarm:
-    """First result with a warm Numba cache (filled by one child in setup); min of 3."""
+    """First result with a warm Numba cache; min of 3 runs.
+
+    ``setup_cache`` fills the cache once with a first child, in the working
+    directory that asv gives the benchmarks of this class (and removes after).
+    """
 
     timeout = 300
     runs = 3
 
-    def setup(self):
-        self.dir = tempfile.mkdtemp(prefix="fastmle-asv-warm-")
-        first_result(self.dir)
-        if not _cache_files(self.dir):
-            raise RuntimeError(f"no Numba cache index written to {self.dir}")
+    def setup_cache(self):
+        cache_dir = os.path.abspath("numba-cache-warm")
+        first_result(cache_dir)
+        if not _cache_files(cache_dir):
+            raise RuntimeError(f"no Numba cache index written to {cache_dir}")
+        return cache_dir
 
-    def teardown(self):
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def track_process(self):
-        return min(first_result(self.dir)[0] for _ in range(self.runs))
+    def track_process(self, cache_dir):
+        return min(first_result(cache_dir)[0] for _ in range(self.runs))
 
     track_process.unit = "seconds"
 
-    def track_import_and_call(self):
-        return min(first_result(self.dir)[1] for _ in range(self.runs))
+    def track_import_and_call(self, cache_dir):
+        return min(first_result(cache_dir)[1] for _ in range(self.runs))
 
     track_import_and_call.unit = "seconds"

@@ -3,15 +3,24 @@
 The makers use NumPy only (not ``fastmle.bench``), so that the ``time_`` and
 ``peakmem_`` benchmarks also run against commits that predate that module; the
 same call always gives the same arrays.
+
+``FASTMLE_BENCH_SMOKE=1`` in the environment shrinks every size (to 10^4
+elements; track_ and peakmem_ benchmarks to 10^5), so that CI can check in
+seconds that every benchmark runs (``asv run --dry-run``): its numbers mean
+nothing.
 """
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
+
+SMOKE = os.environ.get("FASTMLE_BENCH_SMOKE", "") not in ("", "0")
 
 DTYPES = ("float32", "float64")
 #: numbers of input elements
-SIZES = (10**5, 10**6, 10**7)
+SIZES = (10**4,) if SMOKE else (10**5, 10**6, 10**7)
 #: cross-entropy class counts: the short-rows kernel, a typical head, a vocabulary
 CLASSES = (10, 1000, 32768)
 #: row length of the softmax family
@@ -25,7 +34,7 @@ ELEMENTWISE = (
     "kl_div",
 )
 #: size of the track_ and peakmem_ benchmarks (large enough to leave the caches)
-TRACK_SIZE = 10**7
+TRACK_SIZE = 10**5 if SMOKE else 10**7
 
 
 def _rng(seed: int) -> np.random.Generator:
