@@ -34,7 +34,7 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numba
@@ -371,19 +371,22 @@ def make_case(kernel: str, args: tuple, torch=None) -> Case:
     return case
 
 
-def cases(quick: bool = False, more: bool = False, torch=None) -> list[Case]:
-    """The cases of the table: every kernel in float32 (and more with ``more``)."""
+def cases(quick: bool = False, more: bool = False, torch=None) -> Iterator[Case]:
+    """The cases of the table, one at a time (each holds hundreds of MB).
+
+    Every kernel in float32 on 2·10^7 elements (row kernels: 65536 x 1000), ten
+    times fewer with ``quick``; ``more`` adds cross-entropy with 10 and 32768
+    classes and in float64, on as many logits.
+    """
     size = 2 * 10**6 if quick else 2 * 10**7
     rows = (8192 if quick else 65536) * 1000  # cross-entropy's logits, 1000 classes
-    out = []
     for kernel in KERNELS:
         n = rows if kernel in ROW_KERNELS else size
-        out.append(make_case(kernel, make_inputs(kernel, n), torch))
-    if more:  # other class counts and float64, same number of logits
+        yield make_case(kernel, make_inputs(kernel, n), torch)
+    if more:
         for n_classes, dtype in ((10, np.float32), (32768, np.float32), (1000, np.float64)):
             args = make_inputs("cross_entropy", rows, dtype, n_classes=n_classes)
-            out.append(make_case("cross_entropy", args, torch))
-    return out
+            yield make_case("cross_entropy", args, torch)
 
 
 def _ratio(a, b):
