@@ -60,3 +60,11 @@ def test_main_writes_table_and_json(monkeypatch, tmp_path, capsys):
 
 
 KERNEL_INDEX = {k: i for i, k in enumerate(bench.KERNELS)}
+
+
+def test_table_says_slower_below_one():
+    row = {"kernel": "k", "x_copy_floor": 1.5, "loss_x_read_floor": None,
+           "x_parallel_copy_floor": 2.0, "gb_per_s": 10.0, "speedup_vs_numpy": 4.0,
+           "speedup_vs_torch": 0.5}
+    line = bench.table([row]).splitlines()[-1]
+    assert line == "| k | 1.50x | n/a | 2.00x | 10.0 | 4.0x faster | 2.0x slower |"
