@@ -1,0 +1,480 @@
+"""``python -m fastmle.bench``: every kernel side by side with NumPy, torch and the
+memory floors, in one process.
+
+For each kernel: fastmle (``value_and_grad`` into a preallocated buffer, and the
+loss alone), a plain NumPy implementation, ``torch.nn.functional`` forward +
+backward (if torch is installed; same thread count as Numba), and two memory
+floors measured in the same run:
+
+- copy floor: ``np.copyto`` moving as many bytes as ``value_and_grad`` must read
+  and write (cross-entropy reads the logits and the labels and writes the
+  gradient);
+- read floor: ``np.copyto`` moving as many bytes as the loss alone must read (a
+  copy of half that size: it reads half and writes half).
+
+``np.copyto`` runs on one thread while the kernels use all of Numba's threads, so
+the table also gives the ratio to a parallel (prange) copy of the same bytes.
+
+``softmax`` and ``log_softmax`` have no gradient function: their call (read the
+logits, write the result) is timed in the value+grad column. ``logsumexp`` only
+reads: it is timed in the loss column.
+
+Each time is the minimum over ``--repeat`` rounds after a warm-up call (so
+compilation is never timed); every round calls each contender once, so that all
+of them see the same machine. Before timing, fastmle's result is checked against
+the NumPy implementation. Ratios are what to compare: absolute times on a shared
+machine drift between runs.
+
+    python -m fastmle.bench [--quick] [--more] [--repeat N] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import numba
+import numpy as np
+
+import fastmle as fm
+
+#: the kernels, by the name of their fastmle function
+KERNELS = (
+    "cross_entropy",
+    "binary_cross_entropy_with_logits",
+    "binary_cross_entropy",
+    "gaussian_nll_loss",
+    "mse_loss",
+    "kl_div",
+    "logsumexp",
+    "log_softmax",
+    "softmax",
+)
+#: kernels that take (N, C) rows; the others are element-wise
+ROW_KERNELS = ("cross_entropy", "logsumexp", "log_softmax", "softmax")
+#: keyword arguments every contender gets (KL: torch's recommended reduction)
+KWARGS = {"kl_div": {"reduction": "batchmean"}}
+
+
+# --- timing ---------------------------------------------------------------------
+
+
+def race(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
+    """Minimum wall time of each callable over ``rounds`` rounds.
+
+    Parameters
+    ----------
+    fns : dict of str to callable
+        The contenders, called without arguments.
+    rounds : int
+        Rounds; every round calls each contender once, in turn, so that all of
+        them see the same machine (neighbours on a shared VM come and go).
+
+    Returns
+    -------
+    dict of str to float
+        The best time of each contender, in seconds. Each is called once before
+        the first round (compilation, first-touch page faults), untimed.
+    """
+    for fn in fns.values():
+        fn()
+    best = dict.fromkeys(fns, float("inf"))
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return best
+
+
+def best_time(fn: Callable[[], object], repeat: int = 5) -> float:
+    """Minimum wall time of ``fn()`` over ``repeat`` calls after one untimed call."""
+    return race({"fn": fn}, repeat)["fn"]
+
+
+@numba.njit(parallel=True, cache=True)
+def _parallel_copy(dst, src):
+    n = src.size
+    step = 1 << 16
+    for c in numba.prange((n + step - 1) // step):
+        dst[c * step:min(n, (c + 1) * step)] = src[c * step:min(n, (c + 1) * step)]
+
+
+def copy_floor(nbytes: int, parallel: bool = False) -> Callable[[], None]:
+    """A copy that moves ``nbytes`` in all: reads ``nbytes/2``, writes ``nbytes/2``.
+
+    Parameters
+    ----------
+    nbytes : int
+        Bytes read plus bytes written.
+    parallel : bool, default False
+        False: ``np.copyto`` (one thread). True: a prange copy on Numba's threads.
+
+    Returns
+    -------
+    callable
+        Performs the copy when called (buffers allocated and touched once here).
+    """
+    n = max(1, int(nbytes // 2 // 4))
+    src = np.ones(n, np.float32)
+    dst = np.zeros(n, np.float32)
+    if parallel:
+        return lambda: _parallel_copy(dst, src)
+    return lambda: np.copyto(dst, src)
+
+
+def torch_module():
+    """``torch`` with Numba's thread count, or None when it is not installed."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(numba.get_num_threads())
+    return torch
+
+
+# --- inputs ---------------------------------------------------------------------
+
+
+def make_inputs(kernel: str, size: int, dtype=np.float32, n_classes: int = 1000,
+                seed: int = 0) -> tuple:
+    """Positional arguments of ``kernel`` with about ``size`` elements.
+
+    Parameters
+    ----------
+    kernel : str
+        One of :data:`KERNELS`.
+    size : int
+        Number of input elements (for row kernels, rounded to whole rows of
+        ``n_classes``; at least one row).
+    dtype : numpy dtype, default float32
+    n_classes : int, default 1000
+        Row length of the row kernels.
+    seed : int, default 0
+        Seed of the generator: the same call gives the same arrays.
+
+    Returns
+    -------
+    tuple of ndarray
+        ``(logits, labels)`` for cross-entropy, ``(logits,)`` for the softmax
+        family, ``(input, target[, var])`` for the element-wise losses: logits
+        and means standard normal, labels uniform, binary targets 0/1,
+        probabilities in [0.01, 0.99], variances in [0.5, 2], KL input the log of
+        a probability.
+    """
+    rng = np.random.default_rng(seed)
+    dtype = np.dtype(dtype)
+    if kernel in ROW_KERNELS:
+        rows = max(1, size // n_classes)
+        x = rng.standard_normal((rows, n_classes), dtype=np.float64).astype(dtype)
+        if kernel == "cross_entropy":
+            return x, rng.integers(0, n_classes, rows)
+        return (x,)
+    x = rng.standard_normal(size, dtype=np.float64).astype(dtype)
+    if kernel == "binary_cross_entropy_with_logits":
+        return x, (rng.random(size) < 0.5).astype(dtype)
+    if kernel == "binary_cross_entropy":
+        p = rng.uniform(0.01, 0.99, size).astype(dtype)
+        return p, (rng.random(size) < p).astype(dtype)
+    if kernel == "gaussian_nll_loss":
+        return x, rng.standard_normal(size).astype(dtype), rng.uniform(0.5, 2.0, size).astype(dtype)
+    if kernel == "mse_loss":
+        return x, rng.standard_normal(size).astype(dtype)
+    if kernel == "kl_div":
+        return (np.log(rng.uniform(0.01, 1.0, size)).astype(dtype),
+                rng.uniform(0.01, 1.0, size).astype(dtype))
+    raise ValueError(f"unknown kernel {kernel!r}")
+
+
+# --- NumPy references: loss (mean, like fastmle's default) and gradient ---------
+
+
+def numpy_cross_entropy(x, t):
+    m = x.max(axis=1, keepdims=True)
+    e = np.exp(x - m)
+    s = e.sum(axis=1, keepdims=True)
+    rows = np.arange(x.shape[0])
+    loss = np.mean(np.log(s[:, 0]) + m[:, 0] - x[rows, t])
+    g = e / s
+    g[rows, t] -= 1
+    g /= x.shape[0]
+    return loss, g
+
+
+def numpy_binary_cross_entropy_with_logits(x, y):
+    loss = np.mean(np.logaddexp(0, x) - x * y)
+    return loss, (1 / (1 + np.exp(-x)) - y) / x.size
+
+
+def numpy_binary_cross_entropy(p, y):
+    loss = -np.mean(y * np.log(p) + (1 - y) * np.log1p(-p))
+    return loss, (p - y) / (p * (1 - p)) / p.size
+
+
+def numpy_gaussian_nll_loss(x, y, v):
+    d = x - y
+    loss = np.mean(0.5 * (np.log(v) + d * d / v))
+    return loss, (d / v / x.size, 0.5 * (1 / v - d * d / (v * v)) / x.size)
+
+
+def numpy_mse_loss(x, y):
+    d = x - y
+    return np.mean(d * d), 2 * d / x.size
+
+
+def numpy_kl_div(x, t, reduction="batchmean"):
+    loss = np.sum(t * (np.log(t) - x)) / x.shape[0]
+    return loss, -t / x.shape[0]
+
+
+def numpy_logsumexp(x):
+    m = x.max(axis=1, keepdims=True)
+    return (m + np.log(np.exp(x - m).sum(axis=1, keepdims=True)))[:, 0]
+
+
+def numpy_log_softmax(x):
+    return x - numpy_logsumexp(x)[:, None]
+
+
+def numpy_softmax(x):
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def numpy_reference(kernel: str) -> Callable:
+    """The NumPy implementation of ``kernel`` (same arguments as fastmle's)."""
+    return globals()["numpy_" + kernel]
+
+
+# --- torch: forward + backward (forward only for the softmax family) ------------
+
+
+def torch_contender(torch, kernel: str, args: tuple) -> Callable[[], None]:
+    """A callable running ``kernel`` in torch on tensors sharing ``args``' memory.
+
+    The losses run forward and backward (gradients of every float input that
+    fastmle differentiates: ``input``, and ``var`` for the Gaussian NLL); the
+    softmax family runs forward only, without autograd.
+    """
+    F = torch.nn.functional
+    kwargs = KWARGS.get(kernel, {})
+    tensors = [torch.from_numpy(a) for a in args]
+    if kernel in ("logsumexp", "log_softmax", "softmax"):
+        fn = {"logsumexp": lambda x: torch.logsumexp(x, dim=-1),
+              "log_softmax": lambda x: F.log_softmax(x, dim=-1),
+              "softmax": lambda x: F.softmax(x, dim=-1)}[kernel]
+
+        def forward():
+            with torch.no_grad():
+                fn(tensors[0])
+
+        return forward
+    grads = [0, 2] if kernel == "gaussian_nll_loss" else [0]
+    for i in grads:
+        tensors[i].requires_grad_(True)
+    fn = getattr(F, kernel)
+
+    def forward_backward():
+        for i in grads:
+            tensors[i].grad = None
+        fn(*tensors, **kwargs).backward()
+
+    return forward_backward
+
+
+# --- cases ----------------------------------------------------------------------
+
+
+@dataclass
+class Case:
+    """One kernel on one set of inputs, with its contenders and byte counts."""
+
+    name: str
+    kernel: str
+    args: tuple
+    contenders: dict[str, Callable[[], object]] = field(default_factory=dict)
+    #: bytes the full call (value_and_grad, or softmax's result) reads and writes
+    rw_bytes: int | None = None
+    #: bytes the loss alone reads
+    r_bytes: int | None = None
+
+
+def _gradient_bytes(kernel: str, args: tuple) -> int:
+    if kernel == "gaussian_nll_loss":
+        return args[0].nbytes + args[2].nbytes
+    if kernel == "logsumexp":
+        return args[0].shape[0] * args[0].itemsize
+    return args[0].nbytes
+
+
+def check(kernel: str, args: tuple) -> None:
+    """Raise AssertionError if fastmle and NumPy disagree on ``kernel(*args)``."""
+    kwargs = KWARGS.get(kernel, {})
+    ref = numpy_reference(kernel)(*args, **kwargs)
+    if kernel in ("logsumexp", "log_softmax", "softmax"):
+        got, want = getattr(fm, kernel)(args[0]), ref
+    else:
+        got = float(getattr(fm, kernel)(*args, **kwargs))
+        want = float(ref[0])
+    tol = 1e-4 if args[0].dtype == np.float32 else 1e-9
+    err = np.max(np.abs(np.asarray(got, np.float64) - want))
+    assert err <= tol * (1 + np.max(np.abs(want))), f"{kernel}: fastmle differs from NumPy by {err}"
+
+
+def make_case(kernel: str, args: tuple, torch=None) -> Case:
+    """The contenders for ``kernel`` on ``args``.
+
+    Parameters
+    ----------
+    kernel : str
+        One of :data:`KERNELS`.
+    args : tuple of ndarray
+        Its positional arguments, as :func:`make_inputs` makes them.
+    torch : module or None
+        ``torch`` to add a torch contender, None for none.
+
+    Returns
+    -------
+    Case
+        Contenders ``fastmle`` (value_and_grad into a preallocated buffer; the
+        softmax family: the call), ``fastmle_loss`` (the loss alone; logsumexp),
+        ``numpy`` (value and gradient; the softmax family: the call) and
+        ``torch``, and the bytes each fastmle call must move at least.
+    """
+    x = args[0]
+    kwargs = KWARGS.get(kernel, {})
+    shape = "x".join(map(str, x.shape)) if x.ndim > 1 else f"{x.size:.0e}".replace("+0", "")
+    case = Case(name=f"{kernel} {x.dtype.name} {shape}", kernel=kernel, args=args)
+    read = sum(a.nbytes for a in args)
+    write = _gradient_bytes(kernel, args)
+    ref = numpy_reference(kernel)
+    if kernel == "logsumexp":
+        case.r_bytes = read
+        case.contenders["fastmle_loss"] = lambda: fm.logsumexp(x)
+    elif kernel in ("log_softmax", "softmax"):
+        case.rw_bytes = read + write
+        case.contenders["fastmle"] = lambda: getattr(fm, kernel)(x)
+    else:
+        case.rw_bytes, case.r_bytes = read + write, read
+        both = getattr(fm, kernel + "_value_and_grad")
+        loss = getattr(fm, kernel)
+        g = np.empty_like(x)
+        case.contenders["fastmle"] = lambda: both(*args, **kwargs, out=g)
+        case.contenders["fastmle_loss"] = lambda: loss(*args, **kwargs)
+    case.contenders["numpy"] = lambda: ref(*args, **kwargs)
+    if torch is not None:
+        case.contenders["torch"] = torch_contender(torch, kernel, args)
+    return case
+
+
+def cases(quick: bool = False, more: bool = False, torch=None) -> Iterator[Case]:
+    """The cases of the table, one at a time (each holds hundreds of MB).
+
+    Every kernel in float32 on 2·10^7 elements (row kernels: 65536 x 1000), ten
+    times fewer with ``quick``; ``more`` adds cross-entropy with 10 and 32768
+    classes and in float64, on as many logits.
+    """
+    size = 2 * 10**6 if quick else 2 * 10**7
+    rows = (8192 if quick else 65536) * 1000  # cross-entropy's logits, 1000 classes
+    for kernel in KERNELS:
+        n = rows if kernel in ROW_KERNELS else size
+        yield make_case(kernel, make_inputs(kernel, n), torch)
+    if more:
+        for n_classes, dtype in ((10, np.float32), (32768, np.float32), (1000, np.float64)):
+            args = make_inputs("cross_entropy", rows, dtype, n_classes=n_classes)
+            yield make_case("cross_entropy", args, torch)
+
+
+def _ratio(a, b):
+    return a / b if a is not None and b is not None else None
+
+
+def run(quick: bool = False, repeat: int = 7, more: bool = False) -> list[dict]:
+    """Check and time every case; one dict of times (s) and ratios per case."""
+    torch = torch_module()
+    rows = []
+    for case in cases(quick, more, torch):
+        check(case.kernel, case.args)  # never time a wrong answer
+        fns = dict(case.contenders)
+        if case.rw_bytes:
+            fns["copy_floor"] = copy_floor(case.rw_bytes)
+            fns["parallel_copy_floor"] = copy_floor(case.rw_bytes, parallel=True)
+        if case.r_bytes:
+            fns["read_floor"] = copy_floor(case.r_bytes)
+        t = race(fns, repeat)
+        row = {"kernel": case.name}
+        for key in ("fastmle", "fastmle_loss", "numpy", "torch", "copy_floor",
+                    "parallel_copy_floor", "read_floor"):
+            row[key + "_s"] = t.get(key)
+        main = row["fastmle_s"] if row["fastmle_s"] is not None else row["fastmle_loss_s"]
+        row["x_copy_floor"] = _ratio(row["fastmle_s"], row["copy_floor_s"])
+        row["x_parallel_copy_floor"] = _ratio(row["fastmle_s"], row["parallel_copy_floor_s"])
+        row["loss_x_read_floor"] = _ratio(row["fastmle_loss_s"], row["read_floor_s"])
+        row["speedup_vs_numpy"] = _ratio(row["numpy_s"], main)
+        row["speedup_vs_torch"] = _ratio(row["torch_s"], main)
+        row["gb_per_s"] = (case.rw_bytes or case.r_bytes) / main / 1e9
+        rows.append(row)
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    """The rows of :func:`run` as a Markdown table."""
+    def fmt(v, spec, suffix="x"):
+        return "n/a" if v is None else f"{v:{spec}}{suffix}"
+
+    def speedup(v):
+        if v is None:
+            return "n/a"
+        return f"{v:.1f}x faster" if v >= 1 else f"{1 / v:.1f}x slower"
+
+    lines = [("| kernel | value+grad / copy floor | loss / read floor | value+grad / "
+              "parallel copy | GB/s | vs NumPy | vs torch |"),
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(
+            f"| {r['kernel']} | {fmt(r['x_copy_floor'], '.2f')} | "
+            f"{fmt(r['loss_x_read_floor'], '.2f')} | {fmt(r['x_parallel_copy_floor'], '.2f')} | "
+            f"{r['gb_per_s']:.1f} | {speedup(r['speedup_vs_numpy'])} | "
+            f"{speedup(r['speedup_vs_torch'])} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print the table; the command-line entry point.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        Command-line arguments (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        The exit status, 0.
+    """
+    p = argparse.ArgumentParser(prog="python -m fastmle.bench",
+                                description=__doc__.splitlines()[0].strip("`: "))
+    p.add_argument("--quick", action="store_true", help="10x smaller arrays")
+    p.add_argument("--repeat", type=int, default=7, help="rounds (default 7)")
+    p.add_argument("--more", action="store_true",
+                   help="also cross-entropy with 10 and 32768 classes, and float64")
+    p.add_argument("--json", metavar="FILE", help="also write the rows (times in s) as JSON")
+    args = p.parse_args(argv)
+    rows = run(args.quick, args.repeat, args.more)
+    torch = torch_module()
+    print(f"fastmle {fm.__version__}, numba {numba.__version__} "
+          f"({numba.get_num_threads()} threads, {fm._threading.threading_layer()} layer), "
+          f"numpy {np.__version__}, torch {torch.__version__ if torch else 'not installed'}")
+    print(table(rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
