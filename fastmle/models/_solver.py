@@ -65,7 +65,9 @@ class Problem:
         W[self.mask] = theta
         return W
 
-    def _blocks(self):
+    def _blocks(self, check=True):
+        """Blocks of (X, y, sample_weight); X is checked for NaN/inf in the first pass
+        (``check=False``: the caller checks the block itself)."""
         n = self.X.shape[0]
         t0 = time.perf_counter()
         bar = self.verbose and sys.stderr.isatty()
@@ -74,7 +76,7 @@ class Problem:
             Xb = self.X[start:stop]
             if Xb.dtype not in (np.float32, np.float64) or not Xb.flags.c_contiguous:
                 Xb = np.ascontiguousarray(Xb, dtype=np.float64)
-            if not self.checked:
+            if check and not self.checked:
                 check_finite_block(Xb)
             yield Xb, self.y[start:stop], None if self.sw is None else self.sw[start:stop]
             if bar and time.perf_counter() - t0 > PROGRESS_AFTER:
@@ -97,8 +99,13 @@ class Problem:
             Hv = np.zeros((len(self.vec_pairs), d1))
         loss, wrong = 0.0, 0
         self.counted = count_wrong
-        for Xb, yb, swb in self._blocks():
+        # With all coefficients 0 (a cold start), Z = intercepts + 0 * X is NaN exactly
+        # in the rows of X holding NaN or inf: the predictor checks X for free.
+        via_z = not self.checked and not W[:, 1:].any() and np.isfinite(W).all()
+        for Xb, yb, swb in self._blocks(check=not via_z):
             Z = predictor(Xb, W)
+            if via_z and not np.isfinite(Z).all():
+                check_finite_block(Xb)
             if hess:
                 Wts = fam.hess_weights(Z, yb, swb)
                 if self.full_pairs:
