@@ -36,10 +36,12 @@ def _axpy(y, a, x):
 
 
 @njit(**KERNEL_OPTIONS)
-def _axpy4(y, a0, a1, a2, a3, x0, x1, x2, x3):
+def _axpy4(y, a0, a1, a2, a3, X, i):
+    # rows i..i+3 of X through one array: with four separate row arrays LLVM gives up
+    # on the run-time alias checks and the loop stays scalar (measured)
     for j in range(y.shape[0]):
-        y[j] += (a0 * np.float64(x0[j]) + a1 * np.float64(x1[j])
-                 + a2 * np.float64(x2[j]) + a3 * np.float64(x3[j]))
+        y[j] += (a0 * np.float64(X[i, j]) + a1 * np.float64(X[i + 1, j])
+                 + a2 * np.float64(X[i + 2, j]) + a3 * np.float64(X[i + 3, j]))
 
 
 @njit(**KERNEL_OPTIONS)
@@ -72,7 +74,7 @@ def _backprop_rows(X, R, p, i0, i1):
         for m in range(R.shape[1]):
             r0, r1, r2, r3 = R[i, m], R[i + 1, m], R[i + 2, m], R[i + 3, m]
             p[m, 0] += r0 + r1 + r2 + r3
-            _axpy4(p[m, 1:], r0, r1, r2, r3, X[i], X[i + 1], X[i + 2], X[i + 3])
+            _axpy4(p[m, 1:], r0, r1, r2, r3, X, i)
         i += 4
     for r in range(i, i1):
         for m in range(R.shape[1]):
