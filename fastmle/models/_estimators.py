@@ -6,6 +6,7 @@ import numbers
 import sys
 import time
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -20,6 +21,17 @@ SOLVERS = ("auto", "lbfgs", "newton")
 # "auto" takes Newton's method while a Hessian pass (n p^2 / 2 multiply-adds) costs
 # about as much as the handful of gradient passes (n p, memory-bound) it saves.
 NEWTON_MAX_PARAMS = 20
+
+@dataclass
+class Start:
+    """Where the solver starts: the parameters, the iterations spent finding them, the
+    Hessian there when it is known, and ``final`` when there is nothing to solve."""
+
+    theta: np.ndarray
+    iterations: int = 0
+    hess: np.ndarray | None = None
+    final: bool = False
+
 
 _FIT_DOC = """
         Fit by penalised maximum likelihood.
@@ -83,19 +95,20 @@ class _LinearMLE(BaseEstimator):
         sw = self._sample_weight(y, sample_weight, n)
         family, mask = self._family(d)
         problem = Problem(X, y, sw, family, mask, self.alpha, self.verbose)
-        theta, started = self._initial(problem, family, mask, y, sw)
+        start = self._initial(problem, family, mask, y, sw)
+        theta = start.theta
         solver = self.solver
         if solver == "auto":
             solver = "newton" if mask.sum() <= self._newton_max_params else "lbfgs"
-        if started < 0:  # no maximum likelihood estimate to search for
+        if start.final:  # no maximum likelihood estimate to search for
             f, g, _, _ = problem.evaluate(theta)
-            res = Result(theta, f, g, np.full((theta.size,) * 2, np.nan), -started, False)
+            res = Result(theta, f, g, np.full((theta.size,) * 2, np.nan), start.iterations,
+                         False)
         else:
             search = self._search(problem, theta) if solver == "lbfgs" else None
             res = solve(problem, theta, solver, int(self.max_iter), float(self.tol), search,
-                        fallback=self.solver == "auto", started=started,
-                        hess0=getattr(self, "_start_hessian", None))
-            self._start_hessian = None
+                        fallback=self.solver == "auto", started=start.iterations,
+                        hess0=start.hess)
         H = res.hess
         if H is None:
             _, _, H, _ = problem.evaluate(res.theta, hess=True)
@@ -124,14 +137,13 @@ class _LinearMLE(BaseEstimator):
                   f"{self.fit_time_:.3g} s", file=sys.stderr)
         return self
 
-    def _initial(self, problem, family, mask, y, sw):
-        """The starting parameters, and the number of iterations spent finding them."""
+    def _initial(self, problem, family, mask, y, sw) -> Start:
         if self.warm_start and hasattr(self, "_W") and self._W.shape == mask.shape \
                 and np.array_equal(self._mask, mask):
-            return self._W[mask].copy(), 0
+            return Start(self._W[mask].copy())
         W = np.zeros(mask.shape)
         W[:, 0] = family.initial_intercepts(y, sw)
-        return W[mask], 0
+        return Start(W[mask])
 
     def _natural(self, theta, cov):
         return theta.copy(), cov
@@ -427,8 +439,9 @@ class GaussianRegression(_LinearMLE):
                 "least-squares coefficients are returned, with sigma2 at the rounding level "
                 "and nan standard errors."), stacklevel=3)
             W[1, 0] = np.log(max(var, floor, 1e-300))
-            return W[mask], -1  # one iteration, and nothing left to solve
+            return Start(W[mask], iterations=1, final=True)
         W[1, 0] = np.log(var)
+        hess = None
         if not self.heteroscedastic:
             # The Hessian of the NLL there, exactly: A / var (+ the penalty) for the mean,
             # 0 between mean and variance (normal equations), sum(w) / 2 for log var.
@@ -439,8 +452,8 @@ class GaussianRegression(_LinearMLE):
             coef = np.arange(p - m, p)
             H[coef, coef] += float(self.alpha)
             H[p, p] = 0.5 * problem.weight_sum
-            self._start_hessian = H
-        return W[mask], 1
+            hess = H
+        return Start(W[mask], iterations=1, hess=hess)
 
     def _encode_y(self, y):
         if y.shape[0] < 2:
