@@ -16,7 +16,7 @@ import math
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -36,7 +36,6 @@ class Result:
     n_iter: int
     converged: bool
     separable: bool = False
-    history: list = field(default_factory=list)
 
 
 class Problem:
@@ -206,12 +205,12 @@ def _count_wrong(problem, f) -> bool:
             and f < math.log(2.0) * problem.weight_sum)
 
 
-def _finished(problem, it, theta, f, g, H, wrong, hist):
+def _finished(problem, it, theta, f, g, H, wrong):
     """The result if iteration ``it`` starts at the optimum or at a separating iterate."""
     if problem.converged(g):
-        return Result(theta, f, g, H, it, True, history=hist)
+        return Result(theta, f, g, H, it, True)
     if problem.counted and wrong == 0:
-        return Result(theta, f, g, H, it, False, separable=True, history=hist)
+        return Result(theta, f, g, H, it, False, separable=True)
     return None
 
 
@@ -233,11 +232,10 @@ def newton(problem: Problem, theta, max_iter: int, hess0=None) -> Result:
     f, g, H, wrong = problem.evaluate(theta, hess=hess0 is None, count_wrong=count)
     if hess0 is not None:
         H = hess0
-    hist = []
     for it in range(max_iter + 1):
-        done = _finished(problem, it, theta, f, g, H, wrong, hist)
+        done = _finished(problem, it, theta, f, g, H, wrong)
         if done or it == max_iter:
-            return done or Result(theta, f, g, H, max_iter, False, history=hist)
+            return done or Result(theta, f, g, H, max_iter, False)
         count = _count_wrong(problem, f)
         p = _newton_direction(H, g)
         slope = float(g @ p)
@@ -246,22 +244,20 @@ def newton(problem: Problem, theta, max_iter: int, hess0=None) -> Result:
             f1, g1, H1, w1 = problem.evaluate(trial, hess=True, count_wrong=count)
         stalled = not _sufficient_decrease(f, f1, t, slope)
         theta, f, g, H, wrong = trial, f1, g1, H1, w1
-        hist.append((f, t))
         _report(problem, it + 1, f, g, t)
         if stalled:
             # no decrease at the resolution of the objective: as close as it gets
-            return Result(theta, f, g, H, it + 1, problem.converged(g), history=hist)
+            return Result(theta, f, g, H, it + 1, problem.converged(g))
 
 
 def lbfgs(problem: Problem, theta, max_iter: int, memory: int = 10) -> Result:
     count = _count_wrong(problem, 0.0)
     f, g, _, wrong = problem.evaluate(theta, count_wrong=count)
     S, Y = [], []
-    hist = []
     for it in range(max_iter + 1):
-        done = _finished(problem, it, theta, f, g, None, wrong, hist)
+        done = _finished(problem, it, theta, f, g, None, wrong)
         if done or it == max_iter:
-            return done or Result(theta, f, g, None, max_iter, False, history=hist)
+            return done or Result(theta, f, g, None, max_iter, False)
         # two-loop recursion: p approximates H^-1 g
         q = g.copy()
         alphas = []
@@ -294,10 +290,9 @@ def lbfgs(problem: Problem, theta, max_iter: int, memory: int = 10) -> Result:
                 Y.pop(0)
         stalled = not _sufficient_decrease(f, f1, t, slope)
         theta, f, g, wrong = trial, f1, g1, w1
-        hist.append((f, t))
         _report(problem, it + 1, f, g, t)
         if stalled:
-            return Result(theta, f, g, None, it + 1, problem.converged(g), history=hist)
+            return Result(theta, f, g, None, it + 1, problem.converged(g))
 
 
 def _polish(problem: Problem, res: Result) -> Result:
@@ -308,9 +303,9 @@ def _polish(problem: Problem, res: Result) -> Result:
     theta = res.theta - _newton_direction(H, g)
     f1, g1, _, _ = problem.evaluate(theta)
     if _sufficient_decrease(f, f1, 0.0, 0.0) and np.max(np.abs(g1)) <= np.max(np.abs(g)):
-        res = Result(theta, f1, g1, H, res.n_iter + 1, False, history=res.history)
+        res = Result(theta, f1, g1, H, res.n_iter + 1, False)
     else:
-        res = Result(res.theta, f, g, H, res.n_iter, False, history=res.history)
+        res = Result(res.theta, f, g, H, res.n_iter, False)
     res.converged = problem.converged(res.grad)
     return res
 
