@@ -30,7 +30,6 @@ class Bernoulli:
     """y in {0, 1}; one predictor, the log-odds. NLL = BCE with logits."""
 
     k = 1
-    names = ("",)
 
     def __init__(self):
         self.penalty = np.ones((1, 1))
