@@ -91,3 +91,28 @@ def broadcast_operand(a, name: str, shape: tuple[int, ...], dtype: np.dtype) -> 
             f"{tuple(shape)}"
         )
     return arr
+
+
+def check_class_args(shape: tuple[int, ...], ignore_index,
+                     label_smoothing) -> tuple[int, int, float]:
+    """Cross-entropy's shape and scalar arguments, the same on every device.
+
+    Returns (number of classes, ignore_index as an int, label smoothing as a float).
+    """
+    shape = tuple(shape)
+    if len(shape) not in (1, 2):
+        raise ValueError(
+            f"input must be logits of shape (N, C) or (C,), got {len(shape)}-D shape {shape}; "
+            "for (N, C, d1, ...) move the class axis last and reshape to (-1, C)"
+        )
+    if shape[-1] == 0:
+        raise ValueError("input has no classes (C = 0)")
+    try:
+        eps = float(label_smoothing)
+    except (TypeError, ValueError):
+        raise TypeError("label_smoothing must be a float in [0, 1]") from None
+    if not 0.0 <= eps <= 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
+    if not isinstance(ignore_index, (int, np.integer)) or isinstance(ignore_index, bool):
+        raise TypeError(f"ignore_index must be an int, got {type(ignore_index).__name__}")
+    return shape[-1], int(ignore_index), eps

@@ -29,7 +29,7 @@ from ._docs import triple
 from ._jit import KERNEL_OPTIONS, PARALLEL_OPTIONS
 from ._math import exp_nonpos, from_sortable, log1p, sortable
 from ._threading import launch
-from ._validation import as_float_array, check_out, check_reduction
+from ._validation import as_float_array, check_class_args, check_out, check_reduction
 from .cuda import gpu_twin
 
 __all__ = [
@@ -312,23 +312,8 @@ def _ce_prob_kernel(x, y, weight, eps, scale, grad, want_grad, rows_out, want_ro
 def _prepare(input, target, weight, ignore_index, reduction, label_smoothing):
     reduction = check_reduction(reduction)
     x = as_float_array(input, "input")
-    if x.ndim not in (1, 2):
-        raise ValueError(
-            f"input must be logits of shape (N, C) or (C,), got {x.ndim}-D shape {x.shape}; "
-            "for (N, C, d1, ...) move the class axis last and reshape to (-1, C)"
-        )
-    if x.shape[-1] == 0:
-        raise ValueError("input has no classes (C = 0)")
-    n_classes = x.shape[-1]
+    n_classes, ignore_index, eps = check_class_args(x.shape, ignore_index, label_smoothing)
     dt = x.dtype
-    try:
-        eps = float(label_smoothing)
-    except (TypeError, ValueError):
-        raise TypeError("label_smoothing must be a float in [0, 1]") from None
-    if not 0.0 <= eps <= 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
-    if not isinstance(ignore_index, (int, np.integer)) or isinstance(ignore_index, bool):
-        raise TypeError(f"ignore_index must be an int, got {type(ignore_index).__name__}")
     if weight is None:
         w = np.ones(n_classes, dt)
     else:
@@ -373,14 +358,14 @@ def _prepare(input, target, weight, ignore_index, reduction, label_smoothing):
     if probs:
         denom = float(n)
     else:
-        nbad, first, wsum = launch(_check_labels, t2, n_classes, int(ignore_index), w)
+        nbad, first, wsum = launch(_check_labels, t2, n_classes, ignore_index, w)
         if nbad:
             raise ValueError(
                 f"target holds {nbad} class index(es) outside [0, {n_classes}) that are not "
                 f"ignore_index={ignore_index}, e.g. target[{first}] = {t2[first]}"
             )
         denom = wsum  # weights are ones without a weight: the count of kept rows
-    return x, x2, t2, w, probs, eps, int(ignore_index), reduction, denom, one_d, dt
+    return x, x2, t2, w, probs, eps, ignore_index, reduction, denom, one_d, dt
 
 
 @gpu_twin("cross_entropy_run")

@@ -16,7 +16,12 @@ import numpy as np
 from numba import cuda
 
 from .. import _elementwise as _ew
-from .._validation import as_float_array, check_finite_scalar, check_reduction
+from .._validation import (
+    as_float_array,
+    check_class_args,
+    check_finite_scalar,
+    check_reduction,
+)
 from . import _kernels as K
 
 _local = threading.local()
@@ -300,28 +305,7 @@ def cross_entropy_run(
     x = _input(input, s)
     dt = x.dtype
     xshape = tuple(x.shape)
-    if x.ndim not in (1, 2):
-        raise ValueError(
-            f"input must be logits of shape (N, C) or (C,), got {x.ndim}-D shape "
-            f"{xshape}; for (N, C, d1, ...) move the class axis last and reshape "
-            "to (-1, C)"
-        )
-    if xshape[-1] == 0:
-        raise ValueError("input has no classes (C = 0)")
-    c = xshape[-1]
-    try:
-        eps = float(label_smoothing)
-    except (TypeError, ValueError):
-        raise TypeError("label_smoothing must be a float in [0, 1]") from None
-    if not 0.0 <= eps <= 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
-    if not isinstance(ignore_index, (int, np.integer)) or isinstance(
-        ignore_index, bool
-    ):
-        raise TypeError(
-            f"ignore_index must be an int, got {type(ignore_index).__name__}"
-        )
-    ignore_index = int(ignore_index)
+    c, ignore_index, eps = check_class_args(xshape, ignore_index, label_smoothing)
     if weight is None:
         w = _ones_like_classes(c, dt, s)
     else:

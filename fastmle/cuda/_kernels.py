@@ -96,6 +96,15 @@ def _seg_sum(buf, tid, lane, tpr):
 
 
 @cuda.jit(device=True)
+def _block_sum(buf, acc):
+    """The sum of every thread's ``acc`` over the block (``buf``: one float64 of
+    shared memory per thread); every thread of the block must call it."""
+    tid = cuda.threadIdx.x
+    buf[tid] = acc
+    return _seg_sum(buf, tid, tid, buf.shape[0])
+
+
+@cuda.jit(device=True)
 def _seg_tree(buf, k, tid, lane, tpr):
     """Tree sums of rows 0..k-1 of ``buf`` (k, THREADS) over each segment of
     ``tpr`` threads, all in one pass (one barrier per level); the sums end up at
@@ -165,8 +174,7 @@ def ce_labels_kernel():
                     else:
                         acc += float64(weight[t])
                 i += step
-            buf[tid] = acc
-            tot = _seg_sum(buf, tid, tid, THREADS)
+            tot = _block_sum(buf, acc)
             if tid == 0:
                 partial[cuda.blockIdx.x] = tot
 
@@ -186,13 +194,11 @@ def ce_params_kernel():
             acc = 0.0
             for j in range(tid, partial.size, THREADS):
                 acc += partial[j]
-            buf[tid] = acc
-            denom = _seg_sum(buf, tid, tid, THREADS)
+            denom = _block_sum(buf, acc)
             acc = 0.0
             for j in range(tid, weight.size, THREADS):
                 acc += float64(weight[j])
-            buf[tid] = acc
-            w_total = _seg_sum(buf, tid, tid, THREADS)
+            w_total = _block_sum(buf, acc)
             if tid == 0:
                 params[0] = denom
                 if is_mean:
@@ -635,8 +641,7 @@ def elementwise_kernel(loss_id, dt):
                     dv[k_] = dvj
                 acc += float64(lj)
                 k_ += step
-            buf[tid] = acc
-            tot = _seg_sum(buf, tid, tid, THREADS)
+            tot = _block_sum(buf, acc)
             if tid == 0:
                 partial[cuda.blockIdx.x] = tot
 
@@ -662,8 +667,7 @@ def block_sums_kernel():
             while i < a.size:
                 acc += float64(a[i])
                 i += step
-            buf[tid] = acc
-            tot = _seg_sum(buf, tid, tid, THREADS)
+            tot = _block_sum(buf, acc)
             if tid == 0:
                 partial[cuda.blockIdx.x] = tot
 
@@ -684,8 +688,7 @@ def finish_kernel():
             acc = 0.0
             for j in range(tid, vals.size, THREADS):
                 acc += vals[j]
-            buf[tid] = acc
-            tot = _seg_sum(buf, tid, tid, THREADS)
+            tot = _block_sum(buf, acc)
             if tid == 0:
                 if is_mean:
                     d = params[0] if use_params else denom
@@ -724,8 +727,7 @@ def row_sums_kernel():
             acc = 0.0
             for j in range(tid, l_, THREADS):
                 acc += float64(a[i * l_ + j])
-            buf[tid] = acc
-            tot = _seg_sum(buf, tid, tid, THREADS)
+            tot = _block_sum(buf, acc)
             if tid == 0:
                 out[i] = tot
 

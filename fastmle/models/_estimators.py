@@ -15,7 +15,7 @@ from ..softmax import log_softmax
 from . import _families
 from ._base import BaseEstimator, ConvergenceWarning, check_finite_block, warning
 from ._inference import covariance, summary_table
-from ._solver import Problem, Result, solve
+from ._solver import Problem, Result, float_block, solve
 
 SOLVERS = ("auto", "lbfgs", "newton")
 # "auto" takes Newton's method while a Hessian pass (n p^2 / 2 multiply-adds) costs
@@ -186,9 +186,7 @@ class _LinearMLE(BaseEstimator):
         out = np.empty((X.shape[0], self._W.shape[0]))
         rows = max(1024, (1 << 22) // max(1, 8 * X.shape[1]))
         for s in range(0, X.shape[0], rows):
-            Xb = X[s:s + rows]
-            if Xb.dtype not in (np.float32, np.float64) or not Xb.flags.c_contiguous:
-                Xb = np.ascontiguousarray(Xb, dtype=np.float64)
+            Xb = float_block(X[s:s + rows])
             check_finite_block(Xb)
             out[s:s + rows] = predictor(Xb, self._W)
         return out

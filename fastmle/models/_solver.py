@@ -27,6 +27,14 @@ BLOCK_BYTES = 4 << 20
 PROGRESS_AFTER = 1.0  # verbose fits draw a progress bar on passes that take longer (s)
 
 
+def float_block(Xb: np.ndarray) -> np.ndarray:
+    """A block of rows as the kernels take it: float32/float64 C-contiguous rows are
+    used in place, any other dtype or layout is converted (this block alone)."""
+    if Xb.dtype in (np.float32, np.float64) and Xb.flags.c_contiguous:
+        return Xb
+    return np.ascontiguousarray(Xb, dtype=np.float64)
+
+
 @dataclass
 class Result:
     theta: np.ndarray
@@ -72,9 +80,7 @@ class Problem:
         bar = self.verbose and sys.stderr.isatty()
         for start in range(0, n, self.rows):
             stop = min(n, start + self.rows)
-            Xb = self.X[start:stop]
-            if Xb.dtype not in (np.float32, np.float64) or not Xb.flags.c_contiguous:
-                Xb = np.ascontiguousarray(Xb, dtype=np.float64)
+            Xb = float_block(self.X[start:stop])
             if check and not self.checked:
                 check_finite_block(Xb)
             yield Xb, self.y[start:stop], None if self.sw is None else self.sw[start:stop]
