@@ -443,6 +443,31 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The benchmark's options (shared by ``python -m fastmle.bench`` and ``fastmle bench``)."""
+    p.add_argument("--quick", action="store_true", help="10x smaller arrays")
+    p.add_argument("--repeat", type=int, default=7, help="rounds (default 7)")
+    p.add_argument("--more", action="store_true",
+                   help="also cross-entropy with 10 and 32768 classes, and float64")
+    p.add_argument("--json", metavar="FILE", help="also write the rows (times in s) as JSON")
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Run the benchmark with parsed options, print the table; returns exit status 0."""
+    if args.repeat < 1:
+        raise ValueError(f"--repeat must be at least 1, got {args.repeat}")
+    rows = run(args.quick, args.repeat, args.more)
+    torch = torch_module()
+    print(f"fastmle {fm.__version__}, numba {numba.__version__} "
+          f"({numba.get_num_threads()} threads, {fm._threading.threading_layer()} layer), "
+          f"numpy {np.__version__}, torch {torch.__version__ if torch else 'not installed'}")
+    print(table(rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print the table; the command-line entry point.
 
@@ -458,22 +483,8 @@ def main(argv: list[str] | None = None) -> int:
     """
     p = argparse.ArgumentParser(prog="python -m fastmle.bench",
                                 description=__doc__.splitlines()[0].strip("`: "))
-    p.add_argument("--quick", action="store_true", help="10x smaller arrays")
-    p.add_argument("--repeat", type=int, default=7, help="rounds (default 7)")
-    p.add_argument("--more", action="store_true",
-                   help="also cross-entropy with 10 and 32768 classes, and float64")
-    p.add_argument("--json", metavar="FILE", help="also write the rows (times in s) as JSON")
-    args = p.parse_args(argv)
-    rows = run(args.quick, args.repeat, args.more)
-    torch = torch_module()
-    print(f"fastmle {fm.__version__}, numba {numba.__version__} "
-          f"({numba.get_num_threads()} threads, {fm._threading.threading_layer()} layer), "
-          f"numpy {np.__version__}, torch {torch.__version__ if torch else 'not installed'}")
-    print(table(rows))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=2)
-    return 0
+    add_arguments(p)
+    return run_from_args(p.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -46,11 +46,17 @@ def _normal_sf(z: np.ndarray) -> np.ndarray:
     return 0.5 * np.vectorize(math.erfc)(z / math.sqrt(2.0))
 
 
+def wald(params: np.ndarray, bse: np.ndarray) -> dict[str, np.ndarray]:
+    """Wald statistics of each parameter: z, the two-sided P>|z| and the 95% interval."""
+    z = params / bse
+    half = 1.959963984540054 * bse
+    return {"z": z, "p_value": 2.0 * _normal_sf(np.abs(z)), "ci_low": params - half,
+            "ci_high": params + half}
+
+
 def summary_table(title: str, names, params, bse, lines) -> str:
     """A statsmodels-style text table: coef, std err, z, P>|z| and the 95% interval."""
-    z = params / bse
-    pval = 2.0 * _normal_sf(np.abs(z))
-    half = 1.959963984540054 * bse
+    st = wald(params, bse)
     w = max([12] + [len(n) for n in names])
     head = (f"{'':<{w}} {'coef':>12} {'std err':>11} {'z':>9} {'P>|z|':>8} "
             f"{'[0.025':>12} {'0.975]':>12}")
@@ -58,8 +64,8 @@ def summary_table(title: str, names, params, bse, lines) -> str:
     out = [title.center(len(head)).rstrip(), rule]
     out += [f"{k:<22}{v:>{len(head) - 22}}" for k, v in lines]
     out += [rule, head, "-" * len(head)]
-    for n, c, s, zz, pv, h in zip(names, params, bse, z, pval, half):
+    for n, c, s, zz, pv, lo, hi in zip(names, params, bse, *st.values()):
         out.append(f"{n:<{w}} {c:>12.5g} {s:>11.4g} {zz:>9.3f} {pv:>8.3f} "
-                   f"{c - h:>12.5g} {c + h:>12.5g}")
+                   f"{lo:>12.5g} {hi:>12.5g}")
     out.append(rule)
     return "\n".join(out)
