@@ -66,8 +66,7 @@ def read(path: str, target: str, features: list[str] | None = None,
         raise DataError(f"no feature columns: {path} has only {names}; name them with "
                         "--features")
     X, y, w = reader.load(features, target, weights, progress or (lambda f: None))
-    for j, c in enumerate(features):
-        _check_finite(X[:, j], c)
+    _check_finite_columns(X, features)
     if y.dtype.kind == "f":
         _check_finite(y, target)
     if w is not None:
@@ -80,6 +79,16 @@ def _unknown(name: str, names: list[str], option: str) -> str:
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     shown = ", ".join(map(repr, names[:12])) + (", ..." if len(names) > 12 else "")
     return f"{option}: no column {name!r}{hint}; the columns are {shown}"
+
+
+def _check_finite_columns(X: np.ndarray, names: list[str]) -> None:
+    """Name the first column of X holding NaN or inf; X is read once, by row blocks."""
+    step = max(1, (8 << 20) // max(1, X.shape[1] * X.itemsize))
+    for start in range(0, X.shape[0], step):
+        ok = np.isfinite(X[start:start + step]).all(axis=0)
+        if not ok.all():
+            j = int(np.argmin(ok))
+            _check_finite(X[:, j], names[j])
 
 
 def _check_finite(col: np.ndarray, name: str) -> None:
@@ -234,7 +243,7 @@ class _Npy:
     def __init__(self, path: str):
         try:
             self.a = np.load(path, mmap_mode="r", allow_pickle=False)
-        except ValueError as e:
+        except (ValueError, EOFError) as e:
             raise DataError(f"{path} is not a readable .npy file ({e})") from None
         a = self.a
         if a.dtype.names:
@@ -269,7 +278,7 @@ class _Npz:
     def __init__(self, path: str):
         try:
             self.z = np.load(path, allow_pickle=False)
-        except ValueError as e:
+        except (ValueError, EOFError, OSError) as e:
             raise DataError(f"{path} is not a readable .npz file ({e})") from None
         self.names, self.where = [], {}
         for key in self.z.files:

@@ -127,8 +127,10 @@ def _check_target(y: np.ndarray, name: str, family: str) -> np.ndarray:
         raise UsageError(f"target {name!r} has non-integer values (e.g. {bad:g}): --family "
                          f"{family} needs class labels; use --family gaussian for a "
                          "continuous response")
+    if y.dtype.kind == "f":
+        y = y.astype(np.int64)  # whole numbers read as floats: labels 0, 1, not 0.0, 1.0
     classes = np.unique(y)
-    shown = ", ".join(f"{c:g}" if isinstance(c, float) else str(c) for c in classes[:5])
+    shown = ", ".join(map(str, classes[:5]))
     shown += ", ..." if classes.size > 5 else ""
     if classes.size < 2:
         raise UsageError(f"target {name!r} has a single value ({shown}): a classifier needs "
