@@ -45,8 +45,8 @@ class Bernoulli:
         return float(loss), g[:, None]
 
     def hess_weights(self, Z, y, sw):
-        p = 1.0 / (1.0 + np.exp(-Z[:, 0]))
-        h = p * (1.0 - p)
+        e = np.exp(-np.abs(Z[:, 0]))
+        h = e / (1.0 + e) ** 2  # p (1 - p), without overflow for large |z|
         return (h if sw is None else h * sw)[:, None]
 
     def misclassified(self, Z, y, sw) -> int:
