@@ -82,6 +82,18 @@ def _backprop_rows(X, R, p, i0, i1):
             _axpy(p[m, 1:], R[r, m], X[r])
 
 
+@njit(**KERNEL_OPTIONS)
+def _add_parts(parts, out):
+    """out += parts[0] + parts[1] + ..., in chunk order. Not ``out += parts[c]`` in the
+    parallel kernel: Numba makes that a parfor, one thread launch per chunk (25x slower
+    under the workqueue layer, measured)."""
+    flat = out.reshape(-1)
+    for c in range(parts.shape[0]):
+        part = parts[c].reshape(-1)
+        for j in range(flat.shape[0]):
+            flat[j] += part[j]
+
+
 @njit(**PARALLEL_OPTIONS)
 def _backprop_kernel(X, R, G):
     n = X.shape[0]
@@ -89,8 +101,7 @@ def _backprop_kernel(X, R, G):
     parts = np.zeros((nch,) + G.shape)
     for c in prange(nch):
         _backprop_rows(X, R, parts[c], c * CHUNK, min(n, (c + 1) * CHUNK))
-    for c in range(nch):
-        G += parts[c]
+    _add_parts(parts, G)
 
 
 @njit(**KERNEL_OPTIONS)
@@ -188,8 +199,7 @@ def _gram_kernel(X, Wts, H):
         for q in range(Wts.shape[1]):
             _scaled(Wts[i0:i1, q], T, U)
             _gram_block(U, T, parts[c, q])
-    for c in range(nch):
-        H += parts[c]
+    _add_parts(parts, H)
 
 
 def predictor(X: np.ndarray, Wt: np.ndarray) -> np.ndarray:
