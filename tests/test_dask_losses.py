@@ -165,6 +165,7 @@ def leaves(value, grad, both):
 
 
 def assert_matches(got, ref, dtype, exact, what):
+    assert type(got) is type(ref), (what, type(got), type(ref))  # scalars stay NumPy scalars
     got, ref = np.asarray(got), np.asarray(ref)
     assert got.shape == ref.shape, (what, got.shape, ref.shape)
     assert got.dtype == ref.dtype, (what, got.dtype, ref.dtype)

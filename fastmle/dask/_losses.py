@@ -29,7 +29,7 @@ _AXES = "abcdefghijklmnopqrstuvwxyz"
 # --- chunks and partial sums ----------------------------------------------------
 
 
-def _input(input, out):
+def _input(input, out, name="input"):
     """The checks every Dask twin starts with."""
     if out is not None:
         raise TypeError(
@@ -38,12 +38,12 @@ def _input(input, out):
         )
     if not is_dask_array(input):
         raise TypeError(
-            f"input is not a Dask array ({type(input).__name__}) but another argument is: "
-            "pass input as a Dask array chunked along its first axis, e.g. "
-            "dask.array.from_array(input, chunks=(rows, -1)), or compute the other argument"
+            f"{name} is not a Dask array ({type(input).__name__}) but another argument is: "
+            f"pass {name} as a Dask array chunked along its first axis, e.g. "
+            f"dask.array.from_array({name}, chunks=(rows, -1)), or compute the other argument"
         )
     if input.ndim == 0:
-        raise ValueError("input is a 0-d Dask array: the Dask path needs a batch axis")
+        raise ValueError(f"{name} is a 0-d Dask array: the Dask path needs a batch axis")
     return input
 
 
@@ -77,7 +77,8 @@ def _part(tuples, i, chunks, dtype):
 def _exact_sum(parts):
     # math.fsum is exact, so the total does not depend on how the chunks are ordered
     cols = parts.reshape(parts.shape[0], -1).T
-    return np.array([math.fsum(c) for c in cols]).reshape(parts.shape[1:])
+    total = np.array([math.fsum(c) for c in cols]).reshape(parts.shape[1:])
+    return total[()]  # 0-d: a NumPy scalar (as a float var's d_var on the NumPy path)
 
 
 def _total(tuples, i, shape=()):
@@ -94,7 +95,7 @@ def _total(tuples, i, shape=()):
 
 
 def _finish(total, denom, reduction, dtype):
-    return np.asarray(reduce_total(float(total), float(denom), reduction, dtype))
+    return reduce_total(float(total), float(denom), reduction, dtype)  # a NumPy scalar, as on NumPy
 
 
 def _reduce(total, denom, reduction, dtype):
@@ -102,10 +103,6 @@ def _reduce(total, denom, reduction, dtype):
     or a 0-d Dask array), as a 0-d Dask array of ``dtype``."""
     return da.blockwise(_finish, "", total, "", denom, "" if is_dask_array(denom) else None,
                         reduction, None, dtype, None, dtype=dtype, meta=np.empty((), dtype))
-
-
-def _one(a):
-    return np.ones((1,) * a.ndim)
 
 
 # --- cross-entropy ----------------------------------------------------------------
@@ -252,7 +249,7 @@ def kl_run(input, target, reduction, log_target, want_loss, want_grad, out=None)
 
 def _along(a, axis):
     """Dask ``a`` in float, with ``axis`` (an int) in one chunk."""
-    x = as_float_array(_input(a, None), "a")
+    x = as_float_array(_input(a, None, "a"), "a")
     if axis is None:
         raise ValueError("axis=None is not supported for Dask arrays: pass an int axis "
                          "(for all elements, a.reshape(-1) with axis=0)")
