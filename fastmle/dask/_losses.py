@@ -74,23 +74,24 @@ def _part(tuples, i, chunks, dtype):
                              meta=np.empty((0,) * len(chunks), dtype))
 
 
-def _exact_sum(parts):
+def _exact_sum(parts, shape):
     # math.fsum is exact, so the total does not depend on how the chunks are ordered
     cols = parts.reshape(parts.shape[0], -1).T
-    total = np.array([math.fsum(c) for c in cols]).reshape(parts.shape[1:])
-    return total[()]  # 0-d: a NumPy scalar (as a float var's d_var on the NumPy path)
+    return np.array([math.fsum(c) for c in cols]).reshape(shape)[()]  # 0-d: a NumPy scalar
 
 
 def _total(tuples, i, shape=()):
-    """Sum over the row chunks of item ``i``, a float64 array of shape (1,) + ``shape``
-    padded with ones to the tuples' ndim; returns a float64 Dask array of ``shape``."""
+    """The sum over the row chunks of item ``i`` of the tasks' tuples: float64 partial
+    sums of ``shape`` (0-d or of the tuples' ndim with a batch axis of length 1, as
+    the d_var of a var broadcast along the batch), padded with ones to the tuples'
+    ndim. Returns a float64 Dask array of ``shape``."""
     nd = tuples.ndim
-    pad = (1,) * (nd - 1 - len(shape)) + tuple(shape)
-    chunks = ((1,) * tuples.numblocks[0],) + tuple((s,) for s in pad)
-    parts = _part(tuples, i, chunks, np.float64)
-    idx = _AXES[:nd]
-    total = da.blockwise(_exact_sum, idx[1:], parts, idx, concatenate=True, dtype=np.float64,
-                         meta=np.empty((0,) * (nd - 1)))
+    pad = (1,) * (nd - len(shape)) + tuple(shape)
+    parts = _part(tuples, i, ((1,) * tuples.numblocks[0],) + tuple((s,) for s in pad[1:]),
+                  np.float64)
+    out = _AXES[1:nd] if shape else ""  # "": one 0-d block holding a NumPy scalar
+    total = da.blockwise(_exact_sum, out, parts, _AXES[:nd], pad[1:] if shape else (), None,
+                         concatenate=True, dtype=np.float64, meta=np.empty((0,) * len(out)))
     return total.reshape(shape)
 
 
@@ -200,8 +201,7 @@ def _elementwise(loss_id, x, ops, params, reduction, denom, want_loss, want_grad
         loss = (_part(tuples, 1, tuples.chunks, x.dtype) if reduction == "none"
                 else _reduce(_total(tuples, 2), denom, reduction, x.dtype))
     if summed:
-        pad = (1,) * (x.ndim - op.ndim) + op.shape
-        dv = _total(tuples, 3, pad[1:]).reshape(op.shape).astype(x.dtype)
+        dv = _total(tuples, 3, op.shape).astype(x.dtype)
     elif op is not None:
         dv = _part(tuples, 3, (tuples.chunks[0],) + tuple((s,) for s in op.shape[1:]), x.dtype)
     return loss, grad, dv
