@@ -3,7 +3,9 @@
 Every loss ``L`` comes as ``L`` (the value), ``L_grad`` (its gradient with respect
 to ``input``) and ``L_value_and_grad`` (both, in one pass over the data). Names,
 arguments and results mirror ``torch.nn.functional``; deviations are listed in
-each docstring. ``LogisticRegression``, ``SoftmaxRegression`` and
+each docstring. Every loss and softmax function also accepts Dask arrays
+chunked along the batch and returns lazy results (``fastmle.dask``).
+``LogisticRegression``, ``SoftmaxRegression`` and
 ``GaussianRegression`` fit linear models by maximum likelihood on these kernels
 (scikit-learn's API, statsmodels' inference; loaded on first use).
 """

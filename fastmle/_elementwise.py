@@ -26,6 +26,7 @@ from numba import njit, prange
 
 from ._jit import KERNEL_OPTIONS, PARALLEL_OPTIONS, POINTWISE_OPTIONS
 from ._math import atanh2_third, exp, exp_nonpos, log, log1p
+from ._reduction import grad_scale, reduce_total
 from ._rows import cast, sum64
 from ._threading import launch
 from ._validation import check_out
@@ -338,12 +339,13 @@ def count_outside(a, lo, hi):
 
 
 def run(loss_id, x, operands, params=(0.0, 0.0), *, scale, want_loss, want_none, want_grad,
-        out=None, dv_index=None):
+        out=None, dv_index=None, dv_dtype=None):
     """Run the fused kernel on C-contiguous ``x`` and up to three operands that
     broadcast to ``x.shape`` (already in x's dtype).
 
     Returns (sum of losses as a float64, per-element losses or None, grad or None,
-    d/d operands[dv_index] shaped like that operand, or None).
+    d/d operands[dv_index] shaped like that operand, or None). A d/d operand summed
+    over elements is returned in ``dv_dtype`` (default: x's dtype).
     """
     dt = x.dtype
     ops = list(operands) + [np.ones(1, dt)] * (3 - len(operands))
@@ -372,7 +374,8 @@ def run(loss_id, x, operands, params=(0.0, 0.0), *, scale, want_loss, want_none,
         total = 0.0
     dv = None
     if dv_index is not None:
-        dv = _reduce_dv(dv_kind, dv_full, per_row, r, l_, x.shape, operands[dv_index], dt)
+        dv = _reduce_dv(dv_kind, dv_full, per_row, r, l_, x.shape, operands[dv_index],
+                        dv_dtype or dt)
     return total, loss_el, grad, dv
 
 
@@ -407,17 +410,12 @@ def evaluate(loss_id, x, operands, params=(0.0, 0.0), *, reduction, denom, want_
     """
     if out is not None:
         out = check_out(out, x.shape, x.dtype)
-    scale = 1.0 / denom if (reduction == "mean" and denom) else 1.0
+    scale = grad_scale(reduction, denom)
     total, loss_el, grad, dv = run(
         loss_id, x, operands, params, scale=scale, want_loss=want_loss,
         want_none=want_loss and reduction == "none", want_grad=want_grad, out=out,
         dv_index=dv_index)
     if not want_loss:
         return None, grad, dv
-    if reduction == "none":
-        loss = loss_el
-    elif reduction == "sum":
-        loss = x.dtype.type(total)
-    else:
-        loss = x.dtype.type(total / denom) if denom else x.dtype.type(np.nan)
+    loss = loss_el if reduction == "none" else reduce_total(total, denom, reduction, x.dtype)
     return loss, grad, dv

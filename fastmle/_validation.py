@@ -3,12 +3,17 @@
 Numba does no bounds checking, so every shape, index and dtype is settled here.
 Conversions happen only when needed: a C-contiguous float32/float64 array is
 passed through as it is (read-only arrays too, kernels never write to inputs
-unless asked to with ``out=``).
+unless asked to with ``out=``). A Dask array (reaching here only on the Dask
+path, ``fastmle.dask``) is checked on its metadata and converted lazily.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+
+from .dask import is_dask_array
 
 REDUCTIONS = ("none", "mean", "sum")
 
@@ -43,11 +48,31 @@ def as_float_array(a, name: str, dtype=None) -> np.ndarray:
     """``a`` as a C-contiguous float32/float64 array, copied only if it must be.
 
     ``dtype=None`` keeps float32/float64 and picks :func:`float_dtype` otherwise.
+    A Dask array stays one (``astype``, lazy) after :func:`check_dask_array`.
     """
+    if is_dask_array(a):
+        check_dask_array(a, name)
+        _reject_non_numeric(a, name)
+        return a.astype(float_dtype(a) if dtype is None else np.dtype(dtype))
     arr = np.asarray(a)
     _reject_non_numeric(arr, name)
     dt = float_dtype(arr) if dtype is None else np.dtype(dtype)
     return np.asarray(arr, dtype=dt, order="C")  # keeps 0-d (ascontiguousarray would not)
+
+
+def check_dask_array(a, name: str) -> None:
+    """A Dask argument must have NumPy chunks of known sizes (they fix which rows
+    each task reads and the mean's denominator)."""
+    if any(math.isnan(s) for s in a.shape):
+        raise ValueError(
+            f"{name} is a Dask array with unknown chunk sizes (shape {a.shape}): call "
+            f"{name}.compute_chunk_sizes() first"
+        )
+    if not isinstance(getattr(a, "_meta", None), np.ndarray):
+        raise TypeError(
+            f"{name} is a Dask array of {type(getattr(a, '_meta', None)).__name__} chunks: "
+            "fastmle runs on NumPy chunks (map_blocks(numpy.asarray) first)"
+        )
 
 
 def check_out(out, shape: tuple[int, ...], dtype: np.dtype, name: str = "out") -> np.ndarray:

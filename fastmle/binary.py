@@ -9,6 +9,7 @@ from . import _elementwise as ew
 from ._docs import triple
 from ._validation import as_float_array, broadcast_operand, check_reduction
 from .cuda import gpu_twin
+from .dask import dask_twin
 
 __all__ = [
     "binary_cross_entropy_with_logits",
@@ -39,24 +40,36 @@ def _run(loss_id, x, ops, reduction, want_loss, want_grad, out, params=(0.0, 0.0
     return loss, grad
 
 
-@gpu_twin("bce_with_logits_run")
-def _with_logits(input, target, weight, reduction, pos_weight, want_loss, want_grad, out=None):
+def _logits_inputs(input, target, weight, reduction, pos_weight):
+    """(reduction, x, operands, kernel parameters) of BCE with logits."""
     reduction, x, y, w = _inputs(input, target, weight, reduction)
     pw = np.ones(1, x.dtype) if pos_weight is None else broadcast_operand(
         pos_weight, "pos_weight", x.shape, x.dtype)
     unit = 1.0 if weight is None and pos_weight is None else 0.0
-    return _run(ew.BCE_LOGITS, x, [y, w, pw], reduction, want_loss, want_grad, out, (0.0, unit))
+    return reduction, x, [y, w, pw], (0.0, unit)
 
 
-@gpu_twin("bce_run")
-def _on_probs(input, target, weight, reduction, want_loss, want_grad, out=None):
-    reduction, x, y, w = _inputs(input, target, weight, reduction)
-    bad = ew.launch(ew.count_outside, x.reshape(-1), x.dtype.type(0), x.dtype.type(1))
+@dask_twin("bce_with_logits_run")
+@gpu_twin("bce_with_logits_run")
+def _with_logits(input, target, weight, reduction, pos_weight, want_loss, want_grad, out=None):
+    reduction, x, ops, params = _logits_inputs(input, target, weight, reduction, pos_weight)
+    return _run(ew.BCE_LOGITS, x, ops, reduction, want_loss, want_grad, out, params)
+
+
+def _check_probabilities(p):
+    bad = ew.launch(ew.count_outside, p.reshape(-1), p.dtype.type(0), p.dtype.type(1))
     if bad:
         raise ValueError(
             f"input holds {bad} value(s) outside [0, 1]: binary_cross_entropy takes "
             "probabilities (use binary_cross_entropy_with_logits for logits)"
         )
+
+
+@dask_twin("bce_run")
+@gpu_twin("bce_run")
+def _on_probs(input, target, weight, reduction, want_loss, want_grad, out=None):
+    reduction, x, y, w = _inputs(input, target, weight, reduction)
+    _check_probabilities(x)
     return _run(ew.BCE_PROBS, x, [y, w], reduction, want_loss, want_grad, out)
 
 

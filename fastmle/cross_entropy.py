@@ -28,9 +28,17 @@ from . import _rows
 from ._docs import triple
 from ._jit import KERNEL_OPTIONS, PARALLEL_OPTIONS
 from ._math import exp_nonpos, from_sortable, log1p, sortable
+from ._reduction import grad_scale, reduce_total
 from ._threading import launch
-from ._validation import as_float_array, check_class_args, check_out, check_reduction
+from ._validation import (
+    as_float_array,
+    check_class_args,
+    check_dask_array,
+    check_out,
+    check_reduction,
+)
 from .cuda import gpu_twin
+from .dask import dask_twin, is_dask_array
 
 __all__ = [
     "cross_entropy",
@@ -307,6 +315,65 @@ def _ce_prob_kernel(x, y, weight, eps, scale, grad, want_grad, rows_out, want_ro
 
 
 # --- validation -----------------------------------------------------------------
+# The shape and dtype checks read only metadata, so they serve NumPy and Dask
+# arguments alike; _labels checks values (per chunk on the Dask path).
+
+
+def _weights(weight, n_classes, dt):
+    if weight is None:
+        return np.ones(n_classes, dt)
+    w = as_float_array(weight, "weight", dt)
+    if w.shape != (n_classes,):
+        raise ValueError(
+            f"weight has shape {w.shape}; it needs one entry per class: shape ({n_classes},)"
+        )
+    return w
+
+
+def _targets(target, x_shape, ignore_index, dt):
+    """(target, whether it holds class probabilities); probabilities in dtype ``dt``."""
+    t = target if is_dask_array(target) else np.asarray(target)
+    if t.dtype.kind == "f":
+        if t.shape != x_shape:
+            raise ValueError(
+                f"target has floating dtype {t.dtype}, so it is read as class probabilities and "
+                f"must have the input's shape {x_shape}; got {t.shape}. For class indices pass "
+                "an integer array of shape (N,)"
+            )
+        if ignore_index >= 0:
+            raise ValueError("ignore_index is not supported for class-probability targets")
+        return as_float_array(t, "target", dt), True
+    if t.dtype.kind in "iu":
+        if t.shape != x_shape[:-1]:
+            raise ValueError(
+                f"target holds class indices and must have shape {x_shape[:-1]} "
+                f"(one per row of input {x_shape}); got {t.shape}"
+            )
+        if is_dask_array(t):
+            check_dask_array(t, "target")
+        return t, False
+    raise TypeError(
+        f"target has dtype {t.dtype}: pass integer class indices of shape (N,) or float "
+        "class probabilities of the input's shape"
+    )
+
+
+def _labels(t, n_classes, ignore_index, w, row0=0):
+    """Class indices ``t`` (N,) as a contiguous int32/int64 array, checked to lie in
+    [0, C) unless equal to ignore_index; returns it and the sum of w[t] over the kept
+    rows. ``row0``: the index of t's first row in the whole batch (for the message)."""
+    if t.dtype not in (np.int32, np.int64):
+        if t.dtype == np.uint64 and t.size and t.max() > np.iinfo(np.int64).max:
+            raise ValueError("target holds class indices larger than int64")
+        t = t.astype(np.int64)
+    t = np.ascontiguousarray(t)
+    nbad, first, wsum = launch(_check_labels, t, n_classes, ignore_index, w)
+    if nbad:
+        raise ValueError(
+            f"target holds {nbad} class index(es) outside [0, {n_classes}) that are not "
+            f"ignore_index={ignore_index}, e.g. target[{row0 + first}] = {t[first]}"
+        )
+    return t, wsum
 
 
 def _prepare(input, target, weight, ignore_index, reduction, label_smoothing):
@@ -314,98 +381,58 @@ def _prepare(input, target, weight, ignore_index, reduction, label_smoothing):
     x = as_float_array(input, "input")
     n_classes, ignore_index, eps = check_class_args(x.shape, ignore_index, label_smoothing)
     dt = x.dtype
-    if weight is None:
-        w = np.ones(n_classes, dt)
-    else:
-        w = as_float_array(weight, "weight", dt)
-        if w.shape != (n_classes,):
-            raise ValueError(
-                f"weight has shape {w.shape}; it needs one entry per class: shape ({n_classes},)"
-            )
-    t = np.asarray(target)
-    if t.dtype.kind == "f":
-        if t.shape != x.shape:
-            raise ValueError(
-                f"target has floating dtype {t.dtype}, so it is read as class probabilities and "
-                f"must have the input's shape {x.shape}; got {t.shape}. For class indices pass "
-                "an integer array of shape (N,)"
-            )
-        if ignore_index >= 0:
-            raise ValueError("ignore_index is not supported for class-probability targets")
-        probs = True
-        t = as_float_array(t, "target", dt)
-    elif t.dtype.kind in "iu":
-        if t.shape != x.shape[:-1]:
-            raise ValueError(
-                f"target holds class indices and must have shape {x.shape[:-1]} "
-                f"(one per row of input {x.shape}); got {t.shape}"
-            )
-        probs = False
-        if t.dtype not in (np.int32, np.int64):
-            if t.dtype == np.uint64 and t.size and t.max() > np.iinfo(np.int64).max:
-                raise ValueError("target holds class indices larger than int64")
-            t = t.astype(np.int64)
-        t = np.ascontiguousarray(t)
-    else:
-        raise TypeError(
-            f"target has dtype {t.dtype}: pass integer class indices of shape (N,) or float "
-            "class probabilities of the input's shape"
-        )
+    w = _weights(weight, n_classes, dt)
+    t, probs = _targets(target, x.shape, ignore_index, dt)
     one_d = x.ndim == 1
     x2 = x.reshape(1, n_classes) if one_d else x
     t2 = t.reshape(x2.shape if probs else (x2.shape[0],))
-    n = x2.shape[0]
     if probs:
-        denom = float(n)
-    else:
-        nbad, first, wsum = launch(_check_labels, t2, n_classes, ignore_index, w)
-        if nbad:
-            raise ValueError(
-                f"target holds {nbad} class index(es) outside [0, {n_classes}) that are not "
-                f"ignore_index={ignore_index}, e.g. target[{first}] = {t2[first]}"
-            )
-        denom = wsum  # weights are ones without a weight: the count of kept rows
+        denom = float(x2.shape[0])
+    else:  # weights are ones without a weight: the count of kept rows
+        t2, denom = _labels(t2, n_classes, ignore_index, w)
     return x, x2, t2, w, probs, eps, ignore_index, reduction, denom, one_d, dt
 
 
+def _compute(x2, t2, w, probs, eps, ignore_index, scale, want_rows, grad2):
+    """Run the kernel on checked rows; returns (float64 loss sum, per-row losses
+    (float64, empty unless ``want_rows``)). ``grad2``: the gradient's rows, or None."""
+    n = x2.shape[0]
+    want_grad = grad2 is not None
+    if not want_grad:
+        grad2 = np.empty((0, x2.shape[1]), x2.dtype)
+    rows = np.empty(n if want_rows else 0)
+    if not n:
+        return 0.0, rows
+    per = _rows.rows_per_chunk(x2.shape[1])
+    if probs:
+        partial = launch(_ce_prob_kernel, x2, t2, w, eps, scale, grad2, want_grad, rows,
+                         want_rows, per)
+    else:
+        kernel = _ce_short_rows_kernel if x2.shape[1] < SHORT_ROWS else _ce_index_kernel
+        partial = launch(kernel, x2, t2, w, ignore_index, eps, scale, grad2, want_grad, rows,
+                         want_rows, per)
+    return float(np.sum(partial)), rows
+
+
+@dask_twin("cross_entropy_run")
 @gpu_twin("cross_entropy_run")
 def _run(input, target, weight, ignore_index, reduction, label_smoothing, want_loss, want_grad,
          out=None):
     x, x2, t2, w, probs, eps, ignore_index, reduction, denom, one_d, dt = _prepare(
         input, target, weight, ignore_index, reduction, label_smoothing
     )
-    n = x2.shape[0]
-    scale = 1.0 / denom if (reduction == "mean" and denom != 0) else (
-        math.nan if reduction == "mean" else 1.0)
-    grad = None
+    grad = grad2 = None
     if want_grad:
         grad = np.empty(x.shape, dt) if out is None else check_out(out, x.shape, dt)
         grad2 = grad.reshape(x2.shape)
-    else:
-        grad2 = np.empty((0, x2.shape[1]), dt)
     want_rows = want_loss and reduction == "none"
-    rows = np.empty(n if want_rows else 0)
-    per = _rows.rows_per_chunk(x2.shape[1])
-    if n:
-        if probs:
-            partial = launch(_ce_prob_kernel, x2, t2, w, eps, scale, grad2, want_grad, rows,
-                             want_rows, per)
-        else:
-            kernel = _ce_short_rows_kernel if x2.shape[1] < SHORT_ROWS else _ce_index_kernel
-            partial = launch(kernel, x2, t2, w, ignore_index, eps, scale, grad2, want_grad, rows,
-                             want_rows, per)
-    else:
-        partial = np.zeros(0)
+    total, rows = _compute(x2, t2, w, probs, eps, ignore_index, grad_scale(reduction, denom),
+                           want_rows, grad2)
     loss = None
-    if want_loss:
-        if reduction == "none":
-            loss = rows.astype(dt).reshape(x.shape[:-1])
-        else:
-            total = float(np.sum(partial))
-            if reduction == "sum":
-                loss = dt.type(total)
-            else:
-                loss = dt.type(total / denom if denom != 0 else np.nan)
+    if want_rows:
+        loss = rows.astype(dt).reshape(x.shape[:-1])
+    elif want_loss:
+        loss = reduce_total(total, denom, reduction, dt)
     return loss, grad
 
 

@@ -10,14 +10,15 @@ from . import _elementwise as ew
 from ._docs import triple
 from ._validation import as_float_array, broadcast_operand, check_reduction
 from .cuda import gpu_twin
+from .dask import dask_twin
 
 __all__ = ["kl_div", "kl_div_grad", "kl_div_value_and_grad"]
 
 _REDUCTIONS = ("none", "batchmean", "sum", "mean")
 
 
-@gpu_twin("kl_run")
-def _kl(input, target, reduction, log_target, want_loss, want_grad, out=None):
+def _kl_inputs(input, target, reduction, log_target):
+    """(reduction as 'none'/'sum'/'mean', the mean's denominator, x, operands, parameters)."""
     reduction = check_reduction(reduction, _REDUCTIONS)
     x = as_float_array(input, "input")
     t = broadcast_operand(target, "target", x.shape, x.dtype)
@@ -25,7 +26,14 @@ def _kl(input, target, reduction, log_target, want_loss, want_grad, out=None):
         reduction, denom = "mean", (x.shape[0] if x.ndim else 1)
     else:
         denom = x.size
-    loss, grad, _ = ew.evaluate(ew.KL, x, [t], (1.0 if log_target else 0.0, 0.0),
+    return reduction, denom, x, [t], (1.0 if log_target else 0.0, 0.0)
+
+
+@dask_twin("kl_run")
+@gpu_twin("kl_run")
+def _kl(input, target, reduction, log_target, want_loss, want_grad, out=None):
+    reduction, denom, x, ops, params = _kl_inputs(input, target, reduction, log_target)
+    loss, grad, _ = ew.evaluate(ew.KL, x, ops, params,
                                 reduction=reduction, denom=denom, want_loss=want_loss,
                                 want_grad=want_grad, out=out)
     return loss, grad

@@ -14,6 +14,7 @@ from . import _elementwise as ew
 from ._docs import triple
 from ._validation import as_float_array, broadcast_operand, check_finite_scalar, check_reduction
 from .cuda import gpu_twin
+from .dask import dask_twin
 
 __all__ = [
     "gaussian_nll_loss",
@@ -51,8 +52,14 @@ def _var_operand(var, x):
     return v, shaped, False
 
 
-@gpu_twin("gaussian_run")
-def _gaussian(input, target, var, full, eps, reduction, want_loss, want_grad, out=None):
+def _check_var(v):
+    if ew.launch(ew.count_outside, v.reshape(-1), v.dtype.type(0), v.dtype.type(np.inf)):
+        raise ValueError("var has negative entry/entries: variances must be >= 0")
+
+
+def _gaussian_inputs(input, target, var, full, eps, reduction):
+    """(reduction, x, target, var as given, var shaped to broadcast, whether var is
+    a float, kernel parameters); var's values are not checked here."""
     reduction = check_reduction(reduction)
     x = as_float_array(input, "input")
     t = broadcast_operand(target, "target", x.shape, x.dtype)
@@ -60,11 +67,18 @@ def _gaussian(input, target, var, full, eps, reduction, want_loss, want_grad, ou
     if eps <= 0:
         raise ValueError(f"eps must be positive, got {eps}")
     v, shaped, is_float = _var_operand(var, x)
-    if ew.launch(ew.count_outside, v.reshape(-1), x.dtype.type(0), x.dtype.type(np.inf)):
-        raise ValueError("var has negative entry/entries: variances must be >= 0")
     const = 0.5 * math.log(2 * math.pi) if full else 0.0
+    return reduction, x, t, v, shaped, is_float, (eps, const)
+
+
+@dask_twin("gaussian_run")
+@gpu_twin("gaussian_run")
+def _gaussian(input, target, var, full, eps, reduction, want_loss, want_grad, out=None):
+    reduction, x, t, v, shaped, is_float, params = _gaussian_inputs(
+        input, target, var, full, eps, reduction)
+    _check_var(v)
     loss, grad, dvar = ew.evaluate(
-        ew.GAUSSIAN, x, [t, shaped], (eps, const), reduction=reduction, denom=x.size,
+        ew.GAUSSIAN, x, [t, shaped], params, reduction=reduction, denom=x.size,
         want_loss=want_loss, want_grad=want_grad, out=out, dv_index=1 if want_grad else None)
     if want_grad:
         dvar = x.dtype.type(dvar.reshape(-1)[0]) if is_float else dvar.reshape(v.shape)
@@ -121,11 +135,16 @@ triple(gaussian_nll_loss, gaussian_nll_loss_grad, gaussian_nll_loss_value_and_gr
        grad_returns="(d_input, d_var) : d_input of the input's shape, d_var of var's shape")
 
 
-@gpu_twin("mse_run")
-def _mse(input, target, reduction, want_loss, want_grad, out=None):
+def _mse_inputs(input, target, reduction):
     reduction = check_reduction(reduction)
     x = as_float_array(input, "input")
-    t = broadcast_operand(target, "target", x.shape, x.dtype)
+    return reduction, x, broadcast_operand(target, "target", x.shape, x.dtype)
+
+
+@dask_twin("mse_run")
+@gpu_twin("mse_run")
+def _mse(input, target, reduction, want_loss, want_grad, out=None):
+    reduction, x, t = _mse_inputs(input, target, reduction)
     loss, grad, _ = ew.evaluate(ew.MSE, x, [t], reduction=reduction, denom=x.size,
                                 want_loss=want_loss, want_grad=want_grad, out=out)
     return loss, grad

@@ -12,6 +12,7 @@ from ._jit import PARALLEL_OPTIONS
 from ._threading import launch
 from ._validation import as_float_array
 from .cuda import gpu_twin
+from .dask import dask_twin
 
 __all__ = ["logsumexp", "log_softmax", "softmax"]
 
@@ -48,17 +49,24 @@ def _rows_kernel(x, out, lse, mode, per_chunk):
             lse[i] = np.float64(mi) + ls
 
 
-def _as_rows(a, axis):
-    x = as_float_array(a, "a")
+def _check_axis(ndim, axis):
+    """``axis`` as an int in [0, ndim) (None stays None)."""
     if axis is None:
-        return x, x.reshape(1, -1), None
+        return None
     if not isinstance(axis, (int, np.integer)) or isinstance(axis, bool):
         raise TypeError(f"axis must be an int or None, got {type(axis).__name__}")
-    if x.ndim == 0:
+    if ndim == 0:
         raise ValueError("a is 0-d; it has no axis to reduce (use axis=None)")
-    if not -x.ndim <= axis < x.ndim:
-        raise ValueError(f"axis {axis} is out of bounds for an array of dimension {x.ndim}")
-    axis = int(axis) % x.ndim
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"axis {axis} is out of bounds for an array of dimension {ndim}")
+    return int(axis) % ndim
+
+
+def _as_rows(a, axis):
+    x = as_float_array(a, "a")
+    axis = _check_axis(x.ndim, axis)
+    if axis is None:
+        return x, x.reshape(1, -1), None
     moved = np.ascontiguousarray(np.moveaxis(x, axis, -1))
     return x, moved.reshape(math.prod(moved.shape[:-1]), x.shape[axis]), axis
 
@@ -75,6 +83,7 @@ def _run(a, axis, mode):
     return x, lse, out, ax
 
 
+@dask_twin("logsumexp")
 @gpu_twin("logsumexp")
 def logsumexp(a, axis: int | None = -1, keepdims: bool = False):
     """log(sum(exp(a))) along ``axis``, without overflow.
@@ -115,6 +124,7 @@ def _normalized(a, axis, mode):
     return np.ascontiguousarray(np.moveaxis(out.reshape(moved), -1, ax))
 
 
+@dask_twin("softmax")
 @gpu_twin("softmax")
 def softmax(a, axis: int | None = -1):
     """exp(a) / sum(exp(a)) along ``axis`` (``torch.softmax``, ``scipy.special.softmax``).
@@ -125,6 +135,7 @@ def softmax(a, axis: int | None = -1):
     return _normalized(a, axis, _SOFTMAX)
 
 
+@dask_twin("log_softmax")
 @gpu_twin("log_softmax")
 def log_softmax(a, axis: int | None = -1):
     """a - logsumexp(a) along ``axis``, computed as (a - max) - log(sum exp(a - max)).
