@@ -147,7 +147,7 @@ def rows_like(X, *arrays):
         chunks = (X.chunks[0],) + tuple((s,) for s in a.shape[1:])
         out.append(a.rechunk(chunks) if is_dask(a) else da.from_array(a, chunks=chunks))
     held = [a for a in out if is_dask(a)]
-    persisted = iter(get_client().persist(held) if held else [])
+    persisted = iter(get_client().persist(held, optimize_graph=False) if held else [])
     return [next(persisted) if is_dask(a) else a for a in out]
 
 
@@ -220,9 +220,12 @@ class DaskProblem(Problem):
     def __init__(self, X, y, sw, family, mask, alpha, verbose=0):
         self.client = get_client()
         self.persisted = _should_persist(X, self.client)
-        self._X = self.client.persist(X) if self.persisted else X
+        held = [X, y] + ([] if sw is None else [sw]) if self.persisted else [y, sw]
+        held = self.client.persist([a for a in held if a is not None], optimize_graph=False)
+        X, y = (held[0], held[1]) if self.persisted else (X, held[0])
+        sw = None if sw is None else held[-1]
         self._threads = _host_threads(self.client)
-        xs, ys = _chunks(self._X), _chunks(y)
+        xs, ys = _chunks(X), _chunks(y)
         self._parts = list(zip(xs, ys, [None] * len(xs) if sw is None else _chunks(sw)))
         super().__init__(X, y, sw, family, mask, alpha, verbose)
         if verbose:
@@ -230,8 +233,8 @@ class DaskProblem(Problem):
                   f", {len(xs)} chunks", file=sys.stderr)
 
     def __exit__(self, *exc):
-        # dropping the references releases a copy of X persisted for this fit
-        self._X = self._parts = None
+        # dropping the references releases what was persisted for this fit
+        self.X = self.y = self.sw = self._parts = None
         return False
 
     def _weight_sum(self) -> float:
