@@ -33,6 +33,7 @@ Design
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import sys
 
@@ -205,28 +206,48 @@ def _should_persist(X, client) -> bool:
     return X.nbytes <= PERSIST_FRACTION * sum(limits)
 
 
-def _chunk_pass(fn, X, y, sw, check, host_threads, *args):
-    """One chunk's part of a pass: ``fn`` over its row blocks (runs on a worker)."""
+def _bundle(*arrays) -> tuple:
+    return arrays
+
+
+def _chunk_pass(fn, rows, X, check, host_threads, *args):
+    """One chunk's part of a pass, on a worker: ``fn`` over its row blocks. ``rows``:
+    the chunk's (X or None, y, sample_weight) as persisted; ``X``: the chunk of X
+    streamed for this pass, if it is not persisted."""
     _set_kernel_threads(host_threads)
-    return fn(row_blocks(X, y, sw), check, *args)
+    X0, y, sw = rows
+    return fn(row_blocks(X0 if X is None else X, y, sw), check, *args)
 
 
 class DaskProblem(Problem):
     """:class:`~fastmle.models._solver.Problem` on Dask arrays: each pass is one task
     per row chunk on the cluster, the partial sums added on the client in chunk order.
     X is persisted on the workers for the fit, or streamed each pass (see the module's
-    docstring); y and sample_weight come persisted (:func:`rows_like`)."""
+    docstring)."""
 
     def __init__(self, X, y, sw, family, mask, alpha, verbose=0):
+        import dask
+
         self.client = get_client()
         self.persisted = _should_persist(X, self.client)
-        held = [X, y] + ([] if sw is None else [sw]) if self.persisted else [y, sw]
-        held = self.client.persist([a for a in held if a is not None], optimize_graph=False)
-        X, y = (held[0], held[1]) if self.persisted else (X, held[0])
-        sw = None if sw is None else held[-1]
         self._threads = _host_threads(self.client)
         xs, ys = _chunks(X), _chunks(y)
-        self._parts = list(zip(xs, ys, [None] * len(xs) if sw is None else _chunks(sw)))
+        ss = [None] * len(xs) if sw is None else _chunks(sw)
+        # chunk i of X (if persisted), y and sample_weight in one key, and each pass's
+        # task for chunk i sent to the worker holding it: the scheduler alone sometimes
+        # swaps them, and each task then fetches the other's chunk
+        bundle = dask.delayed(_bundle, pure=False)
+        self._rows = self.client.compute(
+            [bundle(x if self.persisted else None, yc, sc) for x, yc, sc in zip(xs, ys, ss)],
+            optimize_graph=False)
+        self._xs = None if self.persisted else xs
+        self._where = [None] * len(xs)
+        if self.persisted:
+            import distributed
+
+            distributed.wait(self._rows)
+            where = self.client.who_has(self._rows)
+            self._where = [list(where.get(f.key, ())) or None for f in self._rows]
         super().__init__(X, y, sw, family, mask, alpha, verbose)
         if verbose:
             print(f"fitting on {self.client}: X {'persisted' if self.persisted else 'streamed'}"
@@ -234,7 +255,7 @@ class DaskProblem(Problem):
 
     def __exit__(self, *exc):
         # dropping the references releases what was persisted for this fit
-        self.X = self.y = self.sw = self._parts = None
+        self._rows = self._xs = None
         return False
 
     def _weight_sum(self) -> float:
@@ -245,9 +266,16 @@ class DaskProblem(Problem):
     def _pass(self, fn, *args) -> tuple:
         import dask
 
-        check = not self.checked
+        check, client = not self.checked, self.client
         task = dask.delayed(_chunk_pass, pure=False)
-        tasks = [task(fn, x, y, s, check, self._threads, *args) for x, y, s in self._parts]
-        parts = self.client.gather(self.client.compute(tasks, optimize_graph=False))
+        xs = [None] * len(self._rows) if self.persisted else self._xs
+        tasks = []
+        for rows, x, where in zip(self._rows, xs, self._where):
+            pin = (dask.annotate(workers=where, allow_other_workers=True) if where
+                   else contextlib.nullcontext())
+            with pin:
+                tasks.append(task(fn, rows, x, check, self._threads, *args))
+        futures = client.compute(tasks, optimize_graph=False)
+        parts = client.gather(futures)
         self.checked = True
         return add_sums(parts)
