@@ -18,7 +18,9 @@ Design
   time (distributed queues root tasks), so X can be many times the workers'
   memory. y and sample_weight (1/d of X) are always persisted for the fit, chunk i
   of each in one key with chunk i of a persisted X, and the task of chunk i sent to
-  the worker holding that key. Chunks of 32-128 MB work best: each task costs the
+  the worker holding that key; with a streamed X, which any worker may load, they
+  are copied to every worker when they take at most ``REPLICATE_FRACTION`` of its
+  memory limit. Chunks of 32-128 MB work best: each task costs the
   scheduler a few ms, a pass is as slow as its slowest chunk.
 - **Client.** The current ``distributed`` client (``Client(address)`` made the
   default, or ``with client.as_current():``); without one, an embedded
@@ -47,6 +49,7 @@ from ._base import is_dask
 from ._solver import Problem, add_sums, row_blocks
 
 PERSIST_FRACTION = 0.5  # persist X when it takes at most this part of the workers' memory
+REPLICATE_FRACTION = 0.2  # a streamed fit copies y to every worker if it takes at most this
 
 
 # -- the client ----------------------------------------------------------------------
@@ -229,6 +232,15 @@ def _should_persist(X, client) -> bool:
     return X.nbytes <= PERSIST_FRACTION * sum(limits)
 
 
+def _replicable(y, sw, client) -> bool:
+    """Whether y and sample_weight take at most REPLICATE_FRACTION of every worker's
+    memory limit (or the workers have none)."""
+    size = y.nbytes + (0 if sw is None else sw.nbytes)
+    limits = [w.get("memory_limit") or 0
+              for w in client.scheduler_info(n_workers=-1)["workers"].values()]
+    return all(size <= REPLICATE_FRACTION * m for m in limits if m)
+
+
 def _bundle(*arrays) -> tuple:
     return arrays
 
@@ -271,6 +283,10 @@ class DaskProblem(Problem):
             distributed.wait(self._rows)
             where = self.client.who_has(self._rows)
             self._where = [list(where.get(f.key, ())) or None for f in self._rows]
+        elif _replicable(y, sw, self.client):
+            # a streamed chunk of X is loaded by any worker: with y and the weights on
+            # every worker, none has to fetch them (each pass, for each chunk)
+            self.client.replicate(self._rows)
         super().__init__(X, y, sw, family, mask, alpha, verbose)
         if verbose:
             print(f"fitting on {self.client}: X {'persisted' if self.persisted else 'streamed'}"
