@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 import warnings
@@ -120,6 +123,45 @@ def test_streamed_and_persisted_give_the_same_fit(client):
     with dask.config.set({"fastmle.persist": "sometimes"}):
         with pytest.raises(ValueError, match="fastmle.persist"):
             fm.SoftmaxRegression().fit(Xd, yd)
+
+
+EMBEDDED = textwrap.dedent("""
+    import dask.array as da
+    import distributed
+    import numpy as np
+
+    import fastmle as fm
+    from fastmle.models import _distributed
+
+    if __name__ == "__main__":
+        rng = np.random.default_rng(0)
+        X = rng.standard_normal((4000, 3))
+        y = (X[:, 0] + rng.logistic(size=4000) > 0).astype(int)
+        a = fm.LogisticRegression().fit(da.from_array(X, chunks=(1000, 3)), y)
+        first = _distributed._embedded
+        fm.GaussianRegression().fit(da.from_array(X, chunks=(1000, 3)), X[:, 1] + y)
+        assert _distributed._embedded is first  # reused
+        try:
+            distributed.get_client()
+            raise AssertionError("the embedded client became the default")
+        except ValueError:
+            pass
+        b = fm.LogisticRegression().fit(X, y)
+        print(len(first.scheduler_info()["workers"]), np.abs(a.params_ - b.params_).max())
+""")
+
+
+def test_embedded_cluster_without_a_client(tmp_path):
+    """Without a client, a fit starts a local cluster, reuses it, and the process exits
+    cleanly (run in a child process: this module's client is the default here)."""
+    script = tmp_path / "fit.py"
+    script.write_text(EMBEDDED)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=120, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    workers, diff = out.stdout.split()
+    assert int(workers) == _distributed._cores() and float(diff) < 1e-8
 
 
 def test_persist_rule(client):

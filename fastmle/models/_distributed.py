@@ -203,15 +203,13 @@ def map_chunks(fn, *arrays, dtype, **kwargs):
     return da.map_blocks(fn, *arrays, dtype=dtype, meta=np.empty((0,), dtype), **kwargs)
 
 
-def map_rows_2d(fn, X, probe):
-    """``fn`` over the row chunks of X (2-D) as a Dask array, the output of each chunk
-    shaped and typed like ``probe`` (fn's output on one row)."""
+def map_rows_2d(fn, X, probe, token: str):
+    """``fn`` over the row chunks of X (2-D) as a Dask array named after ``token``, the
+    output of each chunk shaped and typed like ``probe`` (fn's output on one row)."""
     tail = probe.shape[1:]
-    meta = np.empty((0,) + tail, probe.dtype)
-    if tail:
-        return X.map_blocks(fn, dtype=probe.dtype, meta=meta, chunks=(X.chunks[0],) + tuple(
-            (s,) for s in tail))
-    return X.map_blocks(fn, dtype=probe.dtype, meta=meta, drop_axis=1, chunks=(X.chunks[0],))
+    kw = dict(dtype=probe.dtype, meta=np.empty((0,) + tail, probe.dtype), token=token,
+              chunks=(X.chunks[0],) + tuple((s,) for s in tail))
+    return X.map_blocks(fn, **kw) if tail else X.map_blocks(fn, drop_axis=1, **kw)
 
 
 # -- the problem ----------------------------------------------------------------------
@@ -280,7 +278,8 @@ class DaskProblem(Problem):
         if self.persisted:
             import distributed
 
-            distributed.wait(self._rows)
+            with self.client.as_current():  # wait() takes the default client
+                distributed.wait(self._rows)
             where = self.client.who_has(self._rows)
             self._where = [list(where.get(f.key, ())) or None for f in self._rows]
         elif _replicable(y, sw, self.client):

@@ -256,7 +256,8 @@ class _LinearMLE(BaseEstimator):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # feature names: checked above
             probe = getattr(self, name)(np.zeros((1, X.shape[1])))
-        return _distributed().map_rows_2d(functools.partial(_call, self, name), X, probe)
+        return _distributed().map_rows_2d(functools.partial(_call, self, name), X, probe,
+                                          token=name)
 
     def _linear(self, X) -> np.ndarray:
         self._check_is_fitted()
