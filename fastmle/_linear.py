@@ -13,7 +13,7 @@ the intercept: each of the k linear predictors is one contiguous row.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import get_num_threads, njit, prange
 
 from ._jit import KERNEL_OPTIONS, PARALLEL_OPTIONS
 from ._threading import launch
@@ -186,19 +186,27 @@ def _gram_block(U, T, h):
 
 
 @njit(**PARALLEL_OPTIONS)
-def _gram_kernel(X, Wts, H):
+def _gram_kernel(X, Wts, H, runs):
     n = X.shape[0]
     d1 = H.shape[1]
     nch = (n + CHUNK - 1) // CHUNK
     parts = np.zeros((nch,) + H.shape)
-    for c in prange(nch):
-        i0, i1 = c * CHUNK, min(n, (c + 1) * CHUNK)
-        T = np.empty((d1, i1 - i0))
-        U = np.empty((d1, i1 - i0))
-        _transpose(X, i0, i1, T)
-        for q in range(Wts.shape[1]):
-            _scaled(Wts[i0:i1, q], T, U)
-            _gram_block(U, T, parts[c, q])
+    # the chunks in ``runs`` runs, each with its own two buffers: buffers allocated per
+    # chunk cost an mmap/munmap each where malloc's mmap threshold is fixed (Dask
+    # workers set MALLOC_TRIM_THRESHOLD_), which made the kernel ~3x slower there
+    for r in prange(runs):
+        T = np.empty((d1, CHUNK))
+        U = np.empty((d1, CHUNK))
+        for c in range(r * nch // runs, (r + 1) * nch // runs):
+            i0, i1 = c * CHUNK, min(n, (c + 1) * CHUNK)
+            Tc, Uc = T, U
+            if i1 - i0 < CHUNK:  # the last chunk: buffers of its size (C-contiguous)
+                Tc = np.empty((d1, i1 - i0))
+                Uc = np.empty((d1, i1 - i0))
+            _transpose(X, i0, i1, Tc)
+            for q in range(Wts.shape[1]):
+                _scaled(Wts[i0:i1, q], Tc, Uc)
+                _gram_block(Uc, Tc, parts[c, q])
     _add_parts(parts, H)
 
 
@@ -222,7 +230,8 @@ def gram(X: np.ndarray, Wts: np.ndarray, H: np.ndarray) -> None:
     H has shape (q, d + 1, d + 1), float64; call :func:`symmetrize` once at the end.
     """
     if X.shape[0]:
-        launch(_gram_kernel, X, Wts, H)
+        runs = min((X.shape[0] + CHUNK - 1) // CHUNK, 4 * get_num_threads())
+        launch(_gram_kernel, X, Wts, H, runs)
 
 
 def symmetrize(H: np.ndarray) -> np.ndarray:

@@ -5,6 +5,10 @@
 estimators pass its ``check_estimator`` while fastmle's run-time dependencies
 stay NumPy and Numba. Nothing here copies X: blocks of rows are converted one at
 a time by the solver.
+
+Dask arrays (``_distributed``) are checked without being computed: the checks of
+values (labels, weights, NaN) run chunk by chunk on the cluster through
+:func:`reduce_rows` and :func:`map_rows`, which take NumPy arrays as one chunk.
 """
 
 from __future__ import annotations
@@ -37,6 +41,31 @@ def warning(cls: type, message: str) -> Warning:
 
 
 _BOTH: dict = {}
+
+
+def is_dask(a) -> bool:
+    """Whether ``a`` is a Dask array (without importing Dask)."""
+    mod = sys.modules.get("dask.array")
+    return mod is not None and isinstance(a, mod.Array)
+
+
+def reduce_rows(fn, *arrays) -> list:
+    """``[fn(*arrays)]`` for NumPy arrays (or None); for Dask arrays chunked alike, fn
+    of each chunk, computed on the cluster, in chunk order."""
+    if any(is_dask(a) for a in arrays):
+        from ._distributed import reduce_chunks
+
+        return reduce_chunks(fn, *arrays)
+    return [fn(*arrays)]
+
+
+def map_rows(fn, *arrays, dtype, **kwargs):
+    """``fn(*arrays, **kwargs)``, lazily chunk by chunk for Dask arrays (of ``dtype``)."""
+    if any(is_dask(a) for a in arrays):
+        from ._distributed import map_chunks
+
+        return map_chunks(fn, *arrays, dtype=dtype, **kwargs)
+    return fn(*arrays, **kwargs)
 
 
 class BaseEstimator:
@@ -79,12 +108,21 @@ class BaseEstimator:
     # -- input checks ------------------------------------------------------------
 
     def _check_X(self, X, reset: bool) -> np.ndarray:
-        """X as a 2-D numeric ndarray (no copy for ndarray/memmap input)."""
+        """X as a 2-D numeric ndarray (no copy for ndarray/memmap input), or a Dask
+        array chunked by rows."""
         names = _feature_names(X)
         if hasattr(X, "toarray") or hasattr(X, "tocsr"):
             raise TypeError(
                 "sparse input is not supported: pass a dense array (X.toarray())")
-        X = np.asarray(X)
+        if is_dask(X):
+            from ._distributed import check_X
+
+            X = check_X(X)
+        elif type(X).__module__.startswith("dask"):
+            raise TypeError(f"X is a {type(X).__name__}: pass a Dask array "
+                            "(X.to_dask_array(lengths=True)) or a NumPy array")
+        else:
+            X = np.asarray(X)
         if X.dtype.kind == "c":
             raise ValueError("Complex data not supported: pass real values")
         if X.dtype.kind not in "biuf":
@@ -132,7 +170,8 @@ class BaseEstimator:
         if y is None:
             raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y "
                              "is None")
-        y = np.asarray(y)
+        if not is_dask(y):
+            y = np.asarray(y)
         if y.ndim == 2 and y.shape[1] == 1:
             warnings.warn(warning(
                 DataConversionWarning,
@@ -149,19 +188,28 @@ class BaseEstimator:
     def _check_sample_weight(self, sample_weight, n: int) -> np.ndarray | None:
         if sample_weight is None:
             return None
-        sw = np.asarray(sample_weight, dtype=np.float64)
+        if is_dask(sample_weight):
+            sw = sample_weight.astype(np.float64)
+        else:
+            sw = np.asarray(sample_weight, dtype=np.float64)
         if sw.ndim == 0:
             sw = np.full(n, float(sw))
         if sw.shape != (n,):
             raise ValueError(f"sample_weight has shape {sw.shape}, expected ({n},)")
-        if not np.isfinite(sw).all():
+        parts = np.array(reduce_rows(_weight_sums, sw))
+        if not parts[:, 0].all():
             raise ValueError("sample_weight contains NaN or infinity")
-        if (sw < 0).any():
+        if parts[:, 1].any():
             raise ValueError("sample_weight has negative values: weights must be >= 0")
-        if sw.sum() <= 0:
+        if parts[:, 2].sum() <= 0:
             raise ValueError("sample_weight sums to zero (all weights are zero): at least one "
                              "sample needs a positive weight")
         return sw
+
+
+def _weight_sums(sw) -> tuple:
+    """(all finite, any negative, sum) of sample weights."""
+    return bool(np.isfinite(sw).all()), bool((sw < 0).any()), float(sw.sum())
 
 
 def _same(a, b) -> bool:

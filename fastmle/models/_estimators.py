@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import numbers
 import sys
 import time
@@ -13,7 +14,8 @@ import numpy as np
 from .._linear import predictor
 from ..softmax import log_softmax
 from . import _families
-from ._base import BaseEstimator, ConvergenceWarning, check_finite_block, warning
+from ._base import (BaseEstimator, ConvergenceWarning, check_finite_block, is_dask, map_rows,
+                    reduce_rows, warning)
 from ._inference import covariance, summary_table
 from ._solver import Problem, Result, float_block, solve
 
@@ -33,16 +35,71 @@ class Start:
     final: bool = False
 
 
+def _distributed():
+    from . import _distributed
+
+    return _distributed
+
+
+def _rowwise(method):
+    """The method also takes a Dask X, and then returns a Dask array: the method on
+    each chunk of rows (computed when the user computes it)."""
+
+    @functools.wraps(method)
+    def wrapper(self, X):
+        if is_dask(X):
+            return self._map_chunks(method.__name__, X)
+        return method(self, X)
+
+    return wrapper
+
+
+def _call(estimator, name, X):
+    return getattr(estimator, name)(X)
+
+
+def _target_sums(family, y, sw) -> np.ndarray:
+    return np.sum(reduce_rows(family.target_sums, y, sw), axis=0)
+
+
+def _labels(y) -> np.ndarray:
+    """The distinct labels of y, checked to be labels."""
+    if y.dtype.kind == "f":
+        if not np.isfinite(y).all():
+            raise ValueError("y contains NaN or infinity")
+        if np.any(y != np.round(y)):
+            raise ValueError(
+                "Unknown label type: continuous. A classifier needs class labels; use "
+                "GaussianRegression for a continuous target")
+    return np.unique(y)
+
+
+def _class_counts(y, k):
+    return np.bincount(y.astype(np.intp), minlength=k)
+
+
+def _class_weighted(y, sw, per_class):
+    w = per_class[y.astype(np.intp)]
+    return w if sw is None else sw * w
+
+
+def _all_finite(a) -> bool:
+    return bool(np.isfinite(a).all())
+
+
 _FIT_DOC = """
         Fit by penalised maximum likelihood.
 
         Parameters
         ----------
-        X : array_like of shape (n_samples, n_features)
+        X : array_like or Dask array of shape (n_samples, n_features)
             Any real dtype; float32 and float64 ndarrays (``np.memmap`` included) are
-            read in place, block by block, never copied as a whole.
-        y : array_like of shape (n_samples,)
-        sample_weight : array_like of shape (n_samples,), optional
+            read in place, block by block, never copied as a whole. A Dask array is
+            fitted on a ``dask.distributed`` cluster (the current client, else an
+            embedded local one), one task per chunk of rows and pass, without
+            gathering X (``fastmle.models._distributed`` tells how).
+        y : array_like or Dask array of shape (n_samples,)
+        sample_weight : array_like or Dask array of shape (n_samples,), optional
             Non-negative weights, not all zero: each row's NLL is multiplied by its
             weight (a weight of 2 is the row repeated).
 
@@ -91,27 +148,18 @@ class _LinearMLE(BaseEstimator):
         t0 = time.perf_counter()
         X = self._check_X(X, reset=True)
         n, d = X.shape
-        y = self._encode_y(self._check_y(y, n))
+        y = self._check_y(y, n)
+        if is_dask(X):
+            y, sample_weight = _distributed().rows_like(X, y, sample_weight)
+        elif is_dask(y) or is_dask(sample_weight):
+            y = np.asarray(y)
+            sample_weight = None if sample_weight is None else np.asarray(sample_weight)
+        y = self._encode_y(y)
         sw = self._sample_weight(y, sample_weight, n)
         family, mask = self._family(d)
-        problem = Problem(X, y, sw, family, mask, self.alpha, self.verbose)
-        start = self._initial(problem, family, mask, y, sw)
-        theta = start.theta
-        solver = self.solver
-        if solver == "auto":
-            solver = "newton" if mask.sum() <= self._newton_max_params else "lbfgs"
-        if start.final:  # no maximum likelihood estimate to search for
-            f, g, _, _ = problem.evaluate(theta)
-            res = Result(theta, f, g, np.full((theta.size,) * 2, np.nan), start.iterations,
-                         False)
-        else:
-            search = self._search(problem, theta) if solver == "lbfgs" else None
-            res = solve(problem, theta, solver, int(self.max_iter), float(self.tol), search,
-                        fallback=self.solver == "auto", started=start.iterations,
-                        hess0=start.hess)
-        H = res.hess
-        if H is None:
-            _, _, H, _ = problem.evaluate(res.theta, hess=True)
+        make = _distributed().DaskProblem if is_dask(X) else Problem
+        with make(X, y, sw, family, mask, self.alpha, self.verbose) as problem:
+            res, H, solver = self._solve(problem, family, mask, y, sw)
         self._W = problem.unpack(res.theta)
         self._mask = mask
         C = self._W[:, 1:]
@@ -137,12 +185,33 @@ class _LinearMLE(BaseEstimator):
                   f"{self.fit_time_:.3g} s", file=sys.stderr)
         return self
 
+    def _solve(self, problem, family, mask, y, sw):
+        """The solver's result, the Hessian at the optimum and the solver's name."""
+        start = self._initial(problem, family, mask, y, sw)
+        theta = start.theta
+        solver = self.solver
+        if solver == "auto":
+            solver = "newton" if mask.sum() <= self._newton_max_params else "lbfgs"
+        if start.final:  # no maximum likelihood estimate to search for
+            f, g, _, _ = problem.evaluate(theta)
+            res = Result(theta, f, g, np.full((theta.size,) * 2, np.nan), start.iterations,
+                         False)
+        else:
+            search = self._search(problem, theta) if solver == "lbfgs" else None
+            res = solve(problem, theta, solver, int(self.max_iter), float(self.tol), search,
+                        fallback=self.solver == "auto", started=start.iterations,
+                        hess0=start.hess)
+        H = res.hess
+        if H is None:
+            _, _, H, _ = problem.evaluate(res.theta, hess=True)
+        return res, H, solver
+
     def _initial(self, problem, family, mask, y, sw) -> Start:
         if self.warm_start and hasattr(self, "_W") and self._W.shape == mask.shape \
                 and np.array_equal(self._mask, mask):
             return Start(self._W[mask].copy())
         W = np.zeros(mask.shape)
-        W[:, 0] = family.initial_intercepts(y, sw)
+        W[:, 0] = family.initial_intercepts(_target_sums(family, y, sw))
         return Start(W[mask])
 
     def _natural(self, theta, cov):
@@ -180,6 +249,16 @@ class _LinearMLE(BaseEstimator):
 
     # -- prediction --------------------------------------------------------------
 
+    def _map_chunks(self, name: str, X):
+        """Method ``name`` on each chunk of rows of a Dask X: a Dask array."""
+        self._check_is_fitted()
+        X = self._check_X(X, reset=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # feature names: checked above
+            probe = getattr(self, name)(np.zeros((1, X.shape[1])))
+        return _distributed().map_rows_2d(functools.partial(_call, self, name), X, probe,
+                                          token=name)
+
     def _linear(self, X) -> np.ndarray:
         self._check_is_fitted()
         X = self._check_X(X, reset=False)
@@ -214,32 +293,26 @@ class _Classifier(_LinearMLE):
         self.class_weight = class_weight
 
     def _encode_y(self, y):
-        if y.dtype.kind == "f":
-            if not np.isfinite(y).all():
-                raise ValueError("y contains NaN or infinity")
-            if np.any(y != np.round(y)):
-                raise ValueError(
-                    "Unknown label type: continuous. A classifier needs class labels; use "
-                    "GaussianRegression for a continuous target")
-        elif y.dtype.kind not in "biuUSO":
+        """The index of each label in ``classes_`` (which it sets)."""
+        if y.dtype.kind not in "fbiuUSO":
             raise ValueError(f"Unknown label type: y has dtype {y.dtype}")
-        classes, codes = np.unique(y, return_inverse=True)
+        classes = np.unique(np.concatenate(reduce_rows(_labels, y)))
         if classes.size < 2:
             raise ValueError(
                 f"{type(self).__name__} needs samples of at least 2 classes in y; got 1 class "
                 f"({classes[0]!r})")
         self.classes_ = classes
-        return codes.reshape(-1)
+        return map_rows(np.searchsorted, classes, y, dtype=np.intp)
 
     def _sample_weight(self, y, sample_weight, n):
         sw = self._check_sample_weight(sample_weight, n)
         cw = self.class_weight
         if cw is None:
             return sw
-        base = np.ones(n) if sw is None else sw
         if isinstance(cw, str) and cw == "balanced":
-            counts = np.bincount(y.astype(np.intp), minlength=self.classes_.size)
-            per_class = y.size / (self.classes_.size * np.maximum(counts, 1))
+            counts = np.sum(reduce_rows(functools.partial(_class_counts, k=self.classes_.size),
+                                        y), axis=0)
+            per_class = n / (self.classes_.size * np.maximum(counts, 1))
         elif isinstance(cw, dict):
             unknown = set(cw) - set(self.classes_.tolist())
             if unknown:
@@ -250,20 +323,23 @@ class _Classifier(_LinearMLE):
                 raise ValueError("class_weight values must be finite and >= 0")
         else:
             raise ValueError(f"class_weight must be None, 'balanced' or a dict, got {cw!r}")
-        sw = base * per_class[y.astype(np.intp)]
-        if sw.sum() <= 0:
+        sw = map_rows(_class_weighted, y, sw, dtype=np.float64, per_class=per_class)
+        if sum(reduce_rows(np.sum, sw)) <= 0:
             raise ValueError("sample_weight * class_weight sums to 0")
         return sw
 
+    @_rowwise
     def predict(self, X) -> np.ndarray:
         """The most probable class of each row."""
         self._check_is_fitted()
         return self.classes_[np.argmax(self._logits(X), axis=1)]
 
+    @_rowwise
     def predict_log_proba(self, X) -> np.ndarray:
         """Log-probabilities of ``classes_``, shape (n_samples, n_classes)."""
         return log_softmax(self._logits(X), axis=1)
 
+    @_rowwise
     def predict_proba(self, X) -> np.ndarray:
         """Probabilities of ``classes_``, shape (n_samples, n_classes)."""
         return np.exp(self.predict_log_proba(X))
@@ -321,6 +397,7 @@ class LogisticRegression(_Classifier):
         self.coef_ = self._W[:, 1:].copy()
         self.intercept_ = self._W[:, 0].copy()
 
+    @_rowwise
     def decision_function(self, X) -> np.ndarray:
         """The log-odds of ``classes_[1]``, shape (n_samples,)."""
         return self._linear(X)[:, 0]
@@ -361,9 +438,7 @@ class SoftmaxRegression(_Classifier):
         k = self.classes_.size
         mask = problem.mask.copy()
         mask[0] = mask[1]
-        sym = Problem(problem.X, problem.y, problem.sw, _families.Categorical(k, True), mask,
-                      self.alpha, self.verbose)
-        sym.checked = problem.checked
+        sym = problem.sibling(_families.Categorical(k, True), mask)
 
         def back(t):
             W = sym.unpack(t)
@@ -376,6 +451,7 @@ class SoftmaxRegression(_Classifier):
         self.coef_ = W[:, 1:].copy()
         self.intercept_ = W[:, 0].copy()
 
+    @_rowwise
     def decision_function(self, X) -> np.ndarray:
         """Centred class scores, shape (n_samples, n_classes); for two classes the
         log-odds of ``classes_[1]``, shape (n_samples,), as scikit-learn's binary
@@ -428,7 +504,8 @@ class GaussianRegression(_LinearMLE):
         W[0] = beta
         var = rss / problem.weight_sum
         # residuals at the rounding level of y (relative 1e-12): an exact fit
-        floor = 1e-24 * float(np.average(y * y, weights=sw))
+        sums = _target_sums(family, y, sw)
+        floor = 1e-24 * sums[2] / sums[0]
         if not var > floor:
             warnings.warn(warning(
                 ConvergenceWarning,
@@ -460,7 +537,7 @@ class GaussianRegression(_LinearMLE):
         if y.dtype.kind not in "biufO":
             raise ValueError(f"y must be numeric, got dtype {y.dtype}")
         y = y.astype(np.float64)
-        if not np.isfinite(y).all():
+        if not all(reduce_rows(_all_finite, y)):
             raise ValueError("y contains NaN or infinity: remove or impute those values")
         return y
 
@@ -499,10 +576,12 @@ class GaussianRegression(_LinearMLE):
         else:
             self.sigma2_ = float(np.exp(self._W[1, 0]))
 
+    @_rowwise
     def predict(self, X) -> np.ndarray:
         """The predicted mean of each row."""
         return self._linear(X)[:, 0]
 
+    @_rowwise
     def predict_var(self, X) -> np.ndarray:
         """The predicted variance sigma^2(x) of each row."""
         return np.exp(self._linear(X)[:, 1])

@@ -1,5 +1,9 @@
 """Likelihood families: linear predictors -> NLL, its gradient and Hessian weights.
 
+The starting intercepts come from ``target_sums(y, sw)``, sums over the rows that
+add up over blocks (so that they are computed where the data is), turned into
+intercepts by ``initial_intercepts(sums)``.
+
 A family sees one block of rows at a time: ``Z`` of shape (n, k) holds the k
 linear predictors of each row, ``y`` the targets, ``sw`` the sample weights (or
 None). It returns the weighted NLL of the block (a float64 sum), ``R = dNLL/dZ``
@@ -34,9 +38,13 @@ class Bernoulli:
     def __init__(self):
         self.penalty = np.ones((1, 1))
 
-    def initial_intercepts(self, y, sw) -> np.ndarray:
-        p = np.average(y, weights=sw)
-        p = min(max(p, 1e-12), 1 - 1e-12)
+    @staticmethod
+    def target_sums(y, sw) -> np.ndarray:
+        """(sum of weights, weighted sum of y)."""
+        return np.array([y.size if sw is None else sw.sum(), _weighted(y, sw)], dtype=float)
+
+    def initial_intercepts(self, sums) -> np.ndarray:
+        p = min(max(sums[1] / sums[0], 1e-12), 1 - 1e-12)
         return np.array([math.log(p / (1 - p))])
 
     def loss_grad(self, Z, y, sw):
@@ -67,9 +75,12 @@ class Categorical:
         # ``symmetric``, for free coefficients of every class (whose optimum is centred).
         self.penalty = np.eye(n_classes) - (0.0 if symmetric else 1.0 / n_classes)
 
-    def initial_intercepts(self, y, sw) -> np.ndarray:
-        counts = np.bincount(y, weights=sw, minlength=self.k)
-        counts = np.maximum(counts / counts.sum(), 1e-12)
+    def target_sums(self, y, sw) -> np.ndarray:
+        """The weighted count of each class."""
+        return np.bincount(y, weights=sw, minlength=self.k).astype(float)
+
+    def initial_intercepts(self, sums) -> np.ndarray:
+        counts = np.maximum(sums / sums.sum(), 1e-12)
         return np.log(counts / counts[0])
 
     def loss_grad(self, Z, y, sw):
@@ -110,10 +121,18 @@ class Gaussian:
     def __init__(self):
         self.penalty = np.eye(2)
 
-    def initial_intercepts(self, y, sw) -> np.ndarray:
-        mean = np.average(y, weights=sw)
-        var = np.average((y - mean) ** 2, weights=sw)
-        return np.array([mean, math.log(max(var, 1e-300))])
+    @staticmethod
+    def target_sums(y, sw) -> np.ndarray:
+        """Sums of the weights, the weighted y and y^2."""
+        return np.array([y.size if sw is None else sw.sum(), _weighted(y, sw),
+                         _weighted(y * y, sw)], dtype=float)
+
+    def initial_intercepts(self, sums) -> np.ndarray:
+        mean = sums[1] / sums[0]
+        # only a starting point, but E[y^2] - mean^2 cancels when |mean| >> sd: a floor
+        # at the rounding level of E[y^2] keeps log(var) near the scale of the data
+        var = max(sums[2] / sums[0] - mean * mean, 1e-12 * sums[2] / sums[0], 1e-300)
+        return np.array([mean, math.log(var)])
 
     def loss_grad(self, Z, y, sw):
         var = np.exp(Z[:, 1])

@@ -12,6 +12,7 @@ the non-intercept columns j, with the family's penalty matrix P.
 
 from __future__ import annotations
 
+import copy
 import math
 import sys
 import time
@@ -46,16 +47,105 @@ class Result:
     separable: bool = False
 
 
+def block_rows(X) -> int:
+    """Rows per block: about ``BLOCK_BYTES`` of X, a multiple of 1024."""
+    d = X.shape[1]
+    return max(1024, (BLOCK_BYTES // max(1, d * X.dtype.itemsize)) // 1024 * 1024)
+
+
+def row_blocks(X, y, sw):
+    """(X, y, sample_weight) in blocks of ``block_rows(X)`` rows."""
+    n, rows = X.shape[0], block_rows(X)
+    for s in range(0, n, rows):
+        yield float_block(X[s:s + rows]), y[s:s + rows], None if sw is None else sw[s:s + rows]
+
+
+# -- the work of one pass, on the blocks of one chunk of rows ------------------------
+# Each returns a tuple of partial sums (floats, arrays or None) that add up over the
+# chunks. ``check``: look for NaN/inf in X (the first pass over the data).
+
+def nll_sums(blocks, check, W, family, full_pairs, vec_pairs, hess, count_wrong):
+    """(NLL, dNLL/dW, Hessian blocks of the full pairs, of the vector pairs, number of
+    misclassified rows); the Hessian parts are None without ``hess``."""
+    k, d1 = W.shape
+    G = np.zeros((k, d1))
+    Hf = np.zeros((len(full_pairs), d1, d1)) if hess else None
+    Hv = np.zeros((len(vec_pairs), d1)) if hess else None
+    loss, wrong = 0.0, 0
+    # With all coefficients 0 (a cold start), Z = intercepts + 0 * X is NaN exactly
+    # in the rows of X holding NaN or inf: the predictor checks X for free.
+    via_z = check and not W[:, 1:].any() and bool(np.isfinite(W).all())
+    for Xb, yb, swb in blocks:
+        if check and not via_z:
+            check_finite_block(Xb)
+        Z = predictor(Xb, W)
+        if via_z and not np.isfinite(Z).all():
+            check_finite_block(Xb)
+        if hess:
+            Wts = family.hess_weights(Z, yb, swb)
+            if full_pairs:
+                gram(Xb, np.ascontiguousarray(Wts[:, full_pairs]), Hf)
+            if vec_pairs:
+                backprop(Xb, np.ascontiguousarray(Wts[:, vec_pairs]), Hv)
+        if count_wrong:
+            wrong += family.misclassified(Z, yb, swb)
+        block_loss, R = family.loss_grad(Z, yb, swb)
+        loss += block_loss
+        backprop(Xb, R, G)
+    return loss, G, Hf, Hv, wrong
+
+
+def normal_sums(blocks, check, d1):
+    """The weighted normal equations of least squares: ([1, X]^T W [1, X], [1, X]^T W y)."""
+    A = np.zeros((1, d1, d1))
+    b = np.zeros((1, d1))
+    for Xb, yb, swb in blocks:
+        if check:
+            check_finite_block(Xb)
+        w = np.ones((Xb.shape[0], 1)) if swb is None else swb[:, None].copy()
+        gram(Xb, w, A)
+        backprop(Xb, w * yb[:, None], b)
+    return A, b
+
+
+def rss_sums(blocks, check, beta):
+    """(weighted residual sum of squares of y on [1, X] beta,)."""
+    rss = 0.0
+    for Xb, yb, swb in blocks:
+        if check:
+            check_finite_block(Xb)
+        r = yb - predictor(Xb, beta[None, :])[:, 0]
+        rss += float(r @ r) if swb is None else float((r * r) @ swb)
+    return (rss,)
+
+
+def add_sums(parts):
+    """The element-wise sum of partial-sum tuples, added in the order given."""
+    out = list(parts[0])
+    for part in parts[1:]:
+        out = [None if a is None else a + b for a, b in zip(out, part)]
+    return tuple(out)
+
+
 class Problem:
     """The penalised NLL of one family on (X, y, sw), as a function of the free
-    parameters ``theta = W[mask]`` (W of shape (k, d + 1), column 0 the intercepts)."""
+    parameters ``theta = W[mask]`` (W of shape (k, d + 1), column 0 the intercepts).
+
+    The data is only touched by :meth:`_pass`, one pass of a function of row blocks
+    (``nll_sums``, ...): a subclass that overrides it and ``weight_sum`` fits data
+    held elsewhere (``_distributed.DaskProblem``). A problem is a context manager,
+    entered for the duration of a fit.
+    """
 
     def __init__(self, X, y, sw, family, mask, alpha, verbose=0):
-        self.X, self.y, self.sw, self.family = X, y, sw, family
-        self.mask, self.alpha, self.verbose = mask, float(alpha), verbose
-        n, d = X.shape
-        self.rows = max(1024, (BLOCK_BYTES // max(1, d * X.dtype.itemsize)) // 1024 * 1024)
-        self.weight_sum = float(n if sw is None else sw.sum())
+        self.X, self.y, self.sw = X, y, sw
+        self.alpha, self.verbose = float(alpha), verbose
+        self.weight_sum = self._weight_sum()
+        self.checked = False
+        self._set_family(family, mask)
+
+    def _set_family(self, family, mask):
+        self.family, self.mask = family, mask
         k = family.k
         full = mask[:, 1:].any(axis=1)
         free = mask.any(axis=1)
@@ -65,32 +155,47 @@ class Problem:
         self.vec_pairs = [i for i in used if i not in self.full_pairs]
         self.pairs = pairs
         self.n_evals = 0
-        self.checked = False
+
+    def sibling(self, family, mask) -> Problem:
+        """The problem of another family or mask on the same data."""
+        other = copy.copy(self)
+        other._set_family(family, mask)
+        return other
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def _weight_sum(self) -> float:
+        return float(self.X.shape[0] if self.sw is None else self.sw.sum())
 
     def unpack(self, theta: np.ndarray) -> np.ndarray:
         W = np.zeros(self.mask.shape)
         W[self.mask] = theta
         return W
 
-    def _blocks(self, check=True):
-        """Blocks of (X, y, sample_weight); X is checked for NaN/inf in the first pass
-        (``check=False``: the caller checks the block itself)."""
-        n = self.X.shape[0]
+    def _pass(self, fn, *args) -> tuple:
+        """``fn(blocks, check, *args)`` over all the rows: one pass over X, checked for
+        NaN/inf the first time."""
+        out = fn(self._blocks(), not self.checked, *args)
+        self.checked = True
+        return out
+
+    def _blocks(self):
+        """Blocks of (X, y, sample_weight), with a progress bar for slow verbose passes."""
+        n, done = self.X.shape[0], 0
         t0 = time.perf_counter()
         bar = self.verbose and sys.stderr.isatty()
-        for start in range(0, n, self.rows):
-            stop = min(n, start + self.rows)
-            Xb = float_block(self.X[start:stop])
-            if check and not self.checked:
-                check_finite_block(Xb)
-            yield Xb, self.y[start:stop], None if self.sw is None else self.sw[start:stop]
+        for block in row_blocks(self.X, self.y, self.sw):
+            yield block
+            done += block[0].shape[0]
             if bar and time.perf_counter() - t0 > PROGRESS_AFTER:
-                done = stop / n
-                sys.stderr.write(f"\r  pass {self.n_evals}: [{'#' * int(30 * done):<30}] "
-                                 f"{100 * done:5.1f}%")
-                if stop == n:
+                sys.stderr.write(f"\r  pass {self.n_evals}: [{'#' * int(30 * done / n):<30}] "
+                                 f"{100 * done / n:5.1f}%")
+                if done == n:
                     sys.stderr.write("\n")
-        self.checked = True
 
     def evaluate(self, theta, hess=False, count_wrong=False):
         """(objective, gradient, Hessian or None, number of misclassified rows)."""
@@ -98,30 +203,9 @@ class Problem:
         fam, mask = self.family, self.mask
         W = self.unpack(theta)
         k, d1 = W.shape
-        G = np.zeros((k, d1))
-        if hess:
-            Hf = np.zeros((len(self.full_pairs), d1, d1))
-            Hv = np.zeros((len(self.vec_pairs), d1))
-        loss, wrong = 0.0, 0
         self.counted = count_wrong
-        # With all coefficients 0 (a cold start), Z = intercepts + 0 * X is NaN exactly
-        # in the rows of X holding NaN or inf: the predictor checks X for free.
-        via_z = not self.checked and not W[:, 1:].any() and np.isfinite(W).all()
-        for Xb, yb, swb in self._blocks(check=not via_z):
-            Z = predictor(Xb, W)
-            if via_z and not np.isfinite(Z).all():
-                check_finite_block(Xb)
-            if hess:
-                Wts = fam.hess_weights(Z, yb, swb)
-                if self.full_pairs:
-                    gram(Xb, np.ascontiguousarray(Wts[:, self.full_pairs]), Hf)
-                if self.vec_pairs:
-                    backprop(Xb, np.ascontiguousarray(Wts[:, self.vec_pairs]), Hv)
-            if count_wrong:
-                wrong += fam.misclassified(Z, yb, swb)
-            block_loss, R = fam.loss_grad(Z, yb, swb)
-            loss += block_loss
-            backprop(Xb, R, G)
+        loss, G, Hf, Hv, wrong = self._pass(nll_sums, W, fam, self.full_pairs,
+                                            self.vec_pairs, hess, count_wrong)
         C = W[:, 1:]
         P = fam.penalty
         loss += 0.5 * self.alpha * float(np.sum(C * (P @ C)))
@@ -157,21 +241,12 @@ class Problem:
         """Weighted least squares of y on [1, X] (the mean model's unpenalised MLE), its
         residual sum of squares and the Gram matrix [1, X]^T W [1, X] of the free mean
         parameters: two passes, the Gram matrix and the residuals."""
-        d1 = self.X.shape[1] + 1
-        A = np.zeros((1, d1, d1))
-        b = np.zeros((1, d1))
-        for Xb, yb, swb in self._blocks():
-            w = np.ones((Xb.shape[0], 1)) if swb is None else swb[:, None].copy()
-            gram(Xb, w, A)
-            backprop(Xb, w * yb[:, None], b)
+        A, b = self._pass(normal_sums, self.mask.shape[1])
         A = symmetrize(A)[0]
         free = self.mask[0]
-        beta = np.zeros(d1)
+        beta = np.zeros(A.shape[0])
         beta[free] = np.linalg.lstsq(A[np.ix_(free, free)], b[0, free], rcond=None)[0]
-        rss = 0.0
-        for Xb, yb, swb in self._blocks():
-            r = yb - predictor(Xb, beta[None, :])[:, 0]
-            rss += float(r @ r) if swb is None else float((r * r) @ swb)
+        (rss,) = self._pass(rss_sums, beta)
         return beta, rss, A[np.ix_(free, free)]
 
     def converged(self, g) -> bool:
