@@ -76,8 +76,10 @@ def run(client, n: int, chunks: int, repeat: int):
     rows = []
     for name, X, y, make, peers in cases(n):
         step = -(-X.shape[0] // chunks)
-        Xd = client.persist(da.from_array(X, chunks=(step, -1)))
-        yd = client.persist(da.from_array(y, chunks=(step,)))
+        with warnings.catch_warnings():  # shipping in-memory data to the workers, once
+            warnings.filterwarnings("ignore", message="Sending large graph")
+            Xd = client.persist(da.from_array(X, chunks=(step, -1)))
+            yd = client.persist(da.from_array(y, chunks=(step,)))
         contenders = {"fastmle Dask": lambda make=make, Xd=Xd, yd=yd: make().fit(Xd, yd),
                       "fastmle in memory": lambda make=make, X=X, y=y: make().fit(X, y)}
         for peer, build in peers.items():
