@@ -15,13 +15,13 @@ from __future__ import annotations
 import copy
 import math
 import sys
-import time
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
 from .._linear import backprop, gram, predictor, symmetrize
+from .._progress import Bar
 from ._base import ConvergenceWarning, check_finite_block, warning
 
 BLOCK_BYTES = 4 << 20
@@ -186,16 +186,14 @@ class Problem:
     def _blocks(self):
         """Blocks of (X, y, sample_weight), with a progress bar for slow verbose passes."""
         n, done = self.X.shape[0], 0
-        t0 = time.perf_counter()
-        bar = self.verbose and sys.stderr.isatty()
+        bar = Bar(f"  pass {self.n_evals}:", after=PROGRESS_AFTER) if self.verbose else None
         for block in row_blocks(self.X, self.y, self.sw):
             yield block
             done += block[0].shape[0]
-            if bar and time.perf_counter() - t0 > PROGRESS_AFTER:
-                sys.stderr.write(f"\r  pass {self.n_evals}: [{'#' * int(30 * done / n):<30}] "
-                                 f"{100 * done / n:5.1f}%")
-                if done == n:
-                    sys.stderr.write("\n")
+            if bar:
+                bar(done / n)
+        if bar:
+            bar.close()
 
     def evaluate(self, theta, hess=False, count_wrong=False):
         """(objective, gradient, Hessian or None, number of misclassified rows)."""
