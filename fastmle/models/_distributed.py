@@ -214,6 +214,12 @@ def map_rows_2d(fn, X, probe, token: str):
 
 # -- the problem ----------------------------------------------------------------------
 
+def _memory_limits(client) -> list:
+    """Each worker's memory limit in bytes (0: none)."""
+    return [w.get("memory_limit") or 0
+            for w in client.scheduler_info(n_workers=-1)["workers"].values()]
+
+
 def _should_persist(X, client) -> bool:
     import dask
 
@@ -223,8 +229,7 @@ def _should_persist(X, client) -> bool:
             raise ValueError(f"dask config fastmle.persist must be 'auto', True or False, "
                              f"got {setting!r}")
         return setting
-    limits = [w.get("memory_limit") or 0
-              for w in client.scheduler_info(n_workers=-1)["workers"].values()]
+    limits = _memory_limits(client)
     if not limits or not all(limits):
         return True  # no memory limit
     return X.nbytes <= PERSIST_FRACTION * sum(limits)
@@ -234,9 +239,7 @@ def _replicable(y, sw, client) -> bool:
     """Whether y and sample_weight take at most REPLICATE_FRACTION of every worker's
     memory limit (or the workers have none)."""
     size = y.nbytes + (0 if sw is None else sw.nbytes)
-    limits = [w.get("memory_limit") or 0
-              for w in client.scheduler_info(n_workers=-1)["workers"].values()]
-    return all(size <= REPLICATE_FRACTION * m for m in limits if m)
+    return all(size <= REPLICATE_FRACTION * m for m in _memory_limits(client) if m)
 
 
 def _bundle(*arrays) -> tuple:
