@@ -41,6 +41,8 @@ BCE_LOGITS, BCE_PROBS, GAUSSIAN, MSE, KL = 0, 1, 2, 3, 4
 
 
 def _kind(op_shape, shape, k):
+    if len(op_shape) > len(shape):  # the np.ones(1) filler of an absent operand, 0-d input
+        return SCALAR
     b = (1,) * (len(shape) - len(op_shape)) + tuple(op_shape)
     lead_vary = all(bd == sd for bd, sd in zip(b[:k], shape[:k]))
     lead_const = all(bd == 1 for bd in b[:k])

@@ -56,7 +56,10 @@ def _check_axis(ndim, axis):
     if not isinstance(axis, (int, np.integer)) or isinstance(axis, bool):
         raise TypeError(f"axis must be an int or None, got {type(axis).__name__}")
     if ndim == 0:
-        raise ValueError("a is 0-d; it has no axis to reduce (use axis=None)")
+        # one element along its only "axis", as in torch and NumPy (softmax(0-d, 0) == 1)
+        if axis in (0, -1):
+            return None
+        raise ValueError(f"axis {axis} is out of bounds for a 0-d array: use 0, -1 or None")
     if not -ndim <= axis < ndim:
         raise ValueError(f"axis {axis} is out of bounds for an array of dimension {ndim}")
     return int(axis) % ndim
@@ -94,7 +97,8 @@ def logsumexp(a, axis: int | None = -1, keepdims: bool = False):
         float32/float64 are computed in their own dtype; float16 in float32,
         integers and bool in float64.
     axis : int or None, default -1
-        The axis to reduce; None reduces over all elements.
+        The axis to reduce; None reduces over all elements. A 0-d ``a`` takes 0,
+        -1 or None (its one element).
     keepdims : bool, default False
         Keep the reduced axis with length 1.
 

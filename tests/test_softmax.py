@@ -187,7 +187,16 @@ def test_0d_softmax_keeps_shape(name):
 
 @pytest.mark.parametrize("name", list(FUNCS))
 @pytest.mark.parametrize("axis", [0, -1])
-def test_0d_with_axis_raises(name, axis):
+def test_0d_with_axis_0_is_its_one_element(name, axis):
+    """As in torch and NumPy, a 0-d array takes axis 0 / -1 (its one element);
+    more in tests/test_scalar_inputs.py."""
+    np.testing.assert_array_equal(FUNCS[name](np.float64(3.0), axis=axis),
+                                  FUNCS[name](np.float64(3.0), axis=None))
+
+
+@pytest.mark.parametrize("name", list(FUNCS))
+@pytest.mark.parametrize("axis", [1, -2])
+def test_0d_with_other_axis_raises(name, axis):
     with pytest.raises(ValueError, match="0-d"):
         FUNCS[name](np.float64(3.0), axis=axis)
 

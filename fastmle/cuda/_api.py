@@ -427,13 +427,15 @@ def _softmax_run(a, axis, mode):
     x = _input(a, s, "a")
     dt = x.dtype
     shape = tuple(x.shape)
-    if axis is None:
+    if axis is not None and (
+        not isinstance(axis, (int, np.integer)) or isinstance(axis, bool)
+    ):
+        raise TypeError(f"axis must be an int or None, got {type(axis).__name__}")
+    if x.ndim == 0 and axis not in (None, 0, -1):
+        raise ValueError(f"axis {axis} is out of bounds for a 0-d array: use 0, -1 or None")
+    if axis is None or x.ndim == 0:  # a 0-d array: one element along its only "axis"
         outer, c, inner, ax = 1, x.size, 1, None
     else:
-        if not isinstance(axis, (int, np.integer)) or isinstance(axis, bool):
-            raise TypeError(f"axis must be an int or None, got {type(axis).__name__}")
-        if x.ndim == 0:
-            raise ValueError("a is 0-d; it has no axis to reduce (use axis=None)")
         if not -x.ndim <= axis < x.ndim:
             raise ValueError(
                 f"axis {axis} is out of bounds for an array of dimension {x.ndim}"

@@ -43,7 +43,8 @@ def _input(input, out, name="input"):
             f"dask.array.from_array({name}, chunks=(rows, -1)), or compute the other argument"
         )
     if input.ndim == 0:
-        raise ValueError(f"{name} is a 0-d Dask array: the Dask path needs a batch axis")
+        raise ValueError(f"{name} is a 0-d Dask array: the Dask path needs a batch axis to "
+                         f"chunk; compute it ({name}.compute()) and pass the NumPy value")
     return input
 
 
