@@ -601,10 +601,16 @@ def test_bad_labels(model):
 def test_gaussian_exact_fit_warns(het):
     X, _, beta, _ = gaussian_data(13, 200, 3)
     y = beta[0] + X @ beta[1:]
-    with pytest.warns(fm.ConvergenceWarning, match="exact linear function of X"):
-        m = fm.GaussianRegression(heteroscedastic=het).fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no NumPy warning leaks
+        with pytest.warns(fm.ConvergenceWarning, match="exact linear function of X"):
+            m = fm.GaussianRegression(heteroscedastic=het).fit(X, y)
     np.testing.assert_allclose(m.coef_, beta[1:], rtol=1e-10)
-    assert not m.converged_ and np.isnan(m.bse_).all()
+    if het:  # no MLE of the variance model: the least-squares start, flagged
+        assert not m.converged_ and np.isnan(m.bse_).all()
+    else:  # closed form: sigma2 = 0, exact coefficients, an unbounded likelihood
+        assert m.converged_ and m.sigma2_ == 0.0 and m.loglik_ == np.inf
+        assert (m.bse_ == 0.0).all()
 
 
 def test_logistic_rejects_three_classes():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import numbers
 import sys
 import time
@@ -16,13 +17,30 @@ from ..softmax import log_softmax
 from . import _families
 from ._base import (BaseEstimator, ConvergenceWarning, check_finite_block, is_dask, map_rows,
                     reduce_rows, warning)
-from ._inference import covariance, summary_table
+from ._inference import summary_table
+from ._linalg import EPS, gram_covariance, r_covariance
 from ._solver import Problem, Result, float_block, solve
 
 SOLVERS = ("auto", "lbfgs", "newton")
 # "auto" takes Newton's method while a Hessian pass (n p^2 / 2 multiply-adds) costs
 # about as much as the handful of gradient passes (n p, memory-bound) it saves.
 NEWTON_MAX_PARAMS = 20
+
+MAX_INFERENCE_PARAMS = 20_000  # a 3 GiB information matrix: beyond, inference=False
+
+
+@dataclass
+class Fit:
+    """What an estimation hands to ``fit``: the solver's result, the covariance of
+    theta (None without inference), the parameters X does not identify, the solver's
+    name, and the log-likelihood where it is not ``-result.loss`` (exact fits)."""
+
+    result: Result
+    cov: np.ndarray | None
+    unidentified: np.ndarray
+    solver: str
+    loglik: float | None = None
+
 
 @dataclass
 class Start:
@@ -116,13 +134,14 @@ class _LinearMLE(BaseEstimator):
     _newton_max_params = NEWTON_MAX_PARAMS
 
     def __init__(self, *, fit_intercept=True, alpha=0.0, tol=1e-8, max_iter=200,
-                 solver="auto", warm_start=False, verbose=0):
+                 solver="auto", warm_start=False, inference=True, verbose=0):
         self.fit_intercept = fit_intercept
         self.alpha = alpha
         self.tol = tol
         self.max_iter = max_iter
         self.solver = solver
         self.warm_start = warm_start
+        self.inference = inference
         self.verbose = verbose
 
     # -- parameters --------------------------------------------------------------
@@ -137,13 +156,26 @@ class _LinearMLE(BaseEstimator):
             raise ValueError(f"max_iter must be an integer >= 1, got {self.max_iter!r}")
         if self.solver not in SOLVERS:
             raise ValueError(f"solver={self.solver!r} is not valid: use one of {SOLVERS}")
+        if not isinstance(self.inference, (bool, np.bool_)):
+            raise ValueError(f"inference must be True or False, got {self.inference!r}")
 
-    def _sample_weight(self, y, sample_weight, n):
-        return self._check_sample_weight(sample_weight, n)
+    def _sample_weight(self, y, sw):
+        """The row weights of the NLL, from the checked ``sample_weight`` (or None)."""
+        return sw
 
     # -- fitting -----------------------------------------------------------------
 
     def fit(self, X, y, sample_weight=None):
+        # a fit that raises (or is interrupted) leaves the estimator as it was
+        state = dict(self.__dict__)
+        try:
+            return self._fit(X, y, sample_weight)
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(state)
+            raise
+
+    def _fit(self, X, y, sample_weight):
         self._check_params()
         t0 = time.perf_counter()
         X = self._check_X(X, reset=True)
@@ -155,38 +187,60 @@ class _LinearMLE(BaseEstimator):
             y = np.asarray(y)
             sample_weight = None if sample_weight is None else np.asarray(sample_weight)
         y = self._encode_y(y)
-        sw = self._sample_weight(y, sample_weight, n)
+        sw = self._check_sample_weight(sample_weight, n)
+        # sample weights are frequency weights: nobs_ is their sum (class weights aside)
+        nobs = float(n) if sw is None else float(sum(reduce_rows(np.sum, sw)))
+        sw = self._sample_weight(y, sw)
         family, mask = self._family(d)
+        self._guard_inference(int(mask.sum()))
         make = _distributed().DaskProblem if is_dask(X) else Problem
         with make(X, y, sw, family, mask, self.alpha, self.verbose) as problem:
-            res, H, solver = self._solve(problem, family, mask, y, sw)
+            fit = self._estimate(problem, family, mask, y, sw)
+        res, cov, bad = fit.result, fit.cov, fit.unidentified
         self._W = problem.unpack(res.theta)
         self._mask = mask
         C = self._W[:, 1:]
         penalty = 0.5 * float(self.alpha) * float(np.sum(C * (family.penalty @ C)))
-        self.loglik_ = -(res.loss - penalty)
+        self.loglik_ = -(res.loss - penalty) if fit.loglik is None else fit.loglik
         self.n_iter_ = res.n_iter
         self.converged_ = res.converged
-        self.solver_ = solver
-        self.nobs_ = n
+        self.solver_ = fit.solver
+        self.nobs_ = nobs
         self.n_params_ = int(mask.sum())
         self.aic_ = 2.0 * self.n_params_ - 2.0 * self.loglik_
-        self.bic_ = self.n_params_ * np.log(n) - 2.0 * self.loglik_
-        cov = covariance(H)
-        self.params_, self._cov = self._natural(res.theta, cov)
-        self.bse_ = np.sqrt(np.diag(self._cov))
+        self.bic_ = self.n_params_ * math.log(nobs) - 2.0 * self.loglik_
         self.param_names_ = self._names(mask)
+        if cov is None:
+            self.params_, _ = self._natural(res.theta, np.zeros((0, 0)))
+        else:
+            self.params_, self._cov = self._natural(res.theta, cov)
+            self.bse_ = np.sqrt(np.diag(self._cov))
+            if bad.any():
+                hit = [name for name, b in zip(self.param_names_, bad) if b]
+                warnings.warn(
+                    f"The information matrix is singular: X does not identify {hit} "
+                    "(collinear or constant columns); their standard errors are nan.",
+                    RuntimeWarning, stacklevel=3)
         self._set_outputs()
         self.fit_time_ = time.perf_counter() - t0
         if self.verbose:
-            print(f"{type(self).__name__}: {res.n_iter} iterations ({solver}), "
+            print(f"{type(self).__name__}: {res.n_iter} iterations ({fit.solver}), "
                   f"{problem.n_evals} passes over X, loglik {self.loglik_:.10g}, "
                   f"{'converged' if res.converged else 'NOT converged'}, "
                   f"{self.fit_time_:.3g} s", file=sys.stderr)
         return self
 
-    def _solve(self, problem, family, mask, y, sw):
-        """The solver's result, the Hessian at the optimum and the solver's name."""
+    def _guard_inference(self, p: int) -> None:
+        if self.inference and p > MAX_INFERENCE_PARAMS:
+            raise ValueError(
+                f"{p} parameters: standard errors need the dense {p} x {p} information "
+                f"matrix ({8 * p * p / 2**30:.1f} GiB, O(p^3) to invert), above the limit "
+                f"of {MAX_INFERENCE_PARAMS} parameters. Pass inference=False to fit the "
+                "coefficients alone.")
+
+    def _estimate(self, problem, family, mask, y, sw) -> Fit:
+        """The solver's result, the covariance of theta (None without inference), the
+        unidentified parameters and the solver's name."""
         start = self._initial(problem, family, mask, y, sw)
         theta = start.theta
         solver = self.solver
@@ -194,17 +248,20 @@ class _LinearMLE(BaseEstimator):
             solver = "newton" if mask.sum() <= self._newton_max_params else "lbfgs"
         if start.final:  # no maximum likelihood estimate to search for
             f, g, _, _ = problem.evaluate(theta)
-            res = Result(theta, f, g, np.full((theta.size,) * 2, np.nan), start.iterations,
-                         False)
-        else:
-            search = self._search(problem, theta) if solver == "lbfgs" else None
-            res = solve(problem, theta, solver, int(self.max_iter), float(self.tol), search,
-                        fallback=self.solver == "auto", started=start.iterations,
-                        hess0=start.hess)
+            res = Result(theta, f, g, None, start.iterations, False)
+            cov = np.full((theta.size,) * 2, np.nan) if self.inference else None
+            return Fit(res, cov, np.zeros(theta.size, bool), solver)
+        search = self._search(problem, theta) if solver == "lbfgs" else None
+        res = solve(problem, theta, solver, int(self.max_iter), float(self.tol), search,
+                    fallback=self.solver == "auto", started=start.iterations,
+                    hess0=start.hess)
+        if not self.inference:
+            return Fit(res, None, np.zeros(theta.size, bool), solver)
         H = res.hess
         if H is None:
             _, _, H, _ = problem.evaluate(res.theta, hess=True)
-        return res, H, solver
+        cov, bad = gram_covariance(H)
+        return Fit(res, cov, bad, solver)
 
     def _initial(self, problem, family, mask, y, sw) -> Start:
         if self.warm_start and hasattr(self, "_W") and self._W.shape == mask.shape \
@@ -233,12 +290,18 @@ class _LinearMLE(BaseEstimator):
 
     def cov_params(self) -> np.ndarray:
         """Covariance of ``params_``: the inverse observed information at the optimum."""
-        self._check_is_fitted()
+        self._check_inference()
         return self._cov.copy()
+
+    def _check_inference(self) -> None:
+        self._check_is_fitted()
+        if not hasattr(self, "_cov"):
+            raise ValueError(f"This {type(self).__name__} was fitted with inference=False: "
+                             "refit with inference=True for standard errors")
 
     def summary(self) -> str:
         """A text table of the estimates (coef, std err, z, P>|z|, 95% interval)."""
-        self._check_is_fitted()
+        self._check_inference()
         lines = [("Model:", type(self).__name__), ("Observations:", str(self.nobs_)),
                  ("Parameters:", str(self.n_params_)), ("alpha:", f"{self.alpha:g}"),
                  ("Log-likelihood:", f"{self.loglik_:.6f}"), ("AIC:", f"{self.aic_:.4f}"),
@@ -287,9 +350,11 @@ class _Classifier(_LinearMLE):
     _multi_class = True
 
     def __init__(self, *, fit_intercept=True, alpha=0.0, tol=1e-8, max_iter=200,
-                 solver="auto", warm_start=False, class_weight=None, verbose=0):
+                 solver="auto", warm_start=False, class_weight=None, inference=True,
+                 verbose=0):
         super().__init__(fit_intercept=fit_intercept, alpha=alpha, tol=tol, max_iter=max_iter,
-                         solver=solver, warm_start=warm_start, verbose=verbose)
+                         solver=solver, warm_start=warm_start, inference=inference,
+                         verbose=verbose)
         self.class_weight = class_weight
 
     def _encode_y(self, y):
@@ -304,8 +369,8 @@ class _Classifier(_LinearMLE):
         self.classes_ = classes
         return map_rows(np.searchsorted, classes, y, dtype=np.intp)
 
-    def _sample_weight(self, y, sample_weight, n):
-        sw = self._check_sample_weight(sample_weight, n)
+    def _sample_weight(self, y, sw):
+        n = y.shape[0]
         cw = self.class_weight
         if cw is None:
             return sw
@@ -486,20 +551,69 @@ class GaussianRegression(_LinearMLE):
     then sigma2 or the log-variance model), bse_, loglik_, aic_, bic_, ...
     """
 
-    def __init__(self, *, heteroscedastic=False, fit_intercept=True, alpha=0.0, tol=1e-8,
-                 max_iter=200, solver="auto", warm_start=False, verbose=0):
+    def __init__(self, *, heteroscedastic=False, variance="ml", fit_intercept=True,
+                 alpha=0.0, tol=1e-8, max_iter=200, solver="auto", warm_start=False,
+                 inference=True, verbose=0):
         super().__init__(fit_intercept=fit_intercept, alpha=alpha, tol=tol, max_iter=max_iter,
-                         solver=solver, warm_start=warm_start, verbose=verbose)
+                         solver=solver, warm_start=warm_start, inference=inference,
+                         verbose=verbose)
         self.heteroscedastic = heteroscedastic
+        self.variance = variance
 
     # Newton starts at the least-squares solution, where the mean model is already
     # at its optimum: a step or two, whatever the number of features.
     _newton_max_params = 500
 
+    def _check_params(self) -> None:
+        super()._check_params()
+        if self.variance not in ("ml", "ols"):
+            raise ValueError(f"variance={self.variance!r} is not valid: use 'ml' (sigma2 = "
+                             "RSS / n, the MLE) or 'ols' (RSS / (n - p), statsmodels OLS)")
+        if self.variance == "ols" and (self.heteroscedastic or self.alpha):
+            raise ValueError("variance='ols' is the least-squares convention: it needs "
+                             "heteroscedastic=False and alpha=0")
+
+    def _estimate(self, problem, family, mask, y, sw) -> Fit:
+        if self.heteroscedastic or self.alpha or (self.warm_start and hasattr(self, "_W")):
+            return super()._estimate(problem, family, mask, y, sw)
+        # closed form: the least-squares coefficients and sigma2 = RSS / n, one pass
+        beta, rss, R, bad = problem.least_squares()
+        wsum = problem.weight_sum
+        exact = self._exact_fit(rss, family, y, sw, R.shape[0])
+        p = R.shape[0] - int(bad.sum())  # the rank of X (with the intercept)
+        ml = 0.0 if exact else rss / wsum
+        s2 = ml if self.variance == "ml" else rss / max(wsum - p, 1e-300)
+        theta = np.concatenate([beta[mask[0]], [math.log(s2) if s2 > 0 else -math.inf]])
+        loglik = math.inf if exact else -0.5 * wsum * (math.log(2.0 * math.pi * ml) + 1.0)
+        res = Result(theta, -loglik, np.zeros(theta.size), None, 1, True)
+        if not self.inference:
+            return Fit(res, None, np.zeros(theta.size, bool), "lstsq", loglik)
+        cov = np.zeros((theta.size, theta.size))
+        if not exact:
+            cov[:-1, :-1] = s2 * r_covariance(R)[0]
+            # var(log sigma2): 2 / n for the MLE, 2 / (n - p) for the unbiased estimate
+            cov[-1, -1] = 2.0 / (wsum if self.variance == "ml" else max(wsum - p, 1e-300))
+        return Fit(res, cov, np.append(bad, False), "lstsq", loglik)
+
+    @staticmethod
+    def _exact_fit(rss, family, y, sw, p) -> bool:
+        """Residuals at the rounding level of y: a QR of [X, y] leaves a residual of a
+        few p eps |y| when y is an exact linear function of X (measured: 1e-16 |y| on
+        NIST's Wampler1/2; their noisy twins 1e-3 |y| and more)."""
+        sums = _target_sums(family, y, sw)
+        if rss > (8 * (p + 1) * EPS) ** 2 * sums[2]:
+            return False
+        warnings.warn(warning(
+            ConvergenceWarning,
+            "y is an exact linear function of X (the residuals are at rounding level): the "
+            "maximum likelihood variance is 0, the likelihood unbounded (loglik_ = inf) and "
+            "the standard errors 0."), stacklevel=4)
+        return True
+
     def _initial(self, problem, family, mask, y, sw):
         if self.warm_start and hasattr(self, "_W"):
             return super()._initial(problem, family, mask, y, sw)
-        beta, rss, A = problem.least_squares()  # the first iteration
+        beta, rss, R, _ = problem.least_squares()  # the first iteration
         W = np.zeros(mask.shape)
         W[0] = beta
         var = rss / problem.weight_sum
@@ -513,17 +627,20 @@ class GaussianRegression(_LinearMLE):
                 "the maximum likelihood variance is 0 and the likelihood is unbounded. The "
                 "least-squares coefficients are returned, with sigma2 at the rounding level "
                 "and nan standard errors."), stacklevel=3)
-            W[1, 0] = np.log(max(var, floor, 1e-300))
+            W[1, 0] = math.log(max(var, floor, 1e-300))
             return Start(W[mask], iterations=1, final=True)
         W[1, 0] = np.log(var)
+        # the mean model's parameters in units of sigma, so that the solver's
+        # coordinates are free of y's units
+        family.out_scale = np.array([1.0 / math.sqrt(var), 1.0])
         hess = None
         if not self.heteroscedastic:
-            # The Hessian of the NLL there, exactly: A / var (+ the penalty) for the mean,
-            # 0 between mean and variance (normal equations), sum(w) / 2 for log var.
+            # The Hessian of the NLL there, exactly: R^T R / var (+ the penalty) for the
+            # mean, 0 between mean and variance (normal equations), sum(w) / 2 for log var.
             m = mask[0, 1:].sum()
-            p = A.shape[0]
+            p = R.shape[0]
             H = np.zeros((p + 1, p + 1))
-            H[:p, :p] = A / var
+            H[:p, :p] = R.T @ R / var
             coef = np.arange(p - m, p)
             H[coef, coef] += float(self.alpha)
             H[p, p] = 0.5 * problem.weight_sum

@@ -4,6 +4,9 @@ The starting intercepts come from ``target_sums(y, sw)``, sums over the rows tha
 add up over blocks (so that they are computed where the data is), turned into
 intercepts by ``initial_intercepts(sums)``.
 
+``out_scale`` (k,) is the scale of each predictor's units (1 where they carry
+none), ``classifier`` whether rows can be misclassified (separation checks).
+
 A family sees one block of rows at a time: ``Z`` of shape (n, k) holds the k
 linear predictors of each row, ``y`` the targets, ``sw`` the sample weights (or
 None). It returns the weighted NLL of the block (a float64 sum), ``R = dNLL/dZ``
@@ -34,9 +37,11 @@ class Bernoulli:
     """y in {0, 1}; one predictor, the log-odds. NLL = BCE with logits."""
 
     k = 1
+    classifier = True
 
     def __init__(self):
         self.penalty = np.ones((1, 1))
+        self.out_scale = np.ones(1)
 
     @staticmethod
     def target_sums(y, sw) -> np.ndarray:
@@ -68,8 +73,11 @@ class Categorical:
     over-parametrisation in which gradient methods converge faster).
     NLL = softmax cross-entropy."""
 
+    classifier = True
+
     def __init__(self, n_classes: int, symmetric: bool = False):
         self.k = n_classes
+        self.out_scale = np.ones(n_classes)
         # The L2 penalty of the centred (sum-to-zero) coefficients, scikit-learn's
         # multinomial parametrisation: written for contrasts to class 0, or, with
         # ``symmetric``, for free coefficients of every class (whose optimum is centred).
@@ -117,9 +125,13 @@ class Gaussian:
     log sigma^2."""
 
     k = 2
+    classifier = False
 
     def __init__(self):
         self.penalty = np.eye(2)
+        # the scale of each predictor: the mean's is the scale of y, set once a first
+        # fit has measured it (1 / sigma), so that the solver works free of y's units
+        self.out_scale = np.ones(2)
 
     @staticmethod
     def target_sums(y, sw) -> np.ndarray:
