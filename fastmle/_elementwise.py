@@ -159,7 +159,8 @@ def _bce_logits_point(xj, yj, pwj):
     (1-y)*x + ... loses everything for y=0, x=-20). With e = exp(-|x|) in (0, 1]
     nothing overflows: softplus(+-x) = log1p(e) + max(+-x, 0), log1p(e) =
     2 atanh(e / (2 + e)), sigmoid(|x|) = 1 / (1 + e). A zero coefficient times an
-    infinite softplus counts as 0 (the limit at x = +-inf).
+    infinite softplus counts as 0 (the limit at x = +-inf), but a NaN x gives NaN
+    even where both coefficients are 0 (y = 1, pw = 0), as in PyTorch.
     """
     one = cast(1.0, xj)
     zero = cast(0.0, xj)
@@ -172,7 +173,7 @@ def _bce_logits_point(xj, yj, pwj):
     lb = b * (t + max(xj, zero)) if b != zero else zero
     pos = xj >= zero
     # (1-y) sigmoid(x) - y pw sigmoid(-x), sigmoid(x) = r or e r by the sign of x
-    return la + lb, r * ((b if pos else b * e) - (a * e if pos else a))
+    return la + lb if xj == xj else xj, r * ((b if pos else b * e) - (a * e if pos else a))
 
 
 @njit(**POINTWISE_OPTIONS)
@@ -268,8 +269,10 @@ def _kl(x, t, unused1, unused2, log_target, p1, scale, g, loss, dv):
     else:
         for j in range(x.size):
             tj = t[j]
-            # target * (log target - input), with 0 * anything = 0 (PyTorch: 0 * -inf = NaN)
-            loss[j] = tj * (log(tj) - x[j]) if tj != zero else zero
+            xj = x[j]
+            # target * (log target - input), with 0 * +-inf = 0 (PyTorch: 0 * -inf = NaN),
+            # but a NaN input stays NaN (PyTorch too)
+            loss[j] = tj * (log(tj) - xj) if tj != zero else (zero if xj == xj else xj)
             g[j] = -sc * tj
 
 

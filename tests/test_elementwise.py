@@ -796,6 +796,53 @@ def test_nan_input_propagates(name, dtype):
         assert np.isnan(fm.gaussian_nll_loss(x, o, 1.0))
 
 
+# NaN where a zero coefficient used to hide it (issue 17, item 12): a zero KL target,
+# and BCE with logits at y = 1, pos_weight = 0 (both of its coefficients zero)
+NAN_ZERO_COEF = {
+    "kl_zero_target": (lambda F: F.kl_div, lambda: fm.kl_div_value_and_grad,
+                       [np.nan, -1.0, np.nan], [0.0, 0.5, 0.3], {}),
+    "kl_log_target": (lambda F: F.kl_div, lambda: fm.kl_div_value_and_grad,
+                      [np.nan, -1.0], [-np.inf, -0.5], {"log_target": True}),
+    "bce_logits_pw0": (lambda F: F.binary_cross_entropy_with_logits,
+                       lambda: fm.binary_cross_entropy_with_logits_value_and_grad,
+                       [np.nan, 0.5, np.nan, -2.0], [1.0, 1.0, 0.0, 1.0],
+                       {"pos_weight": [0.0, 0.0, 0.0, 0.0]}),
+    "bce_logits_w0": (lambda F: F.binary_cross_entropy_with_logits,
+                      lambda: fm.binary_cross_entropy_with_logits_value_and_grad,
+                      [np.nan, 0.5], [1.0, 1.0], {"weight": [0.0, 1.0]}),
+}
+
+
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", list(NAN_ZERO_COEF))
+def test_nan_behind_a_zero_coefficient_vs_torch(torch, case, dtype, reduction):
+    import torch.nn.functional as F
+
+    tfn, fn, x, t, kw = NAN_ZERO_COEF[case]
+    x, t = np.array(x, dtype), np.array(t, dtype)
+    kw_np = {k: np.array(v, dtype) if isinstance(v, list) else v for k, v in kw.items()}
+    kw_t = {k: torch.tensor(v, dtype=torch.float64) if isinstance(v, list) else v
+            for k, v in kw.items()}
+    xt = torch.tensor(f64(x), requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = tfn(F)(xt, torch.tensor(f64(t)), reduction=reduction, **kw_t)
+    ref.sum().backward()
+    loss, grad = fn()(x, t, reduction=reduction, **kw_np)
+    np.testing.assert_array_equal(np.isnan(loss), np.isnan(ref.detach().numpy()))
+    fin = np.isfinite(ref.detach().numpy())
+    np.testing.assert_allclose(np.asarray(loss, np.float64)[fin], ref.detach().numpy()[fin],
+                               rtol=TOL[dtype])
+    np.testing.assert_array_equal(np.isnan(grad), np.isnan(xt.grad.numpy()))
+
+
+def test_issue_17_nan_examples():
+    assert np.isnan(fm.kl_div(np.array([np.nan, -1]), np.array([0, 0.5]), reduction="sum"))
+    assert np.isnan(fm.binary_cross_entropy_with_logits(
+        np.array([np.nan]), np.array([1.0]), pos_weight=np.array([0.0])))
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_bce_probs_saturated_clamp(dtype):
     p = np.array([0.0, 1.0, 0.0, 1.0, 0.0, 1.0], dtype)
