@@ -1056,3 +1056,99 @@ def test_verbose_progress_bar_on_a_terminal(monkeypatch, capsys):
     monkeypatch.setattr(sys.stderr, "isatty", lambda: False)  # piped: no bar
     fm.LogisticRegression(verbose=1).fit(X, y)
     assert "%" not in capsys.readouterr().err
+
+
+# --- 10. BLAS threads, failed refits, fits without inference, the solver's best point ----------
+
+_BLAS_FIT = """
+import sys, numpy as np, fastmle as fm
+sys.path.insert(0, {tests!r})
+from test_models import make_data, make_model
+out = []
+for kind in ("logistic", "softmax", "gaussian"):
+    X, y = make_data(kind, 31, 20_000, 30)
+    m = make_model(kind, solver="newton").fit(X, y)
+    out.append(np.concatenate([m.params_, m.bse_]))
+np.save(sys.argv[1], np.concatenate(out))
+"""
+
+
+def test_blas_thread_count_does_not_change_results(tmp_path):
+    # the Hessian and Gram blocks go through BLAS: the bits must not depend on how many
+    # threads BLAS would use (OPENBLAS_NUM_THREADS is read once, at load)
+    import os
+    import subprocess
+
+    script = _BLAS_FIT.format(tests=os.path.dirname(__file__))
+    runs = []
+    for threads in ("1", "2"):
+        path = tmp_path / f"blas{threads}.npy"
+        env = dict(os.environ, OPENBLAS_NUM_THREADS=threads, OMP_NUM_THREADS=threads)
+        subprocess.run([sys.executable, "-c", script, str(path)], env=env, check=True)
+        runs.append(np.load(path))
+    assert np.array_equal(runs[0], runs[1])
+
+
+@pytest.mark.parametrize("kind", ["logistic", "softmax", "gaussian"])
+def test_failed_refit_leaves_the_model_unchanged(kind):
+    X, y = make_data(kind, 32, 600, 6)
+    m = make_model(kind).fit(X, y)
+    before = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in vars(m).items()}
+    expected = m.predict(X[:5])
+    with pytest.raises(ValueError, match="inconsistent numbers of samples"):
+        m.fit(np.ones((2000, 1)), y[:10])
+    assert vars(m).keys() == before.keys()
+    for k, v in before.items():
+        assert np.array_equal(getattr(m, k), v) if isinstance(v, np.ndarray) else \
+            getattr(m, k) == v or (v != v), k
+    np.testing.assert_array_equal(m.predict(X[:5]), expected)
+    with pytest.raises(ValueError, match="X has 1 features"):
+        m.predict(np.ones((5, 1)))
+
+
+@pytest.mark.parametrize("kind", ["logistic", "softmax", "gaussian"])
+def test_fit_without_inference(kind):
+    X, y = make_data(kind, 33, 800, 3)
+    full = make_model(kind).fit(X, y)
+    bare = make_model(kind, inference=False).fit(X, y)
+    np.testing.assert_allclose(bare.params_, full.params_, rtol=1e-9, atol=1e-12)
+    assert not hasattr(bare, "bse_")
+    with pytest.raises(ValueError, match="inference=False"):
+        bare.summary()
+    with pytest.raises(ValueError, match="inference=False"):
+        bare.cov_params()
+
+
+def test_too_many_parameters_for_inference_is_refused_before_any_pass():
+    from fastmle.models import _estimators
+
+    X = np.zeros((3, _estimators.MAX_INFERENCE_PARAMS))
+    with pytest.raises(ValueError, match="inference=False"):
+        fm.LogisticRegression().fit(X, [0, 1, 0])
+
+
+def test_gaussian_ols_convention_matches_statsmodels():
+    sm = pytest.importorskip("statsmodels.api")
+    X, y, _, _ = gaussian_data(34, 300, 4)
+    m = fm.GaussianRegression(variance="ols").fit(X, y)
+    ref = sm.OLS(y, sm.add_constant(X)).fit()
+    np.testing.assert_allclose(m.params_[:-1], ref.params, rtol=1e-10)
+    np.testing.assert_allclose(m.bse_[:-1], ref.bse, rtol=1e-10)
+    np.testing.assert_allclose(m.sigma2_, ref.scale, rtol=1e-10)
+    np.testing.assert_allclose(m.loglik_, ref.llf, rtol=1e-12)
+    with pytest.raises(ValueError, match="variance"):
+        fm.GaussianRegression(variance="unbiased").fit(X, y)
+
+
+def test_solver_returns_its_best_point():
+    # 32 rows, 14 classes, 52 parameters (the shape of statsmodels' spector data with
+    # TUCE as the target): L-BFGS used to return a trial whose loss had risen
+    rng = np.random.default_rng(35)
+    X = rng.standard_normal((32, 3)) * [1, 10, 0.3]
+    y = rng.integers(0, 14, 32)
+    zero = -32 * np.log(1 / 14)  # the NLL of all-zero coefficients is at most this
+    for solver in ("lbfgs", "newton", "auto"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            m = fm.SoftmaxRegression(solver=solver, inference=False).fit(X, y)
+        assert np.isfinite(m.loglik_) and -m.loglik_ <= zero + 1e-9, solver

@@ -211,7 +211,7 @@ class _LinearMLE(BaseEstimator):
         self.bic_ = self.n_params_ * math.log(nobs) - 2.0 * self.loglik_
         self.param_names_ = self._names(mask)
         if cov is None:
-            self.params_, _ = self._natural(res.theta, np.zeros((0, 0)))
+            self.params_, _ = self._natural(res.theta, np.zeros((res.theta.size,) * 2))
         else:
             self.params_, self._cov = self._natural(res.theta, cov)
             self.bse_ = np.sqrt(np.diag(self._cov))
