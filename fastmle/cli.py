@@ -1,11 +1,19 @@
 """The ``fastmle`` command: ``fit`` a model to a data file, the ``demo`` (the default)
-and the kernel ``bench``. Bad input is one line on stderr and exit status 2."""
+and the kernel ``bench``. Bad input is one line on stderr and exit status 2.
+
+``fit --output FILE.json`` is checked before the data are read (not the data file,
+also through links; writable), and written atomically (a temporary file in the same
+directory, renamed into place) as strict JSON: a non-finite number is null, and the
+``non_finite`` object maps its field to 'NaN', 'Infinity' or '-Infinity'."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
+import tempfile
 import time
 import warnings
 
@@ -48,7 +56,13 @@ def _parser() -> argparse.ArgumentParser:
                    "the plain MLE)")
     f.add_argument("--no-intercept", action="store_true", help="fit without an intercept")
     f.add_argument("--max-iter", type=int, default=200, help="solver iterations (default 200)")
-    f.add_argument("--output", metavar="FILE.json", help="also write the results as JSON")
+    f.add_argument("--output", metavar="FILE.json",
+                   help="also write the results as strict JSON. Refused (before the fit) if "
+                   "it is the data file or cannot be written; written to a temporary file "
+                   "and renamed into place, so an existing file is replaced only by a "
+                   "complete result. Numbers that are not finite are written as null, and "
+                   "'non_finite' maps each such field (e.g. 'params[1].std_err') to its "
+                   "value ('NaN', 'Infinity' or '-Infinity')")
 
     d = sub.add_parser("demo", help="the maximum-likelihood story on large synthetic data",
                        description="Fits every family on millions of synthetic rows and "
@@ -90,6 +104,15 @@ def fit(args: argparse.Namespace) -> int:
     """``fastmle fit``: read, check the target against the family, fit, report."""
     if args.max_iter < 1:
         raise UsageError(f"--max-iter must be at least 1, got {args.max_iter}")
+    tmp = _reserve_output(args.output, args.data) if args.output else None
+    try:
+        return _fit(args, tmp)
+    finally:
+        if tmp is not None and os.path.exists(tmp):  # the fit or the write failed
+            os.unlink(tmp)
+
+
+def _fit(args: argparse.Namespace, tmp: str | None) -> int:
     t0 = time.perf_counter()
     bar = Bar(f"reading {args.data}")
     try:
@@ -109,11 +132,54 @@ def fit(args: argparse.Namespace) -> int:
     print(model.summary())
     print(f"read {n:,} rows x {len(data.features)} features in {read_time:.3g} s; "
           f"fit in {model.fit_time_:.3g} s ({n / model.fit_time_:,.0f} rows/s)")
-    if args.output:
-        with open(args.output, "w") as fh:
-            json.dump(results(model, args, data, read_time), fh, indent=2)
-            fh.write("\n")
+    if tmp is not None:
+        text = json.dumps(strict_json(results(model, args, data, read_time)), indent=2,
+                          allow_nan=False)
+        with open(tmp, "w") as fh:
+            fh.write(text + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, os.path.realpath(args.output))  # atomic: old file or new, never half
     return 0
+
+
+def _reserve_output(path: str, data: str) -> str:
+    """Check ``--output`` before anything is read or fitted, and create the temporary
+    file the JSON will be written to (which proves the directory is writable);
+    returns its path."""
+    real = os.path.realpath(path)
+    same = real == os.path.realpath(data)
+    try:  # a hard link has another path but the same inode
+        so, sd = os.stat(path), os.stat(data)
+        same = same or (so.st_dev, so.st_ino) == (sd.st_dev, sd.st_ino)
+    except OSError:
+        pass
+    if same:
+        raise UsageError(f"--output {path} is the data file {data}: writing the results "
+                         "there would destroy the data; name another file")
+    if os.path.isdir(real):
+        raise UsageError(f"--output {path} is a directory: name a file, e.g. "
+                         f"{os.path.join(path, 'result.json')}")
+    if os.path.exists(real) and not os.access(real, os.W_OK):
+        raise UsageError(f"--output {path} exists and is read-only: name another file or "
+                         "make it writable")
+    folder = os.path.dirname(real)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(real)}.",
+                                   suffix=".tmp")
+    except OSError as e:
+        raise UsageError(f"--output {path} cannot be written: {e.strerror} in {folder}; "
+                         "name a file in a writable directory") from None
+    os.close(fd)
+    # mkstemp makes the file private (0600); give the result the usual permissions
+    if os.path.exists(real):
+        mode = os.stat(real).st_mode & 0o777
+    else:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    os.chmod(tmp, mode)
+    return tmp
 
 
 def _check_target(y: np.ndarray, name: str, family: str) -> np.ndarray:
@@ -171,13 +237,14 @@ def results(model, args, data, read_time: float) -> dict:
     from .models._inference import wald
 
     st = wald(model.params_, model.bse_)
-    params = [{"name": nm, "coef": _num(c), "std_err": _num(s),
-               **{k: _num(v[i]) for k, v in st.items()}}
+    params = [{"name": nm, "coef": float(c), "std_err": float(s),
+               **{k: float(v[i]) for k, v in st.items()}}
               for i, (nm, c, s) in enumerate(zip(model.param_names_, model.params_,
                                                  model.bse_))]
     out = {"fastmle": __version__, "data": args.data, "family": args.family,
            "target": data.target, "features": data.features, "weights": args.weights,
            "alpha": args.alpha, "fit_intercept": not args.no_intercept,
+           "max_iter": args.max_iter,
            "nobs": int(model.nobs_), "n_params": int(model.n_params_), "params": params,
            "loglik": float(model.loglik_), "aic": float(model.aic_), "bic": float(model.bic_),
            "converged": bool(model.converged_), "n_iter": int(model.n_iter_),
@@ -190,10 +257,24 @@ def results(model, args, data, read_time: float) -> dict:
     return out
 
 
-def _num(x) -> float | None:
-    """A float for JSON; NaN (a singular direction's standard error) becomes null."""
-    x = float(x)
-    return x if np.isfinite(x) else None
+def strict_json(obj, where: str = "", notes: dict | None = None):
+    """``obj`` with every non-finite float (a singular direction's standard error, an
+    infinite log-likelihood) replaced by None, which JSON writes as null; the top
+    level gets ``non_finite``: {field path: 'NaN' / 'Infinity' / '-Infinity'}."""
+    top = notes is None
+    notes = {} if top else notes
+    if isinstance(obj, dict):
+        res = {k: strict_json(v, f"{where}.{k}" if where else k, notes) for k, v in obj.items()}
+    elif isinstance(obj, (list, tuple)):
+        res = [strict_json(v, f"{where}[{i}]", notes) for i, v in enumerate(obj)]
+    elif isinstance(obj, float) and not math.isfinite(obj):
+        notes[where] = "NaN" if math.isnan(obj) else ("Infinity" if obj > 0 else "-Infinity")
+        res = None
+    else:
+        res = obj
+    if top and isinstance(res, dict):
+        res["non_finite"] = notes
+    return res
 
 
 if __name__ == "__main__":

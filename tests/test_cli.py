@@ -348,3 +348,125 @@ def test_bench_command_passes_its_options(monkeypatch, capsys):
     assert cli.main(["bench", "--quick", "--repeat", "2"]) == 0
     assert seen == {"quick": True, "repeat": 2, "more": False}
     assert "table" in capsys.readouterr().out
+
+
+# -- --output safety (issue 17, items 5, 9, 13): through the console command --------------
+
+
+def _cli(*argv, cwd=None):
+    """``python -m fastmle`` in a subprocess: what a user runs (``fastmle`` is the same
+    entry point, tested by test_console_script)."""
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    return subprocess.run([sys.executable, "-m", "fastmle", *map(str, argv)],
+                          capture_output=True, text=True, env=env, timeout=600, cwd=cwd)
+
+
+def _small_csv(tmp_path, frame, name="d.csv"):
+    return write_csv(tmp_path / name, {k: frame[k][:200] for k in ("a", "b", "yg")})
+
+
+def _fit_args(data, output):
+    return ["fit", data, "--target", "yg", "--family", "gaussian", "--output", output]
+
+
+@pytest.mark.parametrize("how", ["same path", "relative path", "symlink", "hard link"])
+def test_output_naming_the_data_file_is_refused(tmp_path, frame, how):
+    data = _small_csv(tmp_path, frame)
+    before = open(data, "rb").read()
+    output = {"same path": data, "relative path": "./d.csv",
+              "symlink": tmp_path / "link.json", "hard link": tmp_path / "hard.json"}[how]
+    if how == "symlink":
+        os.symlink(data, output)
+    elif how == "hard link":
+        os.link(data, output)
+    r = _cli(*_fit_args(data, output), cwd=tmp_path)
+    assert r.returncode == 2 and r.stdout == "", r.stderr
+    assert r.stderr.startswith("fastmle: error: --output") and r.stderr.count("\n") == 1
+    assert "is the data file" in r.stderr and "Traceback" not in r.stderr
+    assert open(data, "rb").read() == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")) == []
+
+
+@pytest.mark.parametrize("how", ["missing directory", "parent is a file", "a directory"])
+def test_unwritable_output_is_refused_before_the_fit(tmp_path, frame, how):
+    data = _small_csv(tmp_path, frame)
+    output = {"missing directory": tmp_path / "nope" / "r.json",
+              "parent is a file": tmp_path / "d.csv" / "r.json",
+              "a directory": tmp_path}[how]
+    r = _cli(*_fit_args(data, output))
+    assert r.returncode == 2 and r.stdout == "", r.stderr  # no summary: nothing was fitted
+    assert r.stderr.startswith("fastmle: error: --output") and r.stderr.count("\n") == 1
+    assert "Traceback" not in r.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
+                    reason="root writes anywhere")
+def test_read_only_directory_is_refused_before_the_fit(tmp_path, frame):
+    data = _small_csv(tmp_path, frame)
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        r = _cli(*_fit_args(data, ro / "r.json"))
+    finally:
+        ro.chmod(0o700)
+    assert r.returncode == 2 and r.stdout == "" and "cannot be written" in r.stderr
+
+
+def test_failed_fit_keeps_the_previous_output(tmp_path, frame):
+    data = _small_csv(tmp_path, frame)
+    output = tmp_path / "r.json"
+    output.write_text('{"previous": true}\n')
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,yg\n1,0\n2,nan\n")
+    r = _cli(*_fit_args(bad, output))
+    assert r.returncode == 2 and "NaN" in r.stderr
+    assert output.read_text() == '{"previous": true}\n'
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_output_replaces_atomically_keeps_mode_and_writes_strict_json(tmp_path, frame):
+    data = _small_csv(tmp_path, frame)
+    output = tmp_path / "r.json"
+    output.write_text("old")
+    output.chmod(0o640)
+    link = tmp_path / "link.json"  # writing through a symlink updates its target
+    os.symlink(output, link)
+    r = _cli(*_fit_args(data, link), "--max-iter", "37")
+    assert r.returncode == 0, r.stderr
+    assert link.is_symlink() and (output.stat().st_mode & 0o777) == 0o640
+    text = output.read_text()
+    res = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON {c}"))
+    assert res["max_iter"] == 37 and res["non_finite"] == {}
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_non_finite_numbers_are_null_with_the_reason(tmp_path, frame, capsys):
+    cols = {"a": frame["a"], "a2": 2 * frame["a"], "yg": frame["yg"]}
+    out_json = tmp_path / "r.json"
+    code, _, _ = run(["fit", write_csv(tmp_path / "d.csv", cols), "--target", "yg",
+                      "--family", "gaussian", "--output", out_json], capsys)
+    assert code == 0
+    text = out_json.read_text()
+    assert "NaN" not in text.replace('"NaN"', "") and "Infinity" not in text.replace(
+        '"Infinity"', "")
+    res = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON {c}"))
+    nulls = [f"params[{i}].{k}" for i, p in enumerate(res["params"]) for k, v in p.items()
+             if v is None]
+    assert nulls and set(nulls) == set(res["non_finite"])
+    assert set(res["non_finite"].values()) <= {"NaN", "Infinity", "-Infinity"}
+
+
+def test_strict_json_helper():
+    res = cli.strict_json({"a": float("nan"), "b": [1.0, float("-inf")], "c": {"d": np.inf},
+                           "e": "x", "f": None})
+    assert res == {"a": None, "b": [1.0, None], "c": {"d": None}, "e": "x", "f": None,
+                   "non_finite": {"a": "NaN", "b[1]": "-Infinity", "c.d": "Infinity"}}
+    json.dumps(res, allow_nan=False)
+
+
+def test_output_option_is_documented():
+    r = _cli("fit", "--help")
+    assert r.returncode == 0
+    text = " ".join(r.stdout.split())
+    assert "strict JSON" in text and "non_finite" in text and "data file" in text
