@@ -425,10 +425,19 @@ class LogisticRegression(_Classifier):
         L2 penalty ``alpha/2 * ||coef||^2`` added to the summed NLL (the intercept is
         never penalised); 0 is the pure MLE. scikit-learn's ``C`` is ``1 / alpha``.
     tol : float, default 1e-8
-        Stop when ``max|gradient| <= tol * sum(sample_weight)``.
+        Stop when ``max|gradient| <= tol * sum(sample_weight)`` in equilibrated
+        coordinates (each coefficient times the root mean square of its column of X):
+        the rule, the solver's steps and its singularity tests do not depend on the
+        units of X or y. Newton's last step is taken at no cost, so coefficients end
+        ~tol^2 from the optimum.
     max_iter : int, default 200
     solver : {'auto', 'lbfgs', 'newton'}, default 'auto'
-        'auto' is Newton's method up to 300 parameters, L-BFGS above.
+        'auto' is Newton's method up to 20 parameters, L-BFGS above (then a Newton
+        step with the Hessian that the standard errors need).
+    inference : bool, default True
+        Compute the covariance and standard errors (the dense information matrix:
+        p^2 numbers and O(n p^2) work for p parameters; refused above 20,000
+        parameters). False fits the coefficients alone, faster.
     warm_start : bool, default False
         Start from the previous fit's coefficients.
     class_weight : dict, 'balanced' or None
@@ -440,7 +449,9 @@ class LogisticRegression(_Classifier):
     ----------
     classes_, coef_ (1, n_features), intercept_ (1,), n_iter_, n_features_in_,
     feature_names_in_, loglik_, aic_, bic_, params_ (intercept then coefficients),
-    bse_ (their standard errors), param_names_, converged_.
+    bse_ (their standard errors), param_names_, converged_, nobs_ (the sum of
+    ``sample_weight``: weights are frequency weights, as statsmodels' ``freq_weights``;
+    a fit with integer weights equals the fit on the rows repeated).
     """
 
     _multi_class = False
@@ -476,7 +487,7 @@ class SoftmaxRegression(_Classifier):
     """Multinomial logistic regression by maximum likelihood (softmax cross-entropy).
 
     Parameters are those of :class:`LogisticRegression`; 'auto' picks L-BFGS above
-    300 parameters ((n_classes - 1) * (n_features + 1)).
+    20 parameters ((n_classes - 1) * (n_features + 1)).
 
     ``coef_`` (n_classes, n_features) and ``intercept_`` are centred over the classes,
     as scikit-learn's multinomial model; ``params_``, ``bse_`` and ``cov_params()``
@@ -537,10 +548,25 @@ class GaussianRegression(_LinearMLE):
     one parameter (its MLE is RSS / n); with ``heteroscedastic=True`` log sigma^2 is a
     second linear model of X, fitted jointly through the Gaussian NLL.
 
+    Standard errors follow the maximum-likelihood convention by default: sigma^2 =
+    RSS / n and z-tests, so they are sqrt((n - p) / n) of OLS's; AIC/BIC count sigma^2
+    as a parameter. ``variance="ols"`` gives statsmodels OLS's numbers instead.
+
+    The homoscedastic model without penalty is fitted in closed form, in one pass:
+    least squares from the Cholesky factor of the equilibrated Gram matrix of
+    sqrt(w) [1, X, y] where that is accurate, else from a QR accumulated block by
+    block (coefficients at Householder-QR accuracy on the NIST StRD sets). An exact
+    fit (residuals at rounding level) gives sigma2_ = 0, standard errors 0 and
+    loglik_ = inf, with a ConvergenceWarning.
+
     Parameters
     ----------
     heteroscedastic : bool, default False
-    fit_intercept, alpha, tol, max_iter, solver, warm_start, verbose
+    variance : {'ml', 'ols'}, default 'ml'
+        'ml': sigma2_ = RSS / n (the MLE); 'ols': RSS / (n - p) and the standard
+        errors of statsmodels OLS (homoscedastic, alpha=0 only). ``loglik_`` is the
+        maximised log-likelihood either way.
+    fit_intercept, alpha, tol, max_iter, solver, warm_start, inference, verbose
         As in :class:`LogisticRegression`; ``alpha`` penalises the NLL, so for a
         homoscedastic model it equals scikit-learn Ridge's ``alpha / sigma^2``.
 
