@@ -35,6 +35,9 @@ FULL, COL, ROW, SCALAR = 0, 1, 2, 3
 CHUNK = 16384
 
 BCE_LOGITS, BCE_PROBS, GAUSSIAN, MSE, KL = 0, 1, 2, 3, 4
+# the argument names of each loss' operands, for messages
+OPERAND_NAMES = {BCE_LOGITS: ("target", "weight", "pos_weight"), BCE_PROBS: ("target", "weight"),
+                 GAUSSIAN: ("target", "var"), MSE: ("target",), KL: ("target",)}
 
 
 # --- layout (Python) ------------------------------------------------------------
@@ -414,7 +417,8 @@ def evaluate(loss_id, x, operands, params=(0.0, 0.0), *, reduction, denom, want_
     is nan). Returns (loss or None, grad or None, d/d operands[dv_index] or None).
     """
     if out is not None:
-        out = check_out(out, x.shape, x.dtype)
+        out = check_out(out, x.shape, x.dtype, input=x,
+                        operands=dict(zip(OPERAND_NAMES[loss_id], operands)))
     scale = grad_scale(reduction, denom)
     total, loss_el, grad, dv = run(
         loss_id, x, operands, params, scale=scale, want_loss=want_loss,

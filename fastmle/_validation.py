@@ -75,8 +75,13 @@ def check_dask_array(a, name: str) -> None:
         )
 
 
-def check_out(out, shape: tuple[int, ...], dtype: np.dtype, name: str = "out") -> np.ndarray:
-    """Validate a caller's gradient buffer; it is written in place."""
+def check_out(out, shape: tuple[int, ...], dtype: np.dtype, name: str = "out", *,
+              input=None, operands=None) -> np.ndarray:
+    """Validate a caller's gradient buffer; it is written in place.
+
+    ``input`` and ``operands`` (a dict name -> array: what the kernel reads) are
+    checked by :func:`check_no_overlap`.
+    """
     if not isinstance(out, np.ndarray):
         raise TypeError(f"{name} must be a NumPy array, got {type(out).__name__}")
     if out.shape != tuple(shape):
@@ -88,7 +93,73 @@ def check_out(out, shape: tuple[int, ...], dtype: np.dtype, name: str = "out") -
         raise ValueError(f"{name} must be C-contiguous (np.ascontiguousarray)")
     if not out.flags.writeable:
         raise ValueError(f"{name} is read-only")
+    check_no_overlap(out, input, operands or {}, name)
     return out
+
+
+def _same_view(a, b) -> bool:
+    """Whether a and b are the same elements: data pointer, shape, strides, dtype."""
+    ia, ib = a.__array_interface__, b.__array_interface__
+    return (ia["data"][0] == ib["data"][0] and a.shape == b.shape and a.strides == b.strides
+            and a.dtype == b.dtype)
+
+
+def _device_span(a):
+    """[start, end) device address of a (C-contiguous) CUDA array, or None."""
+    cai = getattr(a, "__cuda_array_interface__", None)
+    if cai is None:
+        return None
+    start = cai["data"][0]
+    return start, start + math.prod(cai["shape"]) * np.dtype(cai["typestr"]).itemsize
+
+
+def _numpy(a):
+    """a if it is a NumPy array; also the array that a device array of the CUDA
+    simulator wraps (its ``_ary``), so that the GPU path's rule is tested without
+    a GPU. None otherwise."""
+    if isinstance(a, np.ndarray):
+        return a
+    ary = None if hasattr(a, "__cuda_array_interface__") else getattr(a, "_ary", None)
+    return ary if isinstance(ary, np.ndarray) else None
+
+
+def _overlap(out, a) -> bool:
+    ho, ha = _numpy(out), _numpy(a)
+    if ho is not None and ha is not None:
+        # may_share_memory compares bounds (cheap); shares_memory is exact
+        return np.may_share_memory(ho, ha) and np.shares_memory(ho, ha)
+    so, sa = _device_span(out), _device_span(a)
+    # device arrays here are C-contiguous, so overlapping spans share elements
+    return so is not None and sa is not None and so[0] < sa[1] and sa[0] < so[1]
+
+
+def _same(out, a) -> bool:
+    ho, ha = _numpy(out), _numpy(a)
+    if ho is not None and ha is not None:
+        return _same_view(ho, ha)
+    co, ca = out.__cuda_array_interface__, a.__cuda_array_interface__
+    return (co["data"][0] == ca["data"][0] and tuple(co["shape"]) == tuple(ca["shape"])
+            and co["typestr"] == ca["typestr"] and co.get("strides") == ca.get("strides"))
+
+
+def check_no_overlap(out, input, operands: dict, name: str = "out") -> None:
+    """The one rule for a gradient buffer ``out`` on every device: it may be exactly
+    ``input`` (the documented in-place use: the kernels read each element or row of
+    the input before writing its gradient there), and may share no memory with
+    ``input`` in any other way or with any operand. Another overlap would let one
+    thread write what another still has to read: results that change from run to
+    run, or (class indices overwritten by gradient values) reads out of bounds."""
+    if input is not None and _overlap(out, input):
+        if not _same(out, input):
+            raise ValueError(
+                f"{name} overlaps the memory of input without being input itself (same "
+                f"data, shape, strides and dtype): pass {name}=input for an in-place "
+                f"gradient, or a separate buffer")
+    for arg, a in operands.items():
+        if a is not None and _overlap(out, a):
+            raise ValueError(
+                f"{name} shares memory with {arg}, which the kernel reads while writing "
+                f"{name}: pass a separate buffer as {name} (only {name}=input may alias)")
 
 
 def check_finite_scalar(value, name: str) -> float:

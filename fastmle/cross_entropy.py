@@ -423,7 +423,8 @@ def _run(input, target, weight, ignore_index, reduction, label_smoothing, want_l
     )
     grad = grad2 = None
     if want_grad:
-        grad = np.empty(x.shape, dt) if out is None else check_out(out, x.shape, dt)
+        grad = np.empty(x.shape, dt) if out is None else check_out(
+            out, x.shape, dt, input=x, operands={"target": t2, "weight": w})
         grad2 = grad.reshape(x2.shape)
     want_rows = want_loss and reduction == "none"
     total, rows = _compute(x2, t2, w, probs, eps, ignore_index, grad_scale(reduction, denom),

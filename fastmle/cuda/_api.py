@@ -20,6 +20,7 @@ from .._validation import (
     as_float_array,
     check_class_args,
     check_finite_scalar,
+    check_no_overlap,
     check_reduction,
 )
 from . import _kernels as K
@@ -136,7 +137,7 @@ def _broadcast(d, name, shape):
     return d
 
 
-def _out(out, shape, dt, s):
+def _out(out, shape, dt, s, input, operands):
     d = _as_numba(out, s)
     if d is None:
         raise TypeError(
@@ -152,6 +153,7 @@ def _out(out, shape, dt, s):
         )
     if d.size and not d.is_c_contiguous():
         raise ValueError("out must be C-contiguous")
+    check_no_overlap(d, input, operands)
     return d
 
 
@@ -367,7 +369,7 @@ def cross_entropy_run(
     grad = None
     if want_grad:
         grad = (
-            _out(out, xshape, dt, s)
+            _out(out, xshape, dt, s, x, {"target": t, "weight": w})
             if out is not None
             else cuda.device_array(xshape, dt, stream=s)
         )
@@ -516,7 +518,7 @@ def _ew_run(
     grad = None
     if want_grad:
         grad = (
-            _out(out, shape, dt, s)
+            _out(out, shape, dt, s, x, dict(zip(names, ops)))
             if out is not None
             else cuda.device_array(shape, dt, stream=s)
         )
