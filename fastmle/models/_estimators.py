@@ -608,7 +608,7 @@ class GaussianRegression(_LinearMLE):
         exact = self._exact_fit(rss, family, y, sw, R.shape[0])
         p = R.shape[0] - int(bad.sum())  # the rank of X (with the intercept)
         ml = 0.0 if exact else rss / wsum
-        s2 = ml if self.variance == "ml" else rss / max(wsum - p, 1e-300)
+        s2 = ml if self.variance == "ml" or exact else rss / max(wsum - p, 1e-300)
         theta = np.concatenate([beta[mask[0]], [math.log(s2) if s2 > 0 else -math.inf]])
         loglik = math.inf if exact else -0.5 * wsum * (math.log(2.0 * math.pi * ml) + 1.0)
         res = Result(theta, -loglik, np.zeros(theta.size), None, 1, True)
