@@ -254,7 +254,7 @@ class _LinearMLE(BaseEstimator):
         search = self._search(problem, theta) if solver == "lbfgs" else None
         res = solve(problem, theta, solver, int(self.max_iter), float(self.tol), search,
                     fallback=self.solver == "auto", started=start.iterations,
-                    hess0=start.hess)
+                    hess0=start.hess, polish=bool(self.inference))
         if not self.inference:
             return Fit(res, None, np.zeros(theta.size, bool), solver)
         H = res.hess

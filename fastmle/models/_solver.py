@@ -515,7 +515,8 @@ LBFGS_BEFORE_NEWTON = 50  # solver="auto": L-BFGS iterations before it hands ove
 
 
 def solve(problem: Problem, theta, solver: str, max_iter: int, tol: float,
-          search=None, fallback: bool = False, started: int = 0, hess0=None) -> Result:
+          search=None, fallback: bool = False, started: int = 0, hess0=None,
+          polish: bool = True) -> Result:
     """Minimise ``problem`` from ``theta`` in at most ``max_iter`` iterations, in the
     equilibrated coordinates of :class:`Scaled`.
 
@@ -526,7 +527,8 @@ def solve(problem: Problem, theta, solver: str, max_iter: int, tol: float,
     L-BFGS in another parametrisation of the same objective (``back`` maps its
     parameters to ``problem``'s), where it may converge faster. ``started``:
     iterations already spent on the starting point (they count towards ``max_iter``
-    and ``n_iter``); ``hess0``: the Hessian there, if known. The result holds the
+    and ``n_iter``); ``hess0``: the Hessian there, if known; ``polish=False``: no
+    Newton step after a converged L-BFGS (fits without inference). The result holds the
     best point found, in natural coordinates, and ``reason`` when it did not converge.
     """
     limit, max_iter = max_iter, max_iter - started
@@ -547,7 +549,8 @@ def solve(problem: Problem, theta, solver: str, max_iter: int, tol: float,
             res.theta = back(res.theta)
             res.grad = None
             problem.n_evals += other.n_evals
-        if not res.separable and res.n_iter < max_iter and (res.converged or fallback):
+        if not res.separable and res.n_iter < max_iter and (
+                (res.converged and polish) or (fallback and not res.converged)):
             scaled = Scaled(problem, tol)
             t = res.theta * scaled.D
             ev = scaled.evaluate(t, hess=True)
