@@ -4,9 +4,15 @@
   dtypes it is given. The public functions only ever pass float32/float64 data and
   int32/int64 labels, so at most four variants of a kernel exist.
 - ``cache=True``: compiled code is written to disk, so a new process loads it
-  instead of compiling. If the package directory is read-only, Numba falls back
-  to a per-user cache directory; if that is unusable too, a temporary directory
-  is used (see :func:`_ensure_cache_dir`).
+  instead of compiling. It is never written into the installed package (pip does
+  not know those files: they would survive ``pip uninstall`` and shadow a later
+  editable install). The kernels of this package are cached in
+  ``<cache>/fastmle/<version>/fastmle_<hash of the package path>``, where
+  ``<cache>`` is ``NUMBA_CACHE_DIR`` when set, else the platform's per-user cache
+  directory (``$XDG_CACHE_HOME`` or ``~/.cache`` on Linux, ``~/Library/Caches`` on
+  macOS, ``%LOCALAPPDATA%`` on Windows); if that cannot be written, a per-user
+  temporary directory (see :func:`cache_root`). Other Numba functions in the
+  process keep Numba's own cache locations.
 - The cache of a kernel is invalidated when any source file of the package
   changes, not only the kernel's own file (Numba's default): kernels inline the
   helpers of ``_math.py`` and ``_rows.py``, and a stale copy of those would
@@ -28,6 +34,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import sys
 import tempfile
 
 import numba
@@ -47,43 +55,81 @@ POINTWISE_OPTIONS = dict(JIT_OPTIONS)
 PARALLEL_OPTIONS = dict(JIT_OPTIONS, parallel=True)
 
 
-def _writable(path: str) -> bool:
-    try:
-        os.makedirs(path, exist_ok=True)
-    except OSError:
-        return False
-    return os.access(path, os.W_OK | os.X_OK)
-
-
-def _ensure_cache_dir() -> None:
-    """Give Numba a writable cache directory when neither of its defaults is one."""
-    if numba.config.CACHE_DIR:
-        return
-    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "__pycache__")
-    if _writable(here):
-        return
-    from numba.misc.appdirs import AppDirs
-
-    user = AppDirs(appname="numba", appauthor=False).user_cache_dir
-    if _writable(user):
-        return
-    fallback = os.path.join(tempfile.gettempdir(), f"fastmle-numba-cache-{os.getuid()}")
-    if _writable(fallback):
-        numba.config.CACHE_DIR = fallback
-
-
-_ensure_cache_dir()
-
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 _stamp: str | None = None
+_roots: dict = {}  # (NUMBA_CACHE_DIR, platform cache dir) -> the cache root in use
 
 
 _NO_KERNELS = {"__main__.py", "bench.py"}  # editing these must not recompile the kernels
 
 
+def _version() -> str:
+    """fastmle's version, read from ``__init__.py`` (this module runs while the
+    package is still being imported, before ``__version__`` exists)."""
+    try:
+        with open(os.path.join(_PACKAGE_DIR, "__init__.py"), encoding="utf-8") as f:
+            m = re.search(r"^__version__\s*=\s*[\"']([^\"']+)[\"']", f.read(), re.M)
+    except OSError:
+        m = None
+    return re.sub(r"[^A-Za-z0-9._+-]", "_", m.group(1)) if m else "unknown"
+
+
+def _user_cache_dir() -> str | None:
+    """The platform's per-user cache directory (no ``fastmle`` part yet)."""
+    home = os.path.expanduser("~")
+    if sys.platform == "win32":
+        base = os.environ.get("LOCALAPPDATA") or os.path.join(home, "AppData", "Local")
+    elif sys.platform == "darwin":
+        base = os.path.join(home, "Library", "Caches")
+    else:
+        xdg = os.environ.get("XDG_CACHE_HOME", "")
+        base = xdg if os.path.isabs(xdg) else os.path.join(home, ".cache")
+    return base if os.path.isabs(base) else None
+
+
+def _writable(path: str) -> bool:
+    try:
+        os.makedirs(path, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()  # what Numba checks before it saves
+    except OSError:
+        return False
+    return True
+
+
+def _user_id() -> str:
+    if hasattr(os, "getuid"):
+        return str(os.getuid())
+    try:
+        import getpass
+
+        return re.sub(r"[^A-Za-z0-9._-]", "_", getpass.getuser())
+    except Exception:  # no user name on this platform: one shared directory
+        return "user"
+
+
+def cache_root() -> str | None:
+    """The directory this package's compiled kernels are cached in (below it, one
+    folder per package location), or None if nothing can be written (Numba's own
+    locators are then tried). Checked once per process and setting."""
+    key = (numba.config.CACHE_DIR or "", os.environ.get("XDG_CACHE_HOME", ""),
+           os.environ.get("LOCALAPPDATA", ""), os.path.expanduser("~"))
+    if key in _roots:
+        return _roots[key]
+    version = _version()
+    candidates = [numba.config.CACHE_DIR or _user_cache_dir(),
+                  os.path.join(tempfile.gettempdir(), f"fastmle-numba-cache-{_user_id()}")]
+    root = None
+    for base in candidates:
+        if base and _writable(os.path.join(base, "fastmle", version)):
+            root = os.path.join(base, "fastmle", version)
+            break
+    _roots[key] = root
+    return root
+
+
 def _package_stamp() -> str:
     """A hash of every module of the package that kernels are built from (computed
-    once per process)."""
+    once per process, about 1 ms)."""
     global _stamp
     if _stamp is None:
         h = hashlib.sha256()
@@ -106,17 +152,51 @@ class _PackageStampMixin:
         return super().from_function(py_func, py_file)
 
 
+class _PackageCacheLocator(_PackageStampMixin, caching._CacheLocator):
+    """This package's kernels, cached under :func:`cache_root`, never in the package."""
+
+    def __init__(self, py_func, py_file, root):
+        self._py_file = py_file
+        self._lineno = py_func.__code__.co_firstlineno
+        self._cache_path = os.path.join(root, self.get_suitable_cache_subpath(py_file))
+
+    def get_cache_path(self):
+        return self._cache_path
+
+    def get_disambiguator(self):
+        return str(self._lineno)
+
+    def ensure_cache_path(self):
+        # the root was probed for writability once (cache_root): a makedirs is enough
+        os.makedirs(self._cache_path, exist_ok=True)
+
+    @classmethod
+    def from_function(cls, py_func, py_file):
+        if os.path.dirname(os.path.abspath(py_file)) != _PACKAGE_DIR:
+            return None  # not ours: Numba's own locators handle it
+        root = cache_root()
+        if root is None:
+            return None
+        self = cls(py_func, py_file, root)
+        try:
+            self.ensure_cache_path()
+        except OSError:
+            return None
+        return self
+
+
 def _install_package_stamp() -> None:
-    """Put package-stamped twins of Numba's file-backed cache locators first."""
+    """Put this package's locator first, then package-stamped twins of Numba's
+    file-backed locators (used only if :func:`cache_root` finds nothing writable)."""
     impl = getattr(caching, "CacheImpl", None) or getattr(caching, "_CacheImpl", None)
     names = ("UserProvidedCacheLocator", "InTreeCacheLocator", "UserWideCacheLocator")
     bases = [getattr(caching, n, None) or getattr(caching, "_" + n, None) for n in names]
-    if impl is None or None in bases:
+    if impl is None or None in bases or not hasattr(caching, "_CacheLocator"):
         return  # an unknown Numba layout: keep its per-file stamps
     if any(issubclass(c, _PackageStampMixin) for c in impl._locator_classes):
         return
     ours = [type("Package" + b.__name__.lstrip("_"), (_PackageStampMixin, b), {}) for b in bases]
-    impl._locator_classes = ours + list(impl._locator_classes)
+    impl._locator_classes = [_PackageCacheLocator, *ours, *impl._locator_classes]
 
 
 _install_package_stamp()

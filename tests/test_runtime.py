@@ -133,7 +133,8 @@ _CACHE_SCRIPT = textwrap.dedent("""
     import numba
     print(json.dumps({"loss": loss, "hits": sum(st.cache_hits.values()),
                       "misses": sum(st.cache_misses.values()),
-                      "cache_dir": numba.config.CACHE_DIR}))
+                      "cache_dir": ce._ce_index_kernel._cache.cache_path,
+                      "numba_cache_dir": numba.config.CACHE_DIR}))
 """)
 
 
@@ -148,18 +149,65 @@ def _run_cache_script(pkg_parent, env, tmp_path, prefix=()):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _no_cache_env(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_CACHE")}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "xdg-cache")
+    return env
+
+
+def _compiled_files(path):
+    return [p for p in Path(path).rglob("*") if p.suffix in (".nbi", ".nbc")]
+
+
 def test_lazy_compilation_and_warm_disk_cache(tmp_path):
+    """Compiled kernels go to the per-user cache (keyed by version and package path),
+    never into the package: pip would not know those files (issue 17 item 3)."""
     pkg = tmp_path / "pkg"
     shutil.copytree(ROOT / "fastmle", pkg / "fastmle",
                     ignore=shutil.ignore_patterns("__pycache__"))
-    env = dict(os.environ)
-    env.pop("NUMBA_CACHE_DIR", None)
+    env = _no_cache_env(tmp_path)
     cold = _run_cache_script(pkg, env, tmp_path)
     warm = _run_cache_script(pkg, env, tmp_path)
     assert cold["loss"] == warm["loss"] == pytest.approx(np.log(100.0), rel=1e-6)
     assert cold["misses"] >= 1 and cold["hits"] == 0
     assert warm["hits"] >= 1 and warm["misses"] == 0
-    assert any((pkg / "fastmle" / "__pycache__").glob("*.nbi"))
+    assert _compiled_files(pkg) == []
+    version = fm.__version__
+    root = tmp_path / "xdg-cache" / "fastmle" / version
+    assert Path(cold["cache_dir"]).parent == root
+    assert any(Path(cold["cache_dir"]).glob("*.nbi"))
+    assert cold["numba_cache_dir"] == ""  # other Numba functions keep Numba's defaults
+
+
+def test_numba_cache_dir_is_respected(tmp_path):
+    pkg = tmp_path / "pkg"
+    shutil.copytree(ROOT / "fastmle", pkg / "fastmle",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    env = _no_cache_env(tmp_path)
+    env["NUMBA_CACHE_DIR"] = str(tmp_path / "numba-dir")
+    cold = _run_cache_script(pkg, env, tmp_path)
+    warm = _run_cache_script(pkg, env, tmp_path)
+    assert warm["hits"] >= 1 and warm["misses"] == 0
+    assert Path(cold["cache_dir"]).parent == tmp_path / "numba-dir" / "fastmle" / fm.__version__
+    assert _compiled_files(pkg) == [] and not (tmp_path / "xdg-cache" / "fastmle").exists()
+
+
+def test_unwritable_user_cache_falls_back_to_a_temporary_directory(tmp_path):
+    pkg = tmp_path / "pkg"
+    shutil.copytree(ROOT / "fastmle", pkg / "fastmle",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    env = _no_cache_env(tmp_path)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    env["XDG_CACHE_HOME"] = str(blocker)  # makedirs below a file fails, even for root
+    env["TMPDIR"] = str(tmp_path / "tmp")
+    (tmp_path / "tmp").mkdir()
+    cold = _run_cache_script(pkg, env, tmp_path)
+    warm = _run_cache_script(pkg, env, tmp_path)
+    assert warm["hits"] >= 1 and warm["misses"] == 0
+    assert Path(cold["cache_dir"]).is_relative_to(tmp_path / "tmp")
+    assert "fastmle-numba-cache" in cold["cache_dir"]
+    assert _compiled_files(pkg) == []
 
 
 def _setpriv():
@@ -189,6 +237,7 @@ def test_read_only_package_and_home_fall_back_to_a_temporary_cache(tmp_path):
         p.chmod(0o555 if p.is_dir() else 0o444)  # owned by root: read-only for 'nobody'
     env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_CACHE")}
     env["HOME"] = "/nonexistent"
+    env.pop("TMPDIR", None)
     env.pop("XDG_CACHE_HOME", None)
     first = _run_cache_script(pkg, env, tmp_path, prefix)
     second = _run_cache_script(pkg, env, tmp_path, prefix)
@@ -267,8 +316,7 @@ def test_editing_any_module_invalidates_cached_kernels(tmp_path):
     pkg = tmp_path / "pkg"
     shutil.copytree(ROOT / "fastmle", pkg / "fastmle",
                     ignore=shutil.ignore_patterns("__pycache__"))
-    env = dict(os.environ)
-    env.pop("NUMBA_CACHE_DIR", None)
+    env = _no_cache_env(tmp_path)
     _run_cache_script(pkg, env, tmp_path)
     warm = _run_cache_script(pkg, env, tmp_path)
     assert warm["hits"] >= 1 and warm["misses"] == 0
