@@ -210,6 +210,54 @@ def test_unwritable_user_cache_falls_back_to_a_temporary_directory(tmp_path):
     assert _compiled_files(pkg) == []
 
 
+_STARTUP_SCRIPT = textwrap.dedent("""
+    import json, tempfile, time
+    t0 = time.perf_counter()
+    from numba.core import caching
+    probes, indexes = [], []
+    _tf = tempfile.TemporaryFile
+    def counting_tf(*a, **k):
+        probes.append(k.get("dir"))
+        return _tf(*a, **k)
+    tempfile.TemporaryFile = counting_tf
+    _li = caching.IndexDataCacheFile._load_index
+    def counting_li(self):
+        indexes.append(self._index_name)
+        return _li(self)
+    caching.IndexDataCacheFile._load_index = counting_li
+    import numpy as np
+    import fastmle as fm
+    from fastmle import _jit
+    t1 = time.perf_counter()
+    fm.cross_entropy(np.ones((4, 100), np.float32), np.array([0, 1, 2, 0]))
+    t2 = time.perf_counter()
+    s0 = time.perf_counter(); _jit._stamp = None; _jit._package_stamp(); s1 = time.perf_counter()
+    print(json.dumps({"probes": len(probes), "indexes": indexes, "import": t1 - t0,
+                      "first_call": t2 - t1, "stamp": s1 - s0}))
+""")
+
+
+def test_warm_start_touches_only_the_kernels_it_runs(tmp_path):
+    """Start-up with a warm cache (issue 12 item 5): importing probes the cache
+    directory once (not once per kernel), the first call reads the index of the
+    kernels it runs and no other, and the package stamp costs milliseconds."""
+    env = dict(_no_cache_env(tmp_path), PYTHONPATH=str(ROOT))
+    script = tmp_path / "startup.py"
+    script.write_text(_STARTUP_SCRIPT)
+    runs = []
+    for _ in range(2):
+        proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
+                              text=True, timeout=600, cwd=str(tmp_path))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    warm = runs[1]
+    assert warm["probes"] <= 1
+    assert 1 <= len(warm["indexes"]) <= 3, warm["indexes"]
+    assert all(n.startswith("cross_entropy.") for n in warm["indexes"])
+    assert warm["stamp"] < 0.1
+    assert warm["first_call"] < 10  # generous: timing is reported, not gated, here
+
+
 def _setpriv():
     """A command prefix that runs as an unprivileged user, if this machine can."""
     exe = shutil.which("setpriv")
