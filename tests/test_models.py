@@ -1152,3 +1152,54 @@ def test_solver_returns_its_best_point():
             warnings.simplefilter("ignore")
             m = fm.SoftmaxRegression(solver=solver, inference=False).fit(X, y)
         assert np.isfinite(m.loglik_) and -m.loglik_ <= zero + 1e-9, solver
+
+
+def _always_one_dummy(seed=36, n=200):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(n)
+    d = (rng.random(n) < 0.3).astype(float)
+    y = (rng.random(n) < _expit(0.5 * x)).astype(int)
+    y[d == 1] = 1  # d = 1 predicts y = 1 perfectly; d = 0 rows are mixed
+    return np.column_stack([x, d]), y
+
+
+@pytest.mark.parametrize("tol", [1e-8, 1e-12])
+def test_quasi_separation_is_detected(tol):
+    sm = pytest.importorskip("statsmodels.api")
+    X, y = _always_one_dummy()
+    with pytest.warns(fm.ConvergenceWarning, match=r"Quasi-complete separation.*\['x1'\]"):
+        m = fm.LogisticRegression(tol=tol).fit(X, y)
+    assert not m.converged_
+    # the other coefficients are those of the model without the separated rows
+    keep = X[:, 1] == 0
+    ref = sm.Logit(y[keep], sm.add_constant(X[keep, :1])).fit(disp=0)
+    np.testing.assert_allclose(m.params_[:2], ref.params, rtol=1e-6)
+    # penalised, the estimate exists: no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert fm.LogisticRegression(alpha=1.0).fit(X, y).converged_
+
+
+def test_quasi_separation_softmax_iris_like():
+    # one class separable from the others by x0, the other two overlapping
+    rng = np.random.default_rng(37)
+    n = 300
+    y = rng.integers(0, 3, n)
+    X = rng.standard_normal((n, 2))
+    X[:, 0] += np.where(y == 0, 6.0, 0.0)
+    X[:, 1] += 0.8 * (y == 2)
+    X[y == 0, 0] = np.maximum(X[y == 0, 0], 3.5)
+    X[y != 0, 0] = np.minimum(X[y != 0, 0], 3.0)
+    with pytest.warns(fm.ConvergenceWarning, match="Quasi-complete separation"):
+        m = fm.SoftmaxRegression().fit(X, y)
+    assert not m.converged_
+
+
+def test_no_false_separation_warning_on_strong_but_finite_effects():
+    rng = np.random.default_rng(38)
+    X = rng.standard_normal((5000, 3))
+    y = (rng.random(5000) < _expit(X @ [4.0, -3.0, 0.5])).astype(int)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m = fm.LogisticRegression().fit(X, y)
+    assert m.converged_

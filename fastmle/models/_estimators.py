@@ -197,6 +197,10 @@ class _LinearMLE(BaseEstimator):
         with make(X, y, sw, family, mask, self.alpha, self.verbose) as problem:
             fit = self._estimate(problem, family, mask, y, sw)
         res, cov, bad = fit.result, fit.cov, fit.unidentified
+        if res.perfect and bad.any() and res.quasi is None and family.classifier \
+                and not self.alpha:
+            # rows predicted perfectly leave no curvature along the separating direction
+            res.quasi, res.converged, bad = bad, False, np.zeros_like(bad)
         self._W = problem.unpack(res.theta)
         self._mask = mask
         C = self._W[:, 1:]
@@ -210,6 +214,16 @@ class _LinearMLE(BaseEstimator):
         self.aic_ = 2.0 * self.n_params_ - 2.0 * self.loglik_
         self.bic_ = self.n_params_ * math.log(nobs) - 2.0 * self.loglik_
         self.param_names_ = self._names(mask)
+        if res.quasi is not None:
+            hit = [name for name, q in zip(self.param_names_, res.quasi) if q]
+            warnings.warn(warning(
+                ConvergenceWarning,
+                f"Quasi-complete separation: {res.perfect} rows are predicted perfectly "
+                "(probability of their class > 1 - 1e-8) and the likelihood keeps rising "
+                f"along a direction of {hit}: their maximum likelihood estimates do not "
+                "exist (they grow without bound). The last iterate is returned, its "
+                "standard errors meaningless; use alpha > 0 for a penalised estimate."),
+                stacklevel=3)
         if cov is None:
             self.params_, _ = self._natural(res.theta, np.zeros((res.theta.size,) * 2))
         else:

@@ -5,7 +5,8 @@ add up over blocks (so that they are computed where the data is), turned into
 intercepts by ``initial_intercepts(sums)``.
 
 ``out_scale`` (k,) is the scale of each predictor's units (1 where they carry
-none), ``classifier`` whether rows can be misclassified (separation checks).
+none), ``classifier`` whether rows can be misclassified (separation checks, through
+``margins(Z, y)``: each row's own-class score minus the best other).
 
 A family sees one block of rows at a time: ``Z`` of shape (n, k) holds the k
 linear predictors of each row, ``y`` the targets, ``sw`` the sample weights (or
@@ -62,9 +63,9 @@ class Bernoulli:
         h = e / (1.0 + e) ** 2  # p (1 - p), without overflow for large |z|
         return (h if sw is None else h * sw)[:, None]
 
-    def misclassified(self, Z, y, sw) -> int:
-        wrong = (2.0 * y - 1.0) * Z[:, 0] <= 0
-        return int(np.count_nonzero(wrong if sw is None else wrong & (sw > 0)))
+    def margins(self, Z, y) -> np.ndarray:
+        """Log-odds of each row's own class over the other: > 0 when predicted right."""
+        return (2.0 * y - 1.0) * Z[:, 0]
 
 
 class Categorical:
@@ -110,13 +111,28 @@ class Categorical:
             W *= sw[:, None]
         return W
 
-    def misclassified(self, Z, y, sw) -> int:
+    def margins(self, Z, y) -> np.ndarray:
+        """Each row's own-class score minus the best other class's: > 0 when right."""
         rows = np.arange(Z.shape[0])
         zy = Z[rows, y]
         Z[rows, y] = -np.inf
-        wrong = Z.max(axis=1) >= zy
+        other = Z.max(axis=1)
         Z[rows, y] = zy
-        return int(np.count_nonzero(wrong if sw is None else wrong & (sw > 0)))
+        return zy - other
+
+
+# A row whose own class has probability > 1 - 1e-8 (Bernoulli: margin > log(1e8);
+# softmax with k classes: margin > log(1e8 (k - 1)) is enough) is predicted perfectly.
+PERFECT = math.log(1e8)
+
+
+def row_counts(family, Z, y, sw) -> np.ndarray:
+    """[misclassified rows, perfectly predicted rows] among the rows of positive weight."""
+    m = family.margins(Z, y)
+    if sw is not None:
+        m = m[sw > 0]
+    perfect = PERFECT + math.log(max(family.k - 1, 1))
+    return np.array([np.count_nonzero(m <= 0), np.count_nonzero(m > perfect)])
 
 
 class Gaussian:

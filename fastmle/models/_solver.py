@@ -24,6 +24,7 @@ import numpy as np
 from .._linear import backprop, gram, predictor, symmetrize
 from .._progress import Bar
 from ._base import ConvergenceWarning, check_finite_block, warning
+from ._families import row_counts
 from ._linalg import RFactor, equilibrated, newton_direction, r_solve, unit_scales
 
 BLOCK_BYTES = 4 << 20
@@ -48,6 +49,9 @@ class Result:
     converged: bool
     separable: bool = False
     reason: str = ""  # why it stopped short: "max_iter", "no decrease", "not finite"
+    perfect: int = 0  # rows predicted perfectly at the end (classifiers)
+    step: np.ndarray | None = None  # the last Newton step, in equilibrated coordinates
+    quasi: np.ndarray | None = None  # parameters running off (quasi-separation)
 
 
 def block_rows(X) -> int:
@@ -68,8 +72,9 @@ def row_blocks(X, y, sw):
 # chunks. ``check``: look for NaN/inf in X (the first pass over the data).
 
 def nll_sums(blocks, check, W, family, full_pairs, vec_pairs, hess, count_wrong):
-    """(NLL, dNLL/dW, Hessian blocks of the full pairs, of the vector pairs, number of
-    misclassified rows, weighted column sums of squares of [1, X]); the Hessian parts
+    """(NLL, dNLL/dW, Hessian blocks of the full pairs, of the vector pairs, numbers of
+    [misclassified, perfectly predicted] rows (counted with ``count_wrong`` or ``hess``,
+    for classifiers), weighted column sums of squares of [1, X]); the Hessian parts
     are None without ``hess``, the sums of squares None without ``check`` (they are
     taken on the first pass, which reads every value anyway)."""
     k, d1 = W.shape
@@ -77,7 +82,8 @@ def nll_sums(blocks, check, W, family, full_pairs, vec_pairs, hess, count_wrong)
     Hf = np.zeros((len(full_pairs), d1, d1)) if hess else None
     Hv = np.zeros((len(vec_pairs), d1)) if hess else None
     sq = np.zeros(d1) if check else None
-    loss, wrong = 0.0, 0
+    loss, wrong = 0.0, np.zeros(2, np.int64)
+    count_wrong = (count_wrong or hess) and family.classifier
     with one_blas_thread() if hess else contextlib.nullcontext():
         for Xb, yb, swb in blocks:
             if check:
@@ -93,7 +99,7 @@ def nll_sums(blocks, check, W, family, full_pairs, vec_pairs, hess, count_wrong)
                 if vec_pairs:
                     backprop(Xb, np.ascontiguousarray(Wts[:, vec_pairs]), Hv)
             if count_wrong:
-                wrong += family.misclassified(Z, yb, swb)
+                wrong += row_counts(family, Z, yb, swb)
             block_loss, R = family.loss_grad(Z, yb, swb)
             loss += block_loss
             backprop(Xb, R, G)
@@ -268,7 +274,7 @@ class Problem:
         fam, mask = self.family, self.mask
         W = self.unpack(theta)
         k, d1 = W.shape
-        self.counted = count_wrong
+        self.counted = (count_wrong or hess) and fam.classifier
         loss, G, Hf, Hv, wrong, sq = self._pass(nll_sums, W, fam, self.full_pairs,
                                                 self.vec_pairs, hess, count_wrong)
         if sq is not None:
@@ -435,10 +441,12 @@ def _stop(problem, it, theta, f, g, H, wrong):
     """The result if iteration ``it`` starts at the optimum (then with the Newton step
     at hand taken: its error is ~|step|^2) or at a separating iterate."""
     if problem.converged(g):
+        step = None
         if H is not None and np.isfinite(H).all():
-            theta = theta - newton_direction(H, g)
-        return Result(theta, f, g, H, it, True)
-    if problem.counted and wrong == 0:
+            step = newton_direction(H, g)
+            theta = theta - step
+        return Result(theta, f, g, H, it, True, perfect=int(wrong[1]), step=step)
+    if problem.counted and wrong[0] == 0:
         return Result(theta, f, g, H, it, False, separable=True)
     return None
 
@@ -559,9 +567,27 @@ def solve(problem: Problem, theta, solver: str, max_iter: int, tol: float,
             res = more
         elif res.grad is None:
             _, res.grad, _, _ = problem.evaluate(res.theta)
+    _check_quasi_separation(problem, res)
     _warn(problem, res, solver, limit, tol)
     res.n_iter += started
     return res
+
+
+QUASI_STEP = 0.1  # a Newton step this long (equilibrated) at "convergence": running off
+
+
+def _check_quasi_separation(problem, res) -> None:
+    """Quasi-complete separation: some rows predicted perfectly while Newton still
+    moves the coefficients far (the likelihood keeps rising along a direction that
+    separates those rows: the MLE is at infinity). At a finite optimum the last step
+    is ~tol; here each step adds ~1 to the log-odds of the separated rows."""
+    if not (problem.family.classifier and problem.alpha == 0 and res.converged
+            and res.perfect and res.step is not None):
+        return
+    size = np.abs(res.step)
+    if size.max() > QUASI_STEP:
+        res.converged = False
+        res.quasi = size > 1e-2 * size.max()
 
 
 def _warn(problem, res, solver, limit, tol):
