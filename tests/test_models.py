@@ -1203,3 +1203,23 @@ def test_no_false_separation_warning_on_strong_but_finite_effects():
         warnings.simplefilter("error")
         m = fm.LogisticRegression().fit(X, y)
     assert m.converged_
+
+
+@pytest.mark.parametrize("kind", ["logistic", "softmax", "gaussian", "gaussian-het"])
+@pytest.mark.parametrize("solver", ["auto", "lbfgs"])
+def test_default_tol_gives_nine_digits(kind, solver):
+    # what a user compares with statsmodels/R: coefficients, standard errors and
+    # sigma2 to >= 9 significant digits with the default tol, vs a fit to tol 1e-14
+    sm = pytest.importorskip("statsmodels.api")
+    het = kind == "gaussian-het"
+    X, y = make_data("gaussian" if het else kind, 39, 4000, 5)
+    make = (lambda **kw: fm.GaussianRegression(heteroscedastic=True, **kw)) if het else \
+        (lambda **kw: make_model(kind, **kw))
+    m = make(solver=solver).fit(X, y)
+    ref = make(solver="newton", tol=1e-14).fit(X, y)
+    np.testing.assert_allclose(m.params_, ref.params_, rtol=1e-9,
+                               atol=1e-9 * np.abs(ref.params_).max())
+    np.testing.assert_allclose(m.bse_, ref.bse_, rtol=1e-9)
+    if kind == "logistic":  # and the tight reference is statsmodels' optimum
+        r = sm.Logit(y, sm.add_constant(X)).fit(method="newton", tol=1e-14, disp=0)
+        np.testing.assert_allclose(ref.params_, r.params, rtol=1e-10)
