@@ -16,7 +16,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ._jit import KERNEL_OPTIONS, PARALLEL_OPTIONS
+from ._elementwise import _bce_logits_point
+from ._jit import KERNEL_OPTIONS, PARALLEL_OPTIONS, POINTWISE_OPTIONS
 from ._threading import launch
 
 CHUNK = 1024
@@ -114,6 +115,91 @@ def _backprop_kernel(X, R, G):
     for c in prange(nch):
         _backprop_rows(X, R, parts[c], c * CHUNK, min(n, (c + 1) * CHUNK))
     _add_parts(parts, G)
+
+
+@njit(**POINTWISE_OPTIONS)
+def _bernoulli_row(z, y, sw, unit, i, perfect, cnt):
+    # (weighted loss, gradient) of one row, and its [misclassified, perfect] counts
+    lz, rz = _bce_logits_point(z, y[i], 1.0)
+    m = (2.0 * y[i] - 1.0) * z
+    if unit or sw[i] > 0.0:
+        if m <= 0.0:
+            cnt[0] += 1
+        elif m > perfect:
+            cnt[1] += 1
+    if unit:
+        return lz, rz
+    return sw[i] * lz, sw[i] * rz
+
+
+@njit(**POINTWISE_OPTIONS)
+def _bernoulli_rows(X, wt, y, sw, perfect, p, cnt, Z, i0, i1):
+    # the Bernoulli NLL of rows i0..i1 and p += its gradient, each row read once: the
+    # dot products and updates vectorize (fast-math helpers), the point formula is
+    # the public BCE-with-logits one, without fast-math (same bits as that loss)
+    loss = 0.0
+    b = wt[0]
+    w = wt[1:]
+    unit = sw.shape[0] == 0
+    i = i0
+    while i + 4 <= i1:
+        s0, s1, s2, s3 = _dot4(w, X[i], X[i + 1], X[i + 2], X[i + 3])
+        if Z.shape[0]:
+            Z[i], Z[i + 1], Z[i + 2], Z[i + 3] = b + s0, b + s1, b + s2, b + s3
+        l0, r0 = _bernoulli_row(b + s0, y, sw, unit, i, perfect, cnt)
+        l1, r1 = _bernoulli_row(b + s1, y, sw, unit, i + 1, perfect, cnt)
+        l2, r2 = _bernoulli_row(b + s2, y, sw, unit, i + 2, perfect, cnt)
+        l3, r3 = _bernoulli_row(b + s3, y, sw, unit, i + 3, perfect, cnt)
+        loss += (l0 + l1) + (l2 + l3)
+        p[0] += (r0 + r1) + (r2 + r3)
+        _axpy4(p[1:], r0, r1, r2, r3, X, i)
+        i += 4
+    for r in range(i, i1):
+        zr = b + _dot(X[r], w)
+        if Z.shape[0]:
+            Z[r] = zr
+        lr, rr = _bernoulli_row(zr, y, sw, unit, r, perfect, cnt)
+        loss += lr
+        p[0] += rr
+        _axpy(p[1:], rr, X[r])
+    return loss
+
+
+@njit(**PARALLEL_OPTIONS)
+def _bernoulli_kernel(X, wt, y, sw, perfect, G, counts, Z):
+    n = X.shape[0]
+    nch = (n + CHUNK - 1) // CHUNK
+    parts = np.zeros((nch, 1, G.shape[1]))
+    cnts = np.zeros((nch, 2), np.int64)
+    losses = np.zeros(nch)
+    for c in prange(nch):
+        losses[c] = _bernoulli_rows(X, wt, y, sw, perfect, parts[c, 0], cnts[c], Z, c * CHUNK,
+                                    min(n, (c + 1) * CHUNK))
+    _add_parts(parts, G)
+    loss = 0.0
+    for c in range(nch):
+        loss += losses[c]
+        counts[0] += cnts[c, 0]
+        counts[1] += cnts[c, 1]
+    return loss
+
+
+_NO_WEIGHTS = np.zeros(0)
+
+
+def bernoulli_pass(X: np.ndarray, Wt: np.ndarray, y: np.ndarray, sw, G: np.ndarray,
+                   counts: np.ndarray, perfect: float, Z=None) -> float:
+    """The summed (weighted) Bernoulli NLL of rows ``X`` with log-odds
+    ``Wt[0, 0] + X . Wt[0, 1:]``, ``G += its gradient`` (shape (1, d + 1)) and
+    ``counts += [misclassified rows, rows of margin > perfect]`` (positive weight):
+    the predictor, the BCE-with-logits point formula and the back-propagation fused
+    in one read of each row (y float64 of 0/1, sw float64 or None). ``Z``: a float64
+    array of n, if given, receives the log-odds."""
+    if not X.shape[0]:
+        return 0.0
+    sw = _NO_WEIGHTS if sw is None else sw
+    Z = _NO_WEIGHTS if Z is None else Z
+    return float(launch(_bernoulli_kernel, X, Wt[0], y, sw, perfect, G, counts, Z))
 
 
 def predictor(X: np.ndarray, Wt: np.ndarray) -> np.ndarray:

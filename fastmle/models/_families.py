@@ -4,9 +4,11 @@ The starting intercepts come from ``target_sums(y, sw)``, sums over the rows tha
 add up over blocks (so that they are computed where the data is), turned into
 intercepts by ``initial_intercepts(sums)``.
 
+``fused(Xb, W, y, sw, G, counts, Z=None)``, where not None, does a block's
+objective, gradient and row counts in one read of X (Z only if asked for).
 ``out_scale`` (k,) is the scale of each predictor's units (1 where they carry
-none), ``classifier`` whether rows can be misclassified (separation checks, through
-``margins(Z, y)``: each row's own-class score minus the best other).
+none), ``classifier`` whether rows can be misclassified (separation checks,
+through ``margins(Z, y)``: each row's own-class score minus the best other).
 
 A family sees one block of rows at a time: ``Z`` of shape (n, k) holds the k
 linear predictors of each row, ``y`` the targets, ``sw`` the sample weights (or
@@ -22,6 +24,7 @@ import math
 
 import numpy as np
 
+from .._linear import bernoulli_pass
 from ..binary import binary_cross_entropy_with_logits_value_and_grad
 from ..cross_entropy import cross_entropy_value_and_grad
 from ..gaussian import gaussian_nll_loss_value_and_grad
@@ -67,12 +70,20 @@ class Bernoulli:
         """Log-odds of each row's own class over the other: > 0 when predicted right."""
         return (2.0 * y - 1.0) * Z[:, 0]
 
+    def fused(self, Xb, W, y, sw, G, counts, Z=None) -> float:
+        """NLL of a block, ``G += gradient``, ``counts += row_counts``, and the linear
+        predictors into ``Z`` (n, 1) if given: one read of X."""
+        return bernoulli_pass(Xb, W, y, sw, G, counts, PERFECT,
+                              None if Z is None else Z.reshape(-1))
+
 
 class Categorical:
     """y in {0, ..., C-1}; C predictors, the first held at 0 (class 0 is the
     reference, as in statsmodels' MNLogit) or, with ``symmetric``, all free (an
     over-parametrisation in which gradient methods converge faster).
     NLL = softmax cross-entropy."""
+
+    fused = None
 
     classifier = True
 
@@ -142,6 +153,7 @@ class Gaussian:
 
     k = 2
     classifier = False
+    fused = None
 
     def __init__(self):
         self.penalty = np.eye(2)
