@@ -57,8 +57,8 @@ _KL_DOC = """
     Mirrors ``torch.nn.functional.kl_div``: pointwise target * (log(target) -
     input), or exp(target) * (target - input) with ``log_target``. Deviation: a
     zero target contributes exactly 0 even where input is -inf (PyTorch gives
-    NaN there); a NaN input gives NaN, as in PyTorch. The gradient with respect to input is -target (times the
-    reduction's scale).
+    NaN there); a NaN input gives NaN, as in PyTorch. The gradient with respect to
+    input is -target (times the reduction's scale).
 """
 
 
