@@ -33,7 +33,8 @@ from .softmax import log_softmax, logsumexp, softmax
 
 __version__ = "0.1.0"
 
-_MODELS = ("LogisticRegression", "SoftmaxRegression", "GaussianRegression", "ConvergenceWarning")
+_MODELS = ("LogisticRegression", "SoftmaxRegression", "GaussianRegression", "ConvergenceWarning",
+           "DataConversionWarning")
 
 
 def __getattr__(name):
@@ -71,4 +72,5 @@ __all__ = [
     "SoftmaxRegression",
     "GaussianRegression",
     "ConvergenceWarning",
+    "DataConversionWarning",
 ]

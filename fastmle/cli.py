@@ -12,6 +12,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 import tempfile
 import time
@@ -41,7 +42,9 @@ def _parser() -> argparse.ArgumentParser:
                        description="Fit a linear model by maximum likelihood and print its "
                        "summary (estimates, standard errors, log-likelihood, AIC/BIC).")
     f.add_argument("data", metavar="DATA",
-                   help=f"a data file: {', '.join(sorted(FORMATS))} (Parquet needs pyarrow)")
+                   help=f"a data file: {', '.join(sorted(FORMATS))}; CSV also compressed "
+                   "(.csv.gz, .csv.bz2, .csv.xz). Parquet needs pyarrow, which also reads CSV "
+                   "faster (the standard library's csv module otherwise)")
     f.add_argument("--target", required=True, metavar="COLUMN", help="the response column")
     f.add_argument("--family", required=True, choices=FAMILIES,
                    help="bernoulli: logistic regression (2 classes); categorical: softmax "
@@ -51,6 +54,13 @@ def _parser() -> argparse.ArgumentParser:
                    help="feature columns (default: every other column); a 2-d .npz array "
                    "stands for all its columns")
     f.add_argument("--weights", metavar="COLUMN", help="a column of sample weights")
+    f.add_argument("--delimiter", metavar="CHAR",
+                   help="CSV field delimiter: one character, or tab, comma, semicolon, pipe "
+                   "(default: the one of , tab ; | that splits the header into the most "
+                   "fields; tab for .tsv)")
+    f.add_argument("--encoding", metavar="NAME",
+                   help="CSV text encoding, e.g. latin-1, cp1252, utf-16 (default: UTF-8, "
+                   "with or without a byte-order mark)")
     f.add_argument("--alpha", type=float, default=0.0,
                    help="L2 penalty on the summed NLL, intercepts excluded (default 0: "
                    "the plain MLE)")
@@ -74,9 +84,15 @@ def _parser() -> argparse.ArgumentParser:
                    help="also plot the MSE-vs-BCE gradients (needs matplotlib)")
 
     b = sub.add_parser("bench", help="every loss kernel side by side with NumPy, torch and "
-                       "the memory-copy floor", description=bench.__doc__.splitlines()[0])
+                       "the memory-copy floor", description=_first_paragraph(bench.__doc__))
     bench.add_arguments(b)
     return p
+
+
+def _first_paragraph(doc: str | None) -> str:
+    """A docstring's first paragraph as plain text (whole sentences, no RST markup)."""
+    para = (doc or "").strip().split("\n\n")[0]
+    return re.sub(r"``([^`]*)``", r"\1", " ".join(para.split()))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,11 +132,15 @@ def _fit(args: argparse.Namespace, tmp: str | None) -> int:
     t0 = time.perf_counter()
     bar = Bar(f"reading {args.data}")
     try:
-        data = read(args.data, args.target, args.features, args.weights, progress=bar)
+        data = read(args.data, args.target, args.features, args.weights, progress=bar,
+                    delimiter=args.delimiter, encoding=args.encoding,
+                    before_load=lambda d, n: _check_size(n, d, 1, args, bound=True))
     finally:
         bar.close()
     read_time = time.perf_counter() - t0
     y = _check_target(data.y, data.target, args.family)
+    _check_size(data.X.shape[0], data.X.shape[1],
+                max(1, np.unique(y).size - 1) if args.family == "categorical" else 1, args)
     model = _estimator(args, verbose=int(sys.stderr.isatty()))
     X = _named(data.X, data.features)
     with warnings.catch_warnings(record=True) as caught:
@@ -130,6 +150,10 @@ def _fit(args: argparse.Namespace, tmp: str | None) -> int:
         print(f"fastmle: warning: {str(w.message).splitlines()[0]}", file=sys.stderr)
     n = data.X.shape[0]
     print(model.summary())
+    if args.family == "bernoulli":
+        neg, pos = (_show(c) for c in model.classes_)
+        print(f"modelled: P({data.target} = {pos}) against {data.target} = {neg} (classes in "
+              "sorted order: the coefficients raise the log-odds of the second)")
     print(f"read {n:,} rows x {len(data.features)} features in {read_time:.3g} s; "
           f"fit in {model.fit_time_:.3g} s ({n / model.fit_time_:,.0f} rows/s)")
     if tmp is not None:
@@ -182,21 +206,39 @@ def _reserve_output(path: str, data: str) -> str:
     return tmp
 
 
+def _show(v) -> str:
+    """A value for a message: text quoted, numbers plain, never a NumPy repr."""
+    v = v.item() if isinstance(v, np.generic) else v
+    if isinstance(v, float) and v.is_integer() and abs(v) < 2**53:
+        return str(int(v))
+    return repr(v) if isinstance(v, str) else f"{v:g}" if isinstance(v, float) else str(v)
+
+
+LABEL_LIMIT = 2**53  # whole numbers beyond it are not exact in float64: labels would merge
+
+
 def _check_target(y: np.ndarray, name: str, family: str) -> np.ndarray:
     if family.startswith("gaussian"):
         if y.dtype.kind not in "biuf":
-            raise UsageError(f"target {name!r} is not numeric (e.g. {y[0]!r}): --family "
+            raise UsageError(f"target {name!r} is not numeric (e.g. {_show(y[0])}): --family "
                              f"{family} needs numbers; use bernoulli or categorical for labels")
         return y
     if y.dtype.kind == "f" and not np.array_equal(y, np.round(y)):
-        bad = y[y != np.round(y)][0]
-        raise UsageError(f"target {name!r} has non-integer values (e.g. {bad:g}): --family "
-                         f"{family} needs class labels; use --family gaussian for a "
-                         "continuous response")
+        i = int(np.flatnonzero(y != np.round(y))[0])
+        raise UsageError(f"target {name!r} has non-integer values (e.g. {y[i]:g} in data row "
+                         f"{i + 1}, 1-based): --family {family} needs class labels; use "
+                         "--family gaussian for a continuous response")
     if y.dtype.kind == "f":
+        big = np.flatnonzero(np.abs(y) >= LABEL_LIMIT)
+        if big.size:
+            i = int(big[0])
+            raise UsageError(f"target {name!r} has a label too large to read exactly "
+                             f"({y[i]:.17g} in data row {i + 1}, 1-based; class labels must "
+                             "be below 2^53 in magnitude): recode the classes, e.g. as 0, 1, "
+                             "... or as text")
         y = y.astype(np.int64)  # whole numbers read as floats: labels 0, 1, not 0.0, 1.0
     classes = np.unique(y)
-    shown = ", ".join(map(str, classes[:5]))
+    shown = ", ".join(_show(c) if not isinstance(c, str) else c for c in classes[:5])
     shown += ", ..." if classes.size > 5 else ""
     if classes.size < 2:
         raise UsageError(f"target {name!r} has a single value ({shown}): a classifier needs "
@@ -205,6 +247,20 @@ def _check_target(y: np.ndarray, name: str, family: str) -> np.ndarray:
         raise UsageError(f"target {name!r} has {classes.size} classes ({shown}): --family "
                          "bernoulli needs exactly 2; use --family categorical")
     return y
+
+
+def _check_size(n: int | None, d: int, k: int, args, bound: bool = False) -> None:
+    """Refuse a model with at least as many parameters as rows and no penalty: the MLE
+    is not identified. Called before the rows are read, with an upper bound on their
+    number (10^6 columns x 3 rows is refused at once, not after reading), and after."""
+    if n is None or n == 0:  # no rows at all: the reader says so
+        return
+    params = k * (d + (not args.no_intercept)) + (d + 1 if args.family == "gaussian-hetero"
+                                                   else 0)
+    if args.alpha == 0 and params >= n:
+        rows = f"{'at most ' if bound else ''}{n:,} data rows"
+        raise UsageError(f"{rows} cannot identify {params:,} parameters ({d:,} features): "
+                         "use fewer features (--features) or a penalty (--alpha)")
 
 
 def _estimator(args, verbose: int):
@@ -252,6 +308,8 @@ def results(model, args, data, read_time: float) -> dict:
            "rows_per_s": data.X.shape[0] / model.fit_time_}
     if hasattr(model, "classes_"):
         out["classes"] = [c.item() if hasattr(c, "item") else c for c in model.classes_]
+        if args.family == "bernoulli":
+            out["modelled_class"] = out["classes"][1]  # P(target = classes[1]) is modelled
     if hasattr(model, "sigma2_"):
         out["sigma2"] = float(model.sigma2_)
     return out

@@ -53,8 +53,9 @@ def _venv(path: Path) -> tuple[Path, Path]:
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True,
                    timeout=120)
     py = path / "bin" / "python"
-    site = Path(subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-                               check=True, capture_output=True, text=True).stdout.strip())
+    where = "import sysconfig; print(sysconfig.get_path('purelib'))"
+    site = Path(subprocess.run([str(py), "-c", where], check=True, capture_output=True,
+                               text=True).stdout.strip())
     # this environment's packages (numba, numpy, ...) without processing its .pth files,
     # so its own editable fastmle stays invisible
     (site / "zz_test_env.pth").write_text(sysconfig.get_path("purelib") + "\n")
