@@ -576,7 +576,9 @@ def elementwise_kernel(loss_id, dt):
                         gj = rr * (bb - aa * e)
                     else:
                         gj = rr * (bb * e - aa)
-                    lj = wj * (la + lb)
+                    # a NaN logit stays NaN even where both coefficients are 0 (y = 1,
+                    # pos_weight = 0), as on the CPU and in PyTorch
+                    lj = wj * (la + lb if xj == xj else xj)
                     gj = sc * wj * gj
                 elif loss_id == BCE_PROBS:
                     wj = _opval(b, kb, k_, l_)
@@ -627,7 +629,7 @@ def elementwise_kernel(loss_id, dt):
                         gj = -sc * et
                     else:
                         if yj == zero:
-                            lj = zero
+                            lj = zero if xj == xj else xj  # 0 * NaN input is NaN (CPU, torch)
                         elif yj > zero:
                             lj = yj * (nt(math.log(yj)) - xj)
                         else:
