@@ -45,3 +45,24 @@ def test_float32_rows_are_summed_in_float64(dtype):
     G = np.zeros((1, 2))
     _linear.backprop(X, np.ones((100_000, 1)), G)
     assert G[0, 1] == pytest.approx(100_000 * float(dtype(0.1)), rel=1e-12)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softmax_hessian(weighted, dtype):
+    rng = np.random.default_rng(5)
+    n, d, m = 700, 3, 4
+    X = rng.standard_normal((n, d)).astype(dtype)
+    P = rng.dirichlet(np.ones(m + 1), n)[:, :m]  # m of m + 1 classes' probabilities
+    sw = rng.uniform(0, 2, n) if weighted else None
+    H = np.zeros((m * (d + 1), m * (d + 1)))
+    _linear.KRON_BYTES, saved = 8 * m * (d + 1) * 64, _linear.KRON_BYTES  # several sub-blocks
+    try:
+        _linear.softmax_hessian(X, P, sw, H)
+    finally:
+        _linear.KRON_BYTES = saved
+    Xa = _augmented(X)
+    w = np.ones(n) if sw is None else sw
+    ref = sum(w[i] * np.kron(np.diag(P[i]) - np.outer(P[i], P[i]), np.outer(Xa[i], Xa[i]))
+              for i in range(n))
+    np.testing.assert_allclose(H, ref, rtol=1e-10, atol=1e-10 * np.abs(ref).max())

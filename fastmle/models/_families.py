@@ -42,6 +42,7 @@ class Bernoulli:
 
     k = 1
     classifier = True
+    kron_hessian = False
 
     def __init__(self):
         self.penalty = np.ones((1, 1))
@@ -84,8 +85,9 @@ class Categorical:
     NLL = softmax cross-entropy."""
 
     fused = None
-
     classifier = True
+    # the Hessian as one product over the classes (_linear.softmax_hessian), not pairs
+    kron_hessian = True
 
     def __init__(self, n_classes: int, symmetric: bool = False):
         self.k = n_classes
@@ -111,16 +113,9 @@ class Categorical:
         g *= sw[:, None]
         return _weighted(rows, sw), g
 
-    def hess_weights(self, Z, y, sw):
-        P = softmax(Z, axis=1)
-        k = self.k
-        W = np.empty((Z.shape[0], k * (k + 1) // 2))
-        for a in range(k):
-            for b in range(a + 1):
-                W[:, a * (a + 1) // 2 + b] = P[:, a] * ((a == b) - P[:, b])
-        if sw is not None:
-            W *= sw[:, None]
-        return W
+    @staticmethod
+    def probabilities(Z) -> np.ndarray:
+        return softmax(Z, axis=1)
 
     def margins(self, Z, y) -> np.ndarray:
         """Each row's own-class score minus the best other class's: > 0 when right."""
@@ -154,6 +149,7 @@ class Gaussian:
     k = 2
     classifier = False
     fused = None
+    kron_hessian = False
 
     def __init__(self):
         self.penalty = np.eye(2)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._linear import backprop, gram, predictor, symmetrize
+from .._linear import backprop, gram, predictor, softmax_hessian, symmetrize
 from .._progress import Bar
 from ._base import ConvergenceWarning, check_finite_block, warning
 from ._families import row_counts
@@ -98,16 +98,24 @@ def row_blocks(X, y, sw) -> RowBlocks:
 # Each returns a tuple of partial sums (floats, arrays or None) that add up over the
 # chunks. ``check``: look for NaN/inf in X (the first pass over the data).
 
-def nll_sums(blocks, check, W, family, full_pairs, vec_pairs, hess, count_wrong):
-    """(NLL, dNLL/dW, Hessian blocks of the full pairs, of the vector pairs, numbers of
+def nll_sums(blocks, check, W, family, layout, hess, count_wrong):
+    """(NLL, dNLL/dW, Hessian parts (``layout`` ("pairs", full, vector): the weighted
+    Grams of the full pairs, of the vector pairs; ("kron", outputs): the Hessian of
+    those outputs' logits, then None), numbers of
     [misclassified, perfectly predicted] rows (counted with ``count_wrong`` or ``hess``,
     for classifiers), weighted column sums of squares of [1, X]); the Hessian parts
     are None without ``hess``, the sums of squares None without ``check`` (they are
     taken on the first pass, which reads every value anyway)."""
     k, d1 = W.shape
     G = np.zeros((k, d1))
-    Hf = np.zeros((len(full_pairs), d1, d1)) if hess else None
-    Hv = np.zeros((len(vec_pairs), d1)) if hess else None
+    Hf = Hv = None
+    if hess and layout[0] == "kron":  # the Hessian of the outputs layout[1], whole
+        outputs = layout[1]
+        Hf = np.zeros((len(outputs) * d1, len(outputs) * d1))
+    elif hess:
+        full_pairs, vec_pairs = layout[1:]
+        Hf = np.zeros((len(full_pairs), d1, d1))
+        Hv = np.zeros((len(vec_pairs), d1))
     sq = np.zeros(d1) if check else None
     loss, wrong = 0.0, np.zeros(2, np.int64)
     count_wrong = (count_wrong or hess) and family.classifier
@@ -124,7 +132,9 @@ def nll_sums(blocks, check, W, family, full_pairs, vec_pairs, hess, count_wrong)
                 loss += family.fused(Xb, W, yb, swb, G, wrong, Z)
             else:
                 Z = predictor(Xb, W)
-            if hess:
+            if hess and layout[0] == "kron":
+                softmax_hessian(Xb, family.probabilities(Z)[:, outputs], swb, Hf)
+            elif hess:
                 Wts = family.hess_weights(Z, yb, swb)
                 if full_pairs:
                     gram(Xb, np.ascontiguousarray(Wts[:, full_pairs]), Hf)
@@ -250,6 +260,8 @@ class Problem:
         self.full_pairs = [i for i in used if full[pairs[i][0]] and full[pairs[i][1]]]
         self.vec_pairs = [i for i in used if i not in self.full_pairs]
         self.pairs = pairs
+        self.layout = (("kron", np.flatnonzero(free)) if family.kron_hessian
+                       else ("pairs", self.full_pairs, self.vec_pairs))
         self.n_evals = 0
         self.counted = False
 
@@ -308,8 +320,8 @@ class Problem:
         W = self.unpack(theta)
         k, d1 = W.shape
         self.counted = (count_wrong or hess) and fam.classifier
-        loss, G, Hf, Hv, wrong, sq = self._pass(nll_sums, W, fam, self.full_pairs,
-                                                self.vec_pairs, hess, count_wrong)
+        loss, G, Hf, Hv, wrong, sq = self._pass(nll_sums, W, fam, self.layout, hess,
+                                                count_wrong)
         if sq is not None:
             self._data["col_sq"] = sq
         C = W[:, 1:]
@@ -323,12 +335,17 @@ class Problem:
 
     def _assemble(self, Hf, Hv, k, d1):
         H = np.zeros((k, d1, k, d1))
-        Hf = symmetrize(Hf)
-        for i, q in enumerate(self.full_pairs):
+        pairwise = self.layout[0] == "pairs"
+        if pairwise:
+            Hf = symmetrize(Hf)
+        else:
+            out, cols = self.layout[1], np.arange(d1)
+            H[np.ix_(out, cols, out, cols)] = Hf.reshape(out.size, d1, out.size, d1)
+        for i, q in enumerate(self.full_pairs if pairwise else ()):
             a, b = self.pairs[q]
             H[a, :, b, :] = Hf[i]
             H[b, :, a, :] = Hf[i].T
-        for i, q in enumerate(self.vec_pairs):
+        for i, q in enumerate(self.vec_pairs if pairwise else ()):
             a, b = self.pairs[q]
             # only the intercept row/column of a block with a non-full side is used
             H[a, 0, b, :] = H[b, :, a, 0] = Hv[i]
