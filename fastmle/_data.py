@@ -425,9 +425,13 @@ class _CSV:
         idx = {c: first[c] for c in features + [target] + ([weights] if weights else [])}
         pacsv = _pyarrow_csv()
         if pacsv is not None and self.compression != ".xz":
-            cols = self._load_arrow(pacsv, idx, features, target, weights, progress)
-        else:
-            cols = self._load_python(idx, features, target, weights, progress)
+            try:
+                return self._load_arrow(pacsv, idx, features, target, weights, progress,
+                                        newlines=False)
+            except _QuotedLineEnds:  # a quoted field spans lines: the slower, exact parse
+                return self._load_arrow(pacsv, idx, features, target, weights, progress,
+                                        newlines=True)
+        cols = self._load_python(idx, features, target, weights, progress)
         n = len(cols[target])
         X = np.empty((n, len(features)))
         for j, c in enumerate(features):
@@ -474,12 +478,15 @@ class _CSV:
                 "delimiter, or give --delimiter")
 
     # pyarrow
-    def _options(self, pacsv, idx, target, threads, rows):
+    def _options(self, pacsv, idx, target, threads, rows, newlines=True):
         import pyarrow as pa
 
         names = [f"c{j}" for j in range(len(self.names))]
         types = {f"c{j}": (pa.string() if c == target else pa.float64()) for c, j in idx.items()}
-        block = max(CSV_CHUNK, 4 * self.header_chars + 4096)  # bytes: a header fits
+        # bytes per block: a header fits; wide files get larger blocks (pyarrow's cost
+        # per column and block dominates at 10^5 columns)
+        block = max(CSV_CHUNK, 4 * self.header_chars + 4096,
+                    min(128 << 20, 1024 * len(self.names)))
 
         def invalid(row):
             rows.append(row)
@@ -489,7 +496,7 @@ class _CSV:
                                  use_threads=threads,
                                  encoding="utf8" if self.encoding == "utf-8-sig"
                                  else self.encoding)
-        parse = pacsv.ParseOptions(delimiter=self.delimiter, newlines_in_values=True,
+        parse = pacsv.ParseOptions(delimiter=self.delimiter, newlines_in_values=newlines,
                                    invalid_row_handler=invalid)
         convert = pacsv.ConvertOptions(column_types=types, include_columns=sorted(types),
                                        null_values=sorted(MISSING), strings_can_be_null=False,
@@ -503,13 +510,15 @@ class _CSV:
         codec = {".gz": "gzip", ".bz2": "bz2"}.get(self.compression)
         return raw, (pa.CompressedInputStream(raw, codec) if codec else raw)
 
-    def _load_arrow(self, pacsv, idx, features, target, weights, progress):
+    def _load_arrow(self, pacsv, idx, features, target, weights, progress, newlines):
+        """Stream the file through pyarrow's reader (parsing in parallel); the feature
+        columns of each batch become one row-major block (``to_tensor``)."""
         import pyarrow as pa
 
         size = max(1, os.path.getsize(self.path))
         rows: list = []
-        read, parse, convert = self._options(pacsv, idx, target, True, rows)
-        batches = []
+        read, parse, convert = self._options(pacsv, idx, target, True, rows, newlines)
+        parts, labels, wparts, pos, start = [], [], [], None, 0
         raw, stream = self._stream()
         try:
             with raw:
@@ -517,11 +526,26 @@ class _CSV:
                     reader = pacsv.open_csv(stream, read_options=read, parse_options=parse,
                                             convert_options=convert)
                     for batch in reader:
-                        batches.append(batch)
+                        if pos is None:
+                            at = {nm: i for i, nm in enumerate(batch.schema.names)}
+                            pos = {c: at[f"c{j}"] for c, j in idx.items()}
+                            fpos = [pos[c] for c in features]
+                        if batch.num_rows:
+                            fb = batch.select(fpos)
+                            self._no_nulls(fb, features, start)
+                            parts.append(_block(fb))
+                            labels.append(batch.column(pos[target]))
+                            if weights:
+                                wb = batch.select([pos[weights]])
+                                self._no_nulls(wb, [weights], start)
+                                wparts.append(wb.column(0).to_numpy())
+                            start += batch.num_rows
                         progress(min(1.0, raw.tell() / size) if not raw.closed else 1.0)
                 except pa.ArrowInvalid as e:
                     if "Empty CSV file" in str(e) or "skip initial" in str(e):
-                        batches = []
+                        parts, labels, wparts = [], [], []
+                    elif rows and not newlines:
+                        raise _QuotedLineEnds from None
                     else:
                         raise self._arrow_error(pacsv, idx, target, e) from None
         except (pa.ArrowException, OSError) as e:
@@ -530,21 +554,20 @@ class _CSV:
             raise DataError(f"{self.path}: cannot be read ({str(e).splitlines()[0]})") \
                 from None
         progress(1.0)
-        cols = {}
-        for c, j in idx.items():
-            chunks = [b.column(f"c{j}") for b in batches]
-            arr = pa.chunked_array(chunks, pa.string() if c == target else pa.float64())
-            if c == target:
-                cols[c] = self._arrow_labels(arr, c)
-            else:
-                if arr.null_count:
-                    first = int(np.flatnonzero(arr.is_null().to_numpy(
-                        zero_copy_only=False))[0])
-                    raise DataError(f"column {c!r} has {arr.null_count} missing value(s) "
-                                    f"(first: data row {first + 1}, 1-based): drop or impute "
-                                    "them before fitting")
-                cols[c] = arr.to_numpy()
-        return cols
+        X = np.concatenate(parts) if len(parts) > 1 else (
+            parts[0] if parts else np.empty((0, len(features))))
+        y = self._arrow_labels(pa.chunked_array(labels, pa.string()), target)
+        w = (np.concatenate(wparts) if wparts else np.empty(0)) if weights else None
+        return X, y, w
+
+    @staticmethod
+    def _no_nulls(batch, names, start):
+        for k, col in enumerate(batch.columns):
+            if col.null_count:
+                first = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
+                raise DataError(f"column {names[k]!r} has missing values (first: data row "
+                                f"{start + first + 1}, 1-based: empty or a marker such as NA): "
+                                "drop or impute them before fitting")
 
     @staticmethod
     def _arrow_labels(arr, name):
@@ -584,6 +607,17 @@ class _CSV:
             return DataError(f"{self.path} is not UTF-8 text: give its encoding with "
                              "--encoding, e.g. --encoding latin-1 or --encoding cp1252")
         return DataError(f"{self.path}: not valid CSV ({msg.splitlines()[0]})")
+
+
+class _QuotedLineEnds(Exception):
+    """A row had the wrong number of fields when line ends were taken as row ends."""
+
+
+def _block(batch) -> np.ndarray:
+    """A record batch of float64 columns as one (rows, columns) C-ordered array."""
+    if hasattr(batch, "to_tensor"):  # pyarrow >= 16: one pass in C++
+        return np.asarray(batch.to_tensor(row_major=True))
+    return np.column_stack([c.to_numpy() for c in batch.columns])
 
 
 def _raw_tell(buffer) -> int:

@@ -130,6 +130,21 @@ def test_text_labels_say_which_class_is_modelled(files, tmp_path, reference):
     np.testing.assert_allclose([p["coef"] for p in res["params"]], reference, rtol=1e-9)
 
 
+def test_quoted_line_ends_in_a_text_field(tmp_path, frame, reference):
+    """A spreadsheet cell with a line break: quoted, so one row (pyarrow's fast
+    row splitting fails on it, and the file is read again with quoted line ends)."""
+    path = tmp_path / "multiline.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["a", "note", "b", "y"])
+        for i in range(N):
+            w.writerow([float(frame["a"][i]), f"line one\nline two {i}" if i % 7 == 0 else "x",
+                        float(frame["b"][i]), int(frame["y"][i])])
+    res, _ = params(tmp_path, path, "--target", "y", "--family", "bernoulli", "--features",
+                    "a", "b")
+    np.testing.assert_allclose([p["coef"] for p in res["params"]], reference, rtol=1e-9)
+
+
 def test_unnamed_index_column_is_refused_by_default(files):
     for name in ("pandas_index.csv", "r.csv"):
         fails(fastmle("fit", files / name, "--target", "y", "--family", "bernoulli"),
