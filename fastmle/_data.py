@@ -373,6 +373,14 @@ class _CSV:
         if self.explicit_encoding:
             return DataError(f"{self.path} is not {self.encoding} text ({e.reason}): check "
                              "--encoding")
+        try:
+            with open(self.path, "rb") as f:
+                head = f.read(4)
+        except OSError:
+            head = b""
+        if head[:2] in (b"\xff\xfe", b"\xfe\xff") and not self.compression:
+            return DataError(f"{self.path} is UTF-16 text (it starts with a UTF-16 byte-order "
+                             "mark): give --encoding utf-16")
         return DataError(f"{self.path} is not UTF-8 text (byte 0x{e.object[e.start]:02x} "
                          "cannot be decoded): give its encoding with --encoding, e.g. "
                          "--encoding latin-1 or --encoding cp1252")

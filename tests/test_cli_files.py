@@ -172,6 +172,14 @@ def test_encodings(tmp_path):
     assert res["classes"] == ["café", "thé"]
     fails(fastmle("fit", tmp_path / "latin.csv", "--target", "drink", "--family",
                   "bernoulli", "--encoding", "no-such-codec"), "--encoding")
+    # UTF-16 as Excel's "Unicode text" writes it: tab-separated, with a byte-order mark
+    (tmp_path / "u16.txt").write_bytes(("a\tdrink\n" + rows.replace(",", "\t"))
+                                       .encode("utf-16"))
+    fails(fastmle("fit", tmp_path / "u16.txt", "--target", "drink", "--family", "bernoulli"),
+          "is UTF-16 text", "--encoding utf-16")
+    res, _ = params(tmp_path, tmp_path / "u16.txt", "--target", "drink", "--family",
+                    "bernoulli", "--encoding", "utf-16")
+    assert res["classes"] == ["café", "thé"]
 
 
 # -- silently wrong reads, now refused ---------------------------------------------------
@@ -272,6 +280,10 @@ def test_numpy_files(tmp_path):
     (tmp_path / "cut.npz").write_bytes(raw[: len(raw) // 2])
     fails(fastmle("fit", tmp_path / "cut.npz", "--target", "y", "--family", "bernoulli"),
           "not a readable .npz file")
+    # pickled objects are never loaded
+    np.savez(tmp_path / "obj.npz", a=np.arange(5.0), y=np.array([{"k": 1}] * 5, dtype=object))
+    fails(fastmle("fit", tmp_path / "obj.npz", "--target", "y", "--family", "bernoulli"),
+          "does not unpickle")
     # a header that declares 8 GB in a member of a few bytes: refused before allocating
     buf = io.BytesIO()
     np.lib.format.write_array_header_1_0(buf, {"descr": "<f8", "fortran_order": False,
