@@ -21,9 +21,11 @@ import bz2
 import codecs
 import csv
 import difflib
+import gc
 import gzip
 import io
 import lzma
+import operator
 import os
 import re
 import stat
@@ -44,9 +46,26 @@ DELIMITERS = (",", "\t", ";", "|")
 MISSING = frozenset(["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan",
                      "1.#IND", "1.#QNAN", "N/A", "NA", "NULL", "NaN", "n/a", "nan", "null",
                      "None"])
-_NUMBER = (r"^\s*[+-]?(?:(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
-           r"|[iI][nN][fF](?:[iI][nN][iI][tT][yY])?|[nN][aA][nN])\s*$")
+_CORE = (r"[+-]?(?:(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
+         r"|[iI][nN][fF](?:[iI][nN][iI][tT][yY])?|[nN][aA][nN])")
+_NUMBER = rf"^\s*{_CORE}\s*$"
 _IS_NUMBER = re.compile(_NUMBER, re.ASCII).match
+
+
+def _fast_floats(values) -> np.ndarray | None:
+    """float64 values if every one is an ASCII number, else None. On ASCII text
+    without underscores Python's float() accepts what _NUMBER does (digits, sign,
+    point, exponent, inf, nan, surrounding blanks), so the whole column is checked in
+    two C passes and converted by NumPy."""
+    if not len(values):
+        return None
+    joined = "".join(values)
+    if not joined.isascii() or "_" in joined:
+        return None
+    try:
+        return np.array(values, dtype=np.float64)
+    except ValueError:
+        return None
 
 
 class DataError(ValueError):
@@ -249,6 +268,9 @@ def _target(col: np.ndarray, name: str = "the target") -> np.ndarray:
 def _labels(values: np.ndarray, name: str) -> np.ndarray:
     """A target read as text: numbers (float64) when every value is one, text labels
     when none is, an error naming the first odd value out otherwise."""
+    fast = _fast_floats(values)
+    if fast is not None:
+        return fast
     is_num = np.fromiter((_IS_NUMBER(v) is not None for v in values), bool, len(values))
     return _labels_from_mask(values, is_num, name)
 
@@ -279,7 +301,16 @@ def _labels_from_mask(values, is_num: np.ndarray, name: str) -> np.ndarray:
 
 
 def _floats(values, name: str) -> np.ndarray:
-    """Text to float64 with the rules of the pyarrow path (ASCII numbers only)."""
+    """Text to float64 with the rules of the pyarrow path (ASCII numbers only; NaN is
+    a missing value)."""
+    out = _fast_floats(values)
+    if out is not None:
+        nan = np.flatnonzero(np.isnan(out))
+        if nan.size:
+            raise DataError(f"column {name!r} has missing values (first: data row "
+                            f"{nan[0] + 1}, 1-based: {values[nan[0]]!r}): drop or impute "
+                            "them before fitting")
+        return out
     out = np.empty(len(values))
     for i, v in enumerate(values):
         if _IS_NUMBER(v) is None:
@@ -452,26 +483,39 @@ class _CSV:
         raw = {j: [] for j in used}
         size = max(1, os.path.getsize(self.path))
         width = len(self.names)
+        collect = gc.isenabled()
+        gc.disable()  # millions of short-lived row lists would trigger full collections
         try:
             with self._open_text() as f:
                 buffer = getattr(f, "buffer", None)
                 reader = csv.reader(f, delimiter=self.delimiter)
                 next(reader)
+                get = operator.itemgetter(*used) if len(used) > 1 else (
+                    lambda row, j=used[0]: (row[j],))
+                chunk = []
                 for i, row in enumerate(reader, 1):
-                    if not row:
-                        continue  # a blank line
                     if len(row) != width:
+                        if not row:
+                            continue  # a blank line
                         raise DataError(self._width_error(i, len(row), width))
-                    for j in used:
-                        raw[j].append(row[j])
-                    if i % 65536 == 0 and buffer is not None:
-                        progress(min(1.0, _raw_tell(buffer) / size))
+                    chunk.append(get(row))
+                    if len(chunk) == 65536:
+                        for j, col in zip(used, zip(*chunk)):
+                            raw[j].extend(col)
+                        chunk = []
+                        if buffer is not None:
+                            progress(min(1.0, _raw_tell(buffer) / size))
+                for j, col in zip(used, zip(*chunk)):
+                    raw[j].extend(col)
         except UnicodeDecodeError as e:
             raise self._decode_error(e) from None
         except csv.Error as e:
             raise DataError(f"{self.path}: not valid CSV ({e})") from None
         except (OSError, EOFError, lzma.LZMAError, zlib.error) as e:
             raise DataError(f"{self.path}: cannot be read ({e})") from None
+        finally:
+            if collect:
+                gc.enable()
         progress(1.0)
         cols = {}
         for c, j in idx.items():

@@ -385,6 +385,10 @@ def test_fallback_reader_gives_the_same_errors(tmp_path, monkeypatch, capsys):
                                         for i in range(20)), "data row 3 (1-based) holds "
                                                              "'1_000'"),
         "dup.csv": ("a,a,y\n1,2,0\n3,4,1\n", "2 columns are named 'a'"),
+        "nan.csv": ("a,b,y\n1,2,0\n3,nan,1\n5,6,0\n7,8,1\n9,1,0\n",
+                    "column 'b' has missing values (first: data row 2, 1-based"),
+        "empty.csv": ("a,b,y\n1,2,0\n3,4,1\n5,,0\n7,8,1\n9,1,0\n",
+                      "column 'b' has missing values (first: data row 3, 1-based"),
     }
     for with_arrow in (True, False):
         if not with_arrow:
