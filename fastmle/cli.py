@@ -114,6 +114,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fastmle: interrupted", file=sys.stderr)
         return 130
+    except MemoryError:
+        print("fastmle: error: out of memory: use fewer rows or features, or a .npy file "
+              "(read as a memory map)", file=sys.stderr)
+        return 2
+    except Exception as e:  # a bug: still one line, unless asked for the traceback
+        if os.environ.get("FASTMLE_TRACEBACK"):
+            raise
+        msg = str(e).splitlines()[0] if str(e) else ""
+        print(f"fastmle: error: internal error ({type(e).__name__}: {msg}); please report "
+              "it, with FASTMLE_TRACEBACK=1 set for the traceback", file=sys.stderr)
+        return 2
 
 
 def fit(args: argparse.Namespace) -> int:

@@ -411,3 +411,42 @@ def test_gzip_progress_reaches_the_end(tmp_path, frame):
     seen = []
     data = _data.read(str(path), "y", progress=seen.append)
     assert seen and seen[-1] == 1.0 and data.X.shape == (N, 2)
+
+
+def test_unexpected_errors_are_one_line(tmp_path, monkeypatch, capsys):
+    (tmp_path / "d.csv").write_text("a,y\n1,0\n2,1\n3,0\n4,1\n")
+    argv = ["fit", str(tmp_path / "d.csv"), "--target", "y", "--family", "bernoulli"]
+    for exc in (KeyError("x"), IndexError("list index out of range"), MemoryError()):
+        def boom(*a, exc=exc, **k):
+            raise exc
+        monkeypatch.setattr(cli, "read", boom)
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("fastmle: error: ") and err.count("\n") == 1, err
+    monkeypatch.setenv("FASTMLE_TRACEBACK", "1")
+    monkeypatch.setattr(cli, "read", lambda *a, **k: {}["x"])
+    with pytest.raises(KeyError):
+        cli.main(argv)
+
+
+def test_random_csv_bytes_give_data_errors_only(tmp_path, monkeypatch):
+    """Short random texts from CSV's special characters: a DataError or a result from
+    both readers, never another exception."""
+    import random
+
+    rng = random.Random(17)
+    alphabet = list('ab,;\t"\n\r y01.5e-+_NA\ufeff\u0661\u00e9|')
+    path = tmp_path / "f.csv"
+    for _ in range(300):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 60)))
+        if rng.random() < 0.6:
+            text = "a,y\n" + text
+        path.write_bytes(text.encode(rng.choice(["utf-8", "latin-1"]), errors="replace"))
+        for arrow in (True, False):
+            with monkeypatch.context() as m:
+                if not arrow:
+                    m.setattr(_data, "_pyarrow_csv", lambda: None)
+                try:
+                    _data.read(str(path), "y")
+                except _data.DataError:
+                    pass
