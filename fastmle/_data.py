@@ -143,8 +143,9 @@ def read(path: str, target: str, features: list[str] | None = None,
     known = set(names)
     if target not in known:
         raise DataError(_unknown(target, names, "--target"))
-    if features is None:
-        features = [c for c in names if c not in (target, weights)]
+    if features is None:  # every other column, except an index pandas stored (Parquet)
+        index = set(getattr(reader, "index_columns", ()))
+        features = [c for c in names if c not in (target, weights) and c not in index]
     else:  # a 2-D .npz array K named whole stands for its columns K[0], K[1], ...
         features = [n for c in features
                     for n in ([c] if c in known else
@@ -706,6 +707,11 @@ class _Parquet:
                             f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") \
                 from None
         self.names = list(self.schema.names)
+        try:  # pandas' to_parquet stores a non-default index as a column
+            meta = self.schema.pandas_metadata or {}
+        except Exception:  # noqa: BLE001  (malformed metadata: no index to skip)
+            meta = {}
+        self.index_columns = [c for c in meta.get("index_columns", []) if isinstance(c, str)]
 
     def max_rows(self) -> int:
         return self.file.metadata.num_rows

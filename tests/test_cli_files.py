@@ -252,6 +252,18 @@ def test_a_million_columns_and_three_rows_is_refused_promptly(tmp_path):
     assert r.seconds < 60
 
 
+def test_parquet_from_pandas_with_an_index(tmp_path, frame, reference):
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    df = pd.DataFrame({k: frame[k] for k in ("a", "b", "y")},
+                      index=[f"row{i}" for i in range(N)])
+    df.to_parquet(tmp_path / "d.parquet")  # the index is stored as __index_level_0__
+    res, _ = params(tmp_path, tmp_path / "d.parquet", "--target", "y", "--family",
+                    "bernoulli")
+    assert res["features"] == ["a", "b"]
+    np.testing.assert_allclose([p["coef"] for p in res["params"]], reference, rtol=1e-9)
+
+
 def test_parquet_duplicate_names_and_struct_target(tmp_path):
     pa = pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq
