@@ -11,8 +11,10 @@
   ``<cache>`` is ``NUMBA_CACHE_DIR`` when set, else the platform's per-user cache
   directory (``$XDG_CACHE_HOME`` or ``~/.cache`` on Linux, ``~/Library/Caches`` on
   macOS, ``%LOCALAPPDATA%`` on Windows); if that cannot be written, a per-user
-  temporary directory (see :func:`cache_root`). Other Numba functions in the
-  process keep Numba's own cache locations.
+  directory in the temporary directory, used only if it is private (Numba loads
+  pickled code from its cache), else a directory for this process alone (see
+  :func:`cache_root`). Other Numba functions in the process keep Numba's own cache
+  locations.
 - The cache of a kernel is invalidated when any source file of the package
   changes, not only the kernel's own file (Numba's default): kernels inline the
   helpers of ``_math.py`` and ``_rows.py``, and a stale copy of those would
@@ -35,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 import sys
 import tempfile
 
@@ -96,6 +99,21 @@ def _writable(path: str) -> bool:
     return True
 
 
+def _private(path: str) -> bool:
+    """A directory in a shared place (the temporary directory) is used only if this
+    user made it and no one else can write to it: Numba loads pickled code from its
+    cache, so a directory another user prepared could run their code."""
+    if not hasattr(os, "getuid"):
+        return True
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return (stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid()
+            and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
+
+
 def _user_id() -> str:
     if hasattr(os, "getuid"):
         return str(os.getuid())
@@ -109,20 +127,34 @@ def _user_id() -> str:
 
 def cache_root() -> str | None:
     """The directory this package's compiled kernels are cached in (below it, one
-    folder per package location), or None if nothing can be written (Numba's own
+    folder per package location): NUMBA_CACHE_DIR or the user's cache directory, else
+    a per-user directory in the temporary directory (if it is private), else a fresh
+    directory for this process only; None if nothing can be written (Numba's own
     locators are then tried). Checked once per process and setting."""
     key = (numba.config.CACHE_DIR or "", os.environ.get("XDG_CACHE_HOME", ""),
            os.environ.get("LOCALAPPDATA", ""), os.path.expanduser("~"))
     if key in _roots:
         return _roots[key]
     version = _version()
-    candidates = [numba.config.CACHE_DIR or _user_cache_dir(),
-                  os.path.join(tempfile.gettempdir(), f"fastmle-numba-cache-{_user_id()}")]
+    shared = os.path.join(tempfile.gettempdir(), f"fastmle-numba-cache-{_user_id()}")
+    candidates = [numba.config.CACHE_DIR or _user_cache_dir(), shared]
     root = None
     for base in candidates:
+        if base == shared and not _private(shared):
+            continue
         if base and _writable(os.path.join(base, "fastmle", version)):
             root = os.path.join(base, "fastmle", version)
             break
+    if root is None:  # this process only: a fresh private directory, removed at exit
+        try:
+            root = tempfile.mkdtemp(prefix="fastmle-numba-cache-")
+        except OSError:
+            root = None  # nothing writable at all: Numba's own locators are tried
+        else:
+            import atexit
+            import shutil
+
+            atexit.register(shutil.rmtree, root, True)
     _roots[key] = root
     return root
 

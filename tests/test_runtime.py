@@ -237,6 +237,30 @@ _STARTUP_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.skipif(not hasattr(os, "getuid"), reason="POSIX owners and modes")
+def test_a_shared_temporary_cache_directory_others_can_write_is_not_used(tmp_path):
+    """Numba loads pickled code from its cache: the temporary-directory fallback is
+    used only if it is this user's and not writable by others."""
+    pkg = tmp_path / "pkg"
+    shutil.copytree(ROOT / "fastmle", pkg / "fastmle",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    env = _no_cache_env(tmp_path)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    env["XDG_CACHE_HOME"] = str(blocker)  # the user cache cannot be made
+    env["TMPDIR"] = str(tmp_path / "tmp")
+    shared = tmp_path / "tmp" / f"fastmle-numba-cache-{os.getuid()}"
+    shared.mkdir(parents=True)
+    shared.chmod(0o777)  # as if another user had prepared it
+    res = _run_cache_script(pkg, env, tmp_path)
+    assert not Path(res["cache_dir"]).is_relative_to(shared)
+    assert not any(shared.rglob("*.nbi"))
+    # a directory of this process's own, removed at exit; never the package
+    assert Path(res["cache_dir"]).is_relative_to(tmp_path / "tmp")
+    assert not Path(res["cache_dir"]).exists()
+    assert _compiled_files(pkg) == []
+
+
 def test_warm_start_touches_only_the_kernels_it_runs(tmp_path):
     """Start-up with a warm cache (issue 12 item 5): importing probes the cache
     directory once (not once per kernel), the first call reads the index of the
