@@ -7,8 +7,11 @@
 - ``TrackKernels``: GB/s, the ratio to the copy floor (``np.copyto`` of as many
   bytes, measured in the same process) and the speed-up over NumPy, on
   :data:`data.TRACK_SIZE` float32 elements; ``TrackVsTorch``: over torch
-  (skipped when torch is not installed). Both use ``fastmle.bench`` and are
-  skipped for builds that predate it.
+  (skipped when torch is not installed); ``TrackVsJax``: over
+  ``jax.jit(jax.value_and_grad(...))`` of the optax / ``jax.nn`` losses on the
+  CPU (skipped when JAX is not installed, or the build's ``fastmle.bench`` has no
+  JAX contender). All use ``fastmle.bench`` and are skipped for builds that
+  predate it.
 - ``PeakMem``: peak resident memory of value_and_grad with and without ``out=``
   (in place).
 """
@@ -135,14 +138,20 @@ class _Tracked:
 
     def setup(self, kernel):
         self.bench = _bench_module()
-        self.case = self.bench.make_case(kernel, data.inputs(kernel, data.TRACK_SIZE),
-                                         self._torch())
+        peers = {"torch": self._torch()}
+        jax = self._jax()
+        if jax is not None:
+            peers["jax"] = jax
+        self.case = self.bench.make_case(kernel, data.inputs(kernel, data.TRACK_SIZE), **peers)
         contenders = self.case.contenders
         self.main = contenders["fastmle"] if "fastmle" in contenders else contenders["fastmle_loss"]
         self.nbytes = self.case.rw_bytes or self.case.r_bytes
         self.main()  # compile / load before anything is timed
 
     def _torch(self):
+        return None
+
+    def _jax(self):
         return None
 
     def _speedup(self, name, other):
@@ -182,6 +191,25 @@ class TrackVsTorch(_Tracked):
         return self._speedup("torch", self.case.contenders["torch"])
 
     track_speedup_vs_torch.unit = "x faster than torch"
+
+
+class TrackVsJax(_Tracked):
+    """Speed-up over JAX on the CPU: ``jax.jit(jax.value_and_grad(loss))`` of the
+    optax / ``jax.nn`` losses (softmax family: ``jax.jit`` of the function)."""
+
+    def _jax(self):
+        bench = _bench_module()
+        if not hasattr(bench, "jax_module"):
+            raise NotImplementedError("this build's fastmle.bench has no JAX contender")
+        jax = bench.jax_module()
+        if jax is None:
+            raise NotImplementedError("JAX is not installed")
+        return jax
+
+    def track_speedup_vs_jax(self, kernel):
+        return self._speedup("jax", self.case.contenders["jax"])
+
+    track_speedup_vs_jax.unit = "x faster than JAX (CPU)"
 
 
 # --- peak memory -----------------------------------------------------------------

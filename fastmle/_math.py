@@ -30,7 +30,8 @@ from numba.extending import intrinsic, overload
 
 from ._jit import HELPER_OPTIONS
 
-__all__ = ["exp", "exp_nonpos", "log", "log1p", "atanh2_third", "sortable", "from_sortable"]
+__all__ = ["exp", "exp_nonpos", "log", "log1p", "atanh2_third", "sortable", "from_sortable",
+           "stream_copy", "store_fence"]
 
 
 # --- bit reinterpretation (an LLVM bitcast; ``ndarray.view`` would block SIMD) ----
@@ -151,6 +152,96 @@ def fmuladd(typingctx, a, b, c):
         return builder.call(fn, args)
 
     return a(a, b, c), codegen
+
+
+# --- streaming (non-temporal) stores ---------------------------------------------
+# A gradient much larger than the caches is written once and not read again soon:
+# ordinary stores first read each cache line they write (a third more memory
+# traffic than a copy, which glibc's memcpy does with non-temporal stores). LLVM
+# emits a non-temporal vector store (x86 ``movntps``) only for an aligned vector
+# store with ``!nontemporal`` metadata, which a vectorized loop never is, so the
+# loop is written here in IR: a scalar head up to a 64-byte boundary of ``dst``,
+# 64-byte aligned vector stores, a scalar tail.
+
+_VECTOR_BYTES = 64
+
+
+@intrinsic
+def stream_copy(typingctx, src, dst):
+    """``dst[:] = src[:]`` for 1-D contiguous arrays of one size and dtype, written
+    with non-temporal stores (the bits are copied: no rounding, NaN kept). Call
+    :func:`store_fence` before another thread may read ``dst``."""
+    if not (isinstance(src, types.Array) and isinstance(dst, types.Array)
+            and src.ndim == dst.ndim == 1 and src.dtype == dst.dtype
+            and isinstance(src.dtype, types.Float)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        sty, dty = sig.args
+        s_arr = context.make_array(sty)(context, builder, args[0])
+        d_arr = context.make_array(dty)(context, builder, args[1])
+        n = builder.extract_value(d_arr.shape, 0)
+        elt = context.get_value_type(dty.dtype)
+        isz = dty.dtype.bitwidth // 8
+        width = _VECTOR_BYTES // isz
+        vty = ir.VectorType(elt, width)
+        intp = n.type
+        zero, one, vw = (ir.Constant(intp, v) for v in (0, 1, width))
+        nt = builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)])
+        fn = builder.function
+        blocks = [fn.append_basic_block(f"stream.{b}") for b in
+                  ("head", "head_body", "body", "body_body", "tail", "tail_body", "done")]
+        head, head_body, body, body_body, tail, tail_body, done = blocks
+        i_ptr = cgutils.alloca_once_value(builder, zero)
+
+        def copy_one(i):
+            builder.store(builder.load(builder.gep(s_arr.data, [i])),
+                          builder.gep(d_arr.data, [i]))
+            builder.store(builder.add(i, one), i_ptr)
+
+        builder.branch(head)
+        builder.position_at_end(head)  # scalar stores up to a 64-byte boundary of dst
+        i = builder.load(i_ptr)
+        addr = builder.ptrtoint(builder.gep(d_arr.data, [i]), intp)
+        misaligned = builder.icmp_unsigned(
+            "!=", builder.and_(addr, ir.Constant(intp, _VECTOR_BYTES - 1)), zero)
+        builder.cbranch(builder.and_(builder.icmp_signed("<", i, n), misaligned), head_body, body)
+        builder.position_at_end(head_body)
+        copy_one(i)
+        builder.branch(head)
+        builder.position_at_end(body)  # aligned non-temporal vector stores
+        i = builder.load(i_ptr)
+        builder.cbranch(builder.icmp_signed("<=", builder.add(i, vw), n), body_body, tail)
+        builder.position_at_end(body_body)
+        v = builder.load(builder.bitcast(builder.gep(s_arr.data, [i]), vty.as_pointer()),
+                         align=isz)
+        st = builder.store(v, builder.bitcast(builder.gep(d_arr.data, [i]), vty.as_pointer()),
+                           align=_VECTOR_BYTES)
+        st.set_metadata("nontemporal", nt)
+        builder.store(builder.add(i, vw), i_ptr)
+        builder.branch(body)
+        builder.position_at_end(tail)  # the last few elements
+        i = builder.load(i_ptr)
+        builder.cbranch(builder.icmp_signed("<", i, n), tail_body, done)
+        builder.position_at_end(tail_body)
+        copy_one(i)
+        builder.branch(tail)
+        builder.position_at_end(done)
+        return context.get_dummy_value()
+
+    return types.none(src, dst), codegen
+
+
+@intrinsic
+def store_fence(typingctx):
+    """A full memory fence: orders this thread's non-temporal stores before anything
+    another thread may see afterwards (x86 ``mfence``)."""
+
+    def codegen(context, builder, sig, args):
+        builder.fence("seq_cst")
+        return context.get_dummy_value()
+
+    return types.none(), codegen
 
 
 # --- exp ----------------------------------------------------------------------

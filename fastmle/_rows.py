@@ -15,7 +15,7 @@ from numba import njit, types
 from numba.extending import overload
 
 from ._jit import KERNEL_OPTIONS
-from ._math import exp_nonpos, from_sortable, sortable
+from ._math import exp_nonpos, from_sortable, sortable, store_fence, stream_copy
 
 # Rows are grouped into chunks of about this many elements. The chunking (not the
 # number of threads) fixes the order of every floating-point sum, so results are
@@ -38,6 +38,36 @@ def _cast_impl(value, like):
 
 def rows_per_chunk(n_cols: int) -> int:
     return max(1, CHUNK_ELEMENTS // max(n_cols, 1))
+
+
+# Outputs at least this large are written with non-temporal stores (see
+# ``_math.stream_copy``): far beyond the caches, so caching them only costs the
+# read of every line before it is written. Smaller ones stay in the cache, where
+# the caller will read them.
+STREAM_BYTES = 1 << 24
+
+
+def streams(out) -> bool:
+    """Whether kernels should write ``out`` (an array, or None) with streaming stores."""
+    return out is not None and out.nbytes >= STREAM_BYTES
+
+
+@njit(**KERNEL_OPTIONS)
+def write_row(e, g, stream):
+    """g[:] = e[:], with non-temporal stores if ``stream`` (then the caller must
+    :func:`fence` before its chunk ends)."""
+    if stream:
+        stream_copy(e, g)
+    else:
+        for j in range(e.size):
+            g[j] = e[j]
+
+
+@njit(**KERNEL_OPTIONS)
+def fence(stream):
+    """Make the streaming stores of this thread visible (a no-op without them)."""
+    if stream:
+        store_fence()
 
 
 @njit(**KERNEL_OPTIONS)
@@ -132,6 +162,20 @@ def scale_row(e, g, a):
     """g[j] = e[j] * a."""
     for j in range(e.size):
         g[j] = e[j] * a
+
+
+@njit(**KERNEL_OPTIONS)
+def scale_inplace(e, a):
+    """e[j] *= a (one array: no aliasing check to fail, so it vectorizes)."""
+    for j in range(e.size):
+        e[j] = e[j] * a
+
+
+@njit(**KERNEL_OPTIONS)
+def scale_shift_inplace(e, a, b):
+    """e[j] = e[j] * a - b[j]."""
+    for j in range(e.size):
+        e[j] = e[j] * a - b[j]
 
 
 @njit(**KERNEL_OPTIONS)

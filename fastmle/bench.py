@@ -25,7 +25,7 @@ of them see the same machine. Before timing, fastmle's result is checked against
 the NumPy implementation. Ratios are what to compare: absolute times on a shared
 machine drift between runs.
 
-    python -m fastmle.bench [--quick] [--more] [--repeat N] [--json FILE]
+    python -m fastmle.bench [--quick] [--more] [--only K1,K2] [--repeat N] [--json FILE]
 """
 
 from __future__ import annotations
@@ -127,6 +127,27 @@ def copy_floor(nbytes: int, parallel: bool = False) -> Callable[[], None]:
     return lambda: np.copyto(dst, src)
 
 
+@numba.njit(parallel=True, cache=True)
+def _parallel_add(dst, a, b):
+    n = a.size
+    step = 1 << 16
+    for c in numba.prange((n + step - 1) // step):
+        for j in range(c * step, min(n, (c + 1) * step)):
+            dst[j] = a[j] + b[j]
+
+
+def add_floor(nbytes: int, parallel: bool = False) -> Callable[[], None]:
+    """An add ``c = a + b`` that moves ``nbytes`` in all (reads two thirds, writes
+    one third), on one thread (``np.add``) or, with ``parallel``, on Numba's threads."""
+    n = max(1, int(nbytes // 3 // 4))
+    a = np.ones(n, np.float32)
+    b = np.ones(n, np.float32)
+    dst = np.zeros(n, np.float32)
+    if parallel:
+        return lambda: _parallel_add(dst, a, b)
+    return lambda: np.add(a, b, out=dst)
+
+
 def torch_module():
     """``torch`` with Numba's thread count, or None when it is not installed."""
     try:
@@ -135,6 +156,18 @@ def torch_module():
         return None
     torch.set_num_threads(numba.get_num_threads())
     return torch
+
+
+def jax_module():
+    """``jax`` (float64 enabled, so float64 cases stay float64; float32 stays
+    float32), or None when it is not installed. Its contenders run on the CPU."""
+    try:
+        import jax
+        jax.devices("cpu")
+    except Exception:  # not installed, or no CPU backend
+        return None
+    jax.config.update("jax_enable_x64", True)
+    return jax
 
 
 # --- inputs ---------------------------------------------------------------------
@@ -286,6 +319,97 @@ def torch_contender(torch, kernel: str, args: tuple) -> Callable[[], None]:
     return forward_backward
 
 
+# --- JAX: jit(value_and_grad) of the optax / jax.nn losses (forward for softmax) --
+
+
+def _optax():
+    try:
+        import optax
+    except ImportError:
+        return None
+    return optax
+
+
+def jax_loss(jax, kernel: str) -> Callable:
+    """The loss of ``kernel`` in JAX (mean reduction; KL: batchmean), a function
+    of the same positional arrays as fastmle's; optax's where it has one."""
+    jnp = jax.numpy
+    optax = _optax()
+    if kernel == "cross_entropy":
+        if optax is not None:
+            return lambda x, t: optax.softmax_cross_entropy_with_integer_labels(x, t).mean()
+        return lambda x, t: jnp.mean(jax.nn.logsumexp(x, axis=-1)
+                                     - jnp.take_along_axis(x, t[:, None], axis=-1)[:, 0])
+    if kernel == "binary_cross_entropy_with_logits":
+        if optax is not None:
+            return lambda x, y: optax.sigmoid_binary_cross_entropy(x, y).mean()
+        return lambda x, y: jnp.mean(jax.nn.softplus(x) - x * y)
+    if kernel == "binary_cross_entropy":
+        return lambda p, y: -jnp.mean(y * jnp.maximum(jnp.log(p), -100.0)
+                                      + (1 - y) * jnp.maximum(jnp.log1p(-p), -100.0))
+    if kernel == "gaussian_nll_loss":
+        def gaussian(x, y, v):
+            v = jnp.maximum(v, 1e-6)
+            return jnp.mean(0.5 * (jnp.log(v) + (x - y) ** 2 / v))
+        return gaussian
+    if kernel == "mse_loss":
+        if optax is not None:
+            return lambda x, y: optax.squared_error(x, y).mean()
+        return lambda x, y: jnp.mean((x - y) ** 2)
+    if kernel == "kl_div":
+        return lambda x, t: jnp.sum(jax.scipy.special.xlogy(t, t) - t * x) / x.shape[0]
+    if kernel == "logsumexp":
+        return lambda x: jax.nn.logsumexp(x, axis=-1)
+    if kernel == "log_softmax":
+        return lambda x: jax.nn.log_softmax(x, axis=-1)
+    if kernel == "softmax":
+        return lambda x: jax.nn.softmax(x, axis=-1)
+    raise ValueError(f"unknown kernel {kernel!r}")
+
+
+def jax_contender(jax, kernel: str, args: tuple) -> Callable[[], None]:
+    """A callable running ``jax.jit(jax.value_and_grad(loss))`` of ``kernel`` on
+    copies of ``args`` on the CPU (gradients of ``input``, and ``var`` for the
+    Gaussian NLL); the softmax family runs ``jax.jit(fn)``. Each call waits for
+    the result (``block_until_ready``)."""
+    cpu = jax.devices("cpu")[0]
+    arrays = [jax.device_put(a, cpu) for a in args]
+    loss = jax_loss(jax, kernel)
+    if kernel in ("logsumexp", "log_softmax", "softmax"):
+        fn = jax.jit(loss)
+    else:
+        fn = jax.jit(jax.value_and_grad(loss, argnums=(0, 2) if kernel == "gaussian_nll_loss"
+                                        else 0))
+
+    def call():
+        return jax.block_until_ready(fn(*arrays))
+
+    call.jax_kernel = kernel
+    call.jax_first = None  # the first result, for check_jax
+
+    def first():
+        call.jax_first = call()
+        return call.jax_first
+
+    call.first = first
+    return call
+
+
+def check_jax(kernel: str, args: tuple, contender) -> None:
+    """Raise AssertionError if the JAX contender's loss disagrees with NumPy's (the
+    peer must compute the same thing to be a fair one)."""
+    out = contender.first()
+    kwargs = KWARGS.get(kernel, {})
+    ref = numpy_reference(kernel)(*args, **kwargs)
+    if kernel in ("logsumexp", "log_softmax", "softmax"):
+        got, want = np.asarray(out, np.float64), np.asarray(ref, np.float64)
+    else:
+        got, want = float(out[0]), float(ref[0])
+    tol = 1e-4 if args[0].dtype == np.float32 else 1e-9
+    err = np.max(np.abs(got - want))
+    assert err <= tol * (1 + np.max(np.abs(want))), f"{kernel}: JAX differs from NumPy by {err}"
+
+
 # --- cases ----------------------------------------------------------------------
 
 
@@ -325,7 +449,7 @@ def check(kernel: str, args: tuple) -> None:
     assert err <= tol * (1 + np.max(np.abs(want))), f"{kernel}: fastmle differs from NumPy by {err}"
 
 
-def make_case(kernel: str, args: tuple, torch=None) -> Case:
+def make_case(kernel: str, args: tuple, torch=None, jax=None) -> Case:
     """The contenders for ``kernel`` on ``args``.
 
     Parameters
@@ -336,14 +460,16 @@ def make_case(kernel: str, args: tuple, torch=None) -> Case:
         Its positional arguments, as :func:`make_inputs` makes them.
     torch : module or None
         ``torch`` to add a torch contender, None for none.
+    jax : module or None
+        ``jax`` to add a JAX contender, None for none.
 
     Returns
     -------
     Case
         Contenders ``fastmle`` (value_and_grad into a preallocated buffer; the
         softmax family: the call), ``fastmle_loss`` (the loss alone; logsumexp),
-        ``numpy`` (value and gradient; the softmax family: the call) and
-        ``torch``, and the bytes each fastmle call must move at least.
+        ``numpy`` (value and gradient; the softmax family: the call),
+        ``torch`` and ``jax``, and the bytes each fastmle call must move at least.
     """
     x = args[0]
     kwargs = KWARGS.get(kernel, {})
@@ -368,54 +494,79 @@ def make_case(kernel: str, args: tuple, torch=None) -> Case:
     case.contenders["numpy"] = lambda: ref(*args, **kwargs)
     if torch is not None:
         case.contenders["torch"] = torch_contender(torch, kernel, args)
+    if jax is not None:
+        case.contenders["jax"] = jax_contender(jax, kernel, args)
     return case
 
 
-def cases(quick: bool = False, more: bool = False, torch=None) -> Iterator[Case]:
+def cases(quick: bool = False, more: bool = False, torch=None, jax=None,
+          only: tuple[str, ...] | None = None) -> Iterator[Case]:
     """The cases of the table, one at a time (each holds hundreds of MB).
 
     Every kernel in float32 on 2·10^7 elements (row kernels: 65536 x 1000), ten
     times fewer with ``quick``; ``more`` adds cross-entropy with 10 and 32768
-    classes and in float64, on as many logits.
+    classes and in float64, on as many logits. ``only``: these kernels alone.
     """
     size = 2 * 10**6 if quick else 2 * 10**7
     rows = (8192 if quick else 65536) * 1000  # cross-entropy's logits, 1000 classes
     for kernel in KERNELS:
+        if only and kernel not in only:
+            continue
         n = rows if kernel in ROW_KERNELS else size
-        yield make_case(kernel, make_inputs(kernel, n), torch)
-    if more:
+        yield make_case(kernel, make_inputs(kernel, n), torch, jax)
+    if more and (not only or "cross_entropy" in only):
         for n_classes, dtype in ((10, np.float32), (32768, np.float32), (1000, np.float64)):
             args = make_inputs("cross_entropy", rows, dtype, n_classes=n_classes)
-            yield make_case("cross_entropy", args, torch)
+            yield make_case("cross_entropy", args, torch, jax)
 
 
 def _ratio(a, b):
     return a / b if a is not None and b is not None else None
 
 
-def run(quick: bool = False, repeat: int = 7, more: bool = False) -> list[dict]:
+def _min(*values):
+    values = [v for v in values if v is not None]
+    return min(values) if values else None
+
+
+def run(quick: bool = False, repeat: int = 7, more: bool = False,
+        only: tuple[str, ...] | None = None, with_jax: bool = True) -> list[dict]:
     """Check and time every case; one dict of times (s) and ratios per case."""
     torch = torch_module()
+    jax = jax_module() if with_jax else None
     rows = []
-    for case in cases(quick, more, torch):
+    for case in cases(quick, more, torch, jax, only):
         check(case.kernel, case.args)  # never time a wrong answer
+        if "jax" in case.contenders:
+            check_jax(case.kernel, case.args, case.contenders["jax"])
         fns = dict(case.contenders)
+        elementwise = case.kernel not in ROW_KERNELS
         if case.rw_bytes:
             fns["copy_floor"] = copy_floor(case.rw_bytes)
             fns["parallel_copy_floor"] = copy_floor(case.rw_bytes, parallel=True)
+            if elementwise:
+                fns["add_floor"] = add_floor(case.rw_bytes)
+                fns["parallel_add_floor"] = add_floor(case.rw_bytes, parallel=True)
         if case.r_bytes:
             fns["read_floor"] = copy_floor(case.r_bytes)
         t = race(fns, repeat)
         row = {"kernel": case.name}
-        for key in ("fastmle", "fastmle_loss", "numpy", "torch", "copy_floor",
-                    "parallel_copy_floor", "read_floor"):
+        for key in ("fastmle", "fastmle_loss", "numpy", "torch", "jax", "copy_floor",
+                    "parallel_copy_floor", "add_floor", "parallel_add_floor", "read_floor"):
             row[key + "_s"] = t.get(key)
         main = row["fastmle_s"] if row["fastmle_s"] is not None else row["fastmle_loss_s"]
+        # the floor of the targets: the faster of one thread and Numba's threads,
+        # of a copy (row kernels) or an add (element-wise losses)
+        row["floor"] = "add" if elementwise else "copy"
+        row["floor_s"] = _min(row[row["floor"] + "_floor_s"],
+                              row["parallel_" + row["floor"] + "_floor_s"])
+        row["x_floor"] = _ratio(row["fastmle_s"], row["floor_s"])
         row["x_copy_floor"] = _ratio(row["fastmle_s"], row["copy_floor_s"])
         row["x_parallel_copy_floor"] = _ratio(row["fastmle_s"], row["parallel_copy_floor_s"])
         row["loss_x_read_floor"] = _ratio(row["fastmle_loss_s"], row["read_floor_s"])
         row["speedup_vs_numpy"] = _ratio(row["numpy_s"], main)
         row["speedup_vs_torch"] = _ratio(row["torch_s"], main)
+        row["speedup_vs_jax"] = _ratio(row["jax_s"], main)
         row["gb_per_s"] = (case.rw_bytes or case.r_bytes) / main / 1e9
         rows.append(row)
     return rows
@@ -431,16 +582,25 @@ def table(rows: list[dict]) -> str:
             return "n/a"
         return f"{v:.1f}x faster" if v >= 1 else f"{1 / v:.1f}x slower"
 
-    lines = [("| kernel | value+grad / copy floor | loss / read floor | value+grad / "
-              "parallel copy | GB/s | vs NumPy | vs torch |"),
-             "|---|---|---|---|---|---|---|"]
+    lines = [("| kernel | value+grad / floor | value+grad / copy floor | loss / read floor | "
+              "value+grad / parallel copy | GB/s | vs NumPy | vs torch | vs JAX |"),
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        floor = (f"{fmt(r.get('x_floor'), '.2f')} ({r['floor']})" if r.get("x_floor") is not None
+                 else "n/a")
         lines.append(
-            f"| {r['kernel']} | {fmt(r['x_copy_floor'], '.2f')} | "
+            f"| {r['kernel']} | {floor} | {fmt(r['x_copy_floor'], '.2f')} | "
             f"{fmt(r['loss_x_read_floor'], '.2f')} | {fmt(r['x_parallel_copy_floor'], '.2f')} | "
             f"{r['gb_per_s']:.1f} | {speedup(r['speedup_vs_numpy'])} | "
-            f"{speedup(r['speedup_vs_torch'])} |")
+            f"{speedup(r['speedup_vs_torch'])} | {speedup(r.get('speedup_vs_jax'))} |")
     return "\n".join(lines)
+
+
+def _cpu_name() -> str:
+    """The CPU Numba compiles for (``NUMBA_CPU_NAME`` when set, else the host's)."""
+    import llvmlite.binding as llvm
+
+    return numba.config.CPU_NAME or llvm.get_host_cpu_name()
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -449,6 +609,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeat", type=int, default=7, help="rounds (default 7)")
     p.add_argument("--more", action="store_true",
                    help="also cross-entropy with 10 and 32768 classes, and float64")
+    p.add_argument("--only", metavar="K1,K2",
+                   help="only these kernels (fastmle function names, comma-separated)")
+    p.add_argument("--no-jax", action="store_true", help="leave JAX out even if installed")
     p.add_argument("--json", metavar="FILE", help="also write the rows (times in s) as JSON")
 
 
@@ -456,11 +619,19 @@ def run_from_args(args: argparse.Namespace) -> int:
     """Run the benchmark with parsed options, print the table; returns exit status 0."""
     if args.repeat < 1:
         raise ValueError(f"--repeat must be at least 1, got {args.repeat}")
-    rows = run(args.quick, args.repeat, args.more)
+    only = tuple(k.strip() for k in args.only.split(",")) if getattr(args, "only", None) else None
+    unknown = set(only or ()) - set(KERNELS)
+    if unknown:
+        raise ValueError(f"--only: unknown kernel(s) {sorted(unknown)}; choose from {KERNELS}")
+    with_jax = not getattr(args, "no_jax", False)
+    rows = run(args.quick, args.repeat, args.more, only, with_jax)
     torch = torch_module()
+    jax = jax_module() if with_jax else None
     print(f"fastmle {fm.__version__}, numba {numba.__version__} "
-          f"({numba.get_num_threads()} threads, {fm._threading.threading_layer()} layer), "
-          f"numpy {np.__version__}, torch {torch.__version__ if torch else 'not installed'}")
+          f"({numba.get_num_threads()} threads, {fm._threading.threading_layer()} layer, "
+          f"target CPU {_cpu_name()}), numpy {np.__version__}, "
+          f"torch {torch.__version__ if torch else 'not installed'}, "
+          f"jax {jax.__version__ if jax else 'not installed'}")
     print(table(rows))
     if args.json:
         with open(args.json, "w") as f:

@@ -98,7 +98,7 @@ def _class_terms(weight, eps, scale, x):
 
 @njit(**PARALLEL_OPTIONS)
 def _ce_index_kernel(x, target, weight, ignore_index, eps, scale, grad, want_grad, rows_out,
-                     want_rows, per_chunk):
+                     want_rows, per_chunk, stream):
     n, c_ = x.shape
     nchunks = (n + per_chunk - 1) // per_chunk
     partial = np.zeros(nchunks)
@@ -146,31 +146,146 @@ def _ce_index_kernel(x, target, weight, ignore_index, eps, scale, grad, want_gra
                         li += eps / c_ * (w_total * ls - sd)
                     if want_grad:
                         a = scale * (keep * wt + eps * w_total / c_) / s
-                        if smooth:
-                            _rows.scale_shift_row(e, gi, _rows.cast(a, x), shift)
+                        if stream:  # finish the row in the scratch, then stream it out
+                            if smooth:
+                                _rows.scale_shift_inplace(e, _rows.cast(a, x), shift)
+                            else:
+                                _rows.scale_inplace(e, _rows.cast(a, x))
+                            e[t] -= _rows.cast(scale * keep * wt, x)
+                            _rows.write_row(e, gi, True)
                         else:
-                            _rows.scale_row(e, gi, _rows.cast(a, x))
-                        gi[t] -= _rows.cast(scale * keep * wt, x)
+                            if smooth:
+                                _rows.scale_shift_row(e, gi, _rows.cast(a, x), shift)
+                            else:
+                                _rows.scale_row(e, gi, _rows.cast(a, x))
+                            gi[t] -= _rows.cast(scale * keep * wt, x)
             if want_rows:
                 rows_out[i] = li
             acc += li
+        _rows.fence(stream)
         partial[c] = acc
     return partial
 
 
 # --- few classes: rows too short for a SIMD loop each ----------------------------
 # With C below SHORT_ROWS the per-row loops of _ce_index_kernel are mostly overhead
-# (measured 14x the copy floor at C = 10). Here a chunk of rows is handled as one
-# flat array: the exps and the gradient scaling run as single vectorized loops over
-# the chunk, with each row's max and coefficient broadcast to its elements, and only
-# the short reductions run per row.
+# (measured 14x the copy floor at C = 10), and so are per-row reductions over a
+# flat chunk (5.5x: a max and a float64 sum over 10 elements are a chain of
+# dependent scalar operations). Here a block of rows is transposed into an L1
+# scratch (class j of row i at xt[j * nb + i]), so that every per-row reduction
+# (max, sum of exps, smoothing sum) runs over classes in the outer loop and over
+# rows in the inner, vectorized one; the gradient is transposed back as it is
+# scaled. Each row's sums add its classes in the same order as before (0, 1, ...).
 SHORT_ROWS = 64
+# rows per block: a block's logits and exps stay in L1 (16 KB of float32)
+SHORT_BLOCK_ELEMENTS = 4096
 
 
 @njit(**KERNEL_OPTIONS)
-def _exp_shifted(x, mb, e):
-    for k in range(x.size):
-        e[k] = exp_nonpos(x[k] - mb[k])
+def _transpose_in(xf, xt, nb, c_):
+    """xt[j * nb + i] = xf[i * c_ + j] for nb rows of c_ classes."""
+    for i in range(nb):
+        for j in range(c_):
+            xt[j * nb + i] = xf[i * c_ + j]
+
+
+@njit(**KERNEL_OPTIONS)
+def _col_max(xt, keys, nb, c_):
+    """keys[i] = sortable key of max_j xt[j * nb + i] (integer max: vectorizes)."""
+    for i in range(nb):
+        keys[i] = sortable(xt[i])
+    for j in range(1, c_):
+        for i in range(nb):
+            k = sortable(xt[j * nb + i])
+            keys[i] = k if k > keys[i] else keys[i]
+
+
+@njit(**KERNEL_OPTIONS)
+def _col_exp(xt, m, nb, c_):
+    """xt[j * nb + i] = exp(xt[j * nb + i] - m[i]), in place."""
+    for j in range(c_):
+        for i in range(nb):
+            xt[j * nb + i] = exp_nonpos(xt[j * nb + i] - m[i])
+
+
+@njit(**KERNEL_OPTIONS)
+def _col_sums(et, r, n_one, nb, c_):
+    """r[i] = sum_j e_ij over e_ij < 1 (float64, classes in order), n_one[i] =
+    count of e_ij >= 1 (NaN is added to r and propagates)."""
+    one = _rows.cast(1.0, et)
+    for i in range(nb):
+        r[i] = 0.0
+        n_one[i] = 0
+    for j in range(c_):
+        for i in range(nb):
+            v = et[j * nb + i]
+            r[i] += v if not v >= one else 0.0
+            n_one[i] += 1 if v >= one else 0
+
+
+@njit(**KERNEL_OPTIONS)
+def _col_weighted(xt, m, weight, sd, nb, c_):
+    """sd[i] = sum_j w_j (x_ij - m_i) in float64 (classes in order)."""
+    for i in range(nb):
+        sd[i] = 0.0
+    for j in range(c_):
+        wj = np.float64(weight[j])
+        for i in range(nb):
+            sd[i] += wj * np.float64(xt[j * nb + i] - m[i])
+
+
+@njit(**KERNEL_OPTIONS)
+def _col_scale(et, a, nb, c_):
+    """et[j * nb + i] *= a[i]."""
+    for j in range(c_):
+        for i in range(nb):
+            et[j * nb + i] = et[j * nb + i] * a[i]
+
+
+@njit(**KERNEL_OPTIONS)
+def _col_scale_shift(et, a, shift, nb, c_):
+    """et[j * nb + i] = et[j * nb + i] * a[i] - shift[j]."""
+    for j in range(c_):
+        sj = shift[j]
+        for i in range(nb):
+            et[j * nb + i] = et[j * nb + i] * a[i] - sj
+
+
+@njit(**KERNEL_OPTIONS)
+def _transpose_out(et, g, nb, c_):
+    """g[i * c_ + j] = et[j * nb + i]."""
+    for i in range(nb):
+        for j in range(c_):
+            g[i * c_ + j] = et[j * nb + i]
+
+
+@njit(**KERNEL_OPTIONS)
+def _row_terms(xb, tb, m, r_blk, n_one, sd, weight, ignore_index, keep, eps, w_total, scale,
+               smooth, r_, coef, off, a, b, c_):
+    """Per row of a block, without branches (so it vectorizes): r (sum of exps
+    minus the max's 1), the loss' coefficient and offset (loss = coef log1p(r) -
+    off), the gradient's scale a and the target's shift b. Ignored rows get
+    zeros; rows whose max is not finite get NaN."""
+    inf = _rows.cast(np.inf, m)
+    for i in range(m.size):
+        t = tb[i]
+        ign = t == ignore_index
+        tt = 0 if ign else t
+        mi = m[i]
+        fin = abs(mi) < inf  # false for +-inf and NaN
+        r = r_blk[i] + np.float64(n_one[i] - 1)
+        wt = np.float64(weight[tt])
+        co = keep * wt + eps * w_total / c_
+        of = keep * wt * (np.float64(xb[i * c_ + tt]) - np.float64(mi))
+        if smooth:
+            of += eps / c_ * sd[i]
+        ai = scale * co / (1.0 + r)
+        ok = fin and not ign
+        r_[i] = r if ok else 0.0
+        coef[i] = co if ok else 0.0
+        off[i] = of if ok else (0.0 if ign else np.nan)
+        a[i] = _rows.cast(ai if ok else (0.0 if ign else np.nan), m)
+        b[i] = _rows.cast(scale * keep * wt if ok else 0.0, m)
 
 
 @njit(**KERNEL_OPTIONS)
@@ -182,98 +297,82 @@ def _row_losses(r, coef, off, out):
 
 
 @njit(**KERNEL_OPTIONS)
-def _scale_shifted(e, ab, sb, g):
-    for k in range(e.size):
-        g[k] = e[k] * ab[k] - sb[k]
-
-
-@njit(**KERNEL_OPTIONS)
-def _short_rows_chunk(x, target, weight, ignore_index, eps, w_total, scale, shift_tiled,
-                      grad, want_grad, rows_out, want_rows):
-    """Cross-entropy of a chunk of short rows; returns the chunk's loss sum."""
+def _short_rows_chunk(x, target, weight, ignore_index, eps, w_total, scale, shift,
+                      grad, want_grad, rows_out, want_rows, stream, xt, keys, m, r_blk, n_one,
+                      sd, a, bt, gbuf):
+    """Cross-entropy of a chunk of short rows; returns the chunk's loss sum.
+    ``xt`` ... ``gbuf``: the caller's scratch, sized for a block of rows."""
     n, c_ = x.shape
     xf = x.reshape(-1)
-    mb = np.empty(n * c_, x.dtype)  # each row's max, then its gradient coefficient
-    e = np.empty(n * c_, x.dtype)
-    mrow = np.empty(n, x.dtype)
-    for i in range(n):  # plain index loops: slicing costs more than a short row
-        k = sortable(xf[i * c_])
-        for j in range(1, c_):
-            kj = sortable(xf[i * c_ + j])
-            k = kj if kj > k else k
-        m = from_sortable(k, xf[0])
-        mrow[i] = m
-        for j in range(c_):
-            mb[i * c_ + j] = m
-    _exp_shifted(xf, mb, e)
+    g = grad.reshape(-1)  # empty without the gradient
+    smooth = eps > 0.0
     keep = 1.0 - eps
-    one = _rows.cast(1.0, x)
+    nbmax = max(1, SHORT_BLOCK_ELEMENTS // c_)
     # loss_i = coef_i * log1p(r_i) - off_i, with all log1p in one vectorized loop
-    # below (a libm call per row was a third of the time at C = 10)
     r_ = np.zeros(n)
     coef = np.zeros(n)
     off = np.zeros(n)
-    for i in range(n):
-        t = target[i]
-        m = mrow[i]
-        a = 0.0
-        if t == ignore_index:
-            pass
-        elif not math.isfinite(m):
-            off[i] = np.nan
-            a = np.nan
-        else:
-            r = 0.0
-            n_one = 0
-            sd = 0.0
-            for j in range(c_):
-                v = e[i * c_ + j]
-                r += v if not v >= one else 0.0
-                n_one += 1 if v >= one else 0
-                if eps > 0.0:
-                    sd += np.float64(weight[j]) * np.float64(xf[i * c_ + j] - m)
-            r += n_one - 1
-            wt = np.float64(weight[t])
-            # (1-eps) w_t (log1p(r) - d_t) + eps/C (W log1p(r) - sum_j w_j d_j): terms >= 0
-            r_[i] = r
-            coef[i] = keep * wt + eps * w_total / c_
-            off[i] = keep * wt * (np.float64(xf[i * c_ + t]) - np.float64(m)) + eps / c_ * sd
-            a = scale * coef[i] / (1.0 + r)
-        ac = _rows.cast(a, x)
-        for j in range(c_):
-            mb[i * c_ + j] = ac
-    acc = _row_losses(r_, coef, off, rows_out if want_rows else r_)
-    if want_grad:
-        g = grad.reshape(-1)
-        _scale_shifted(e, mb, shift_tiled[:n * c_], g)
-        for i in range(n):
-            t = target[i]
-            if t == ignore_index:
-                for j in range(c_):
-                    g[i * c_ + j] = 0
-            elif math.isfinite(mrow[i]):
-                g[i * c_ + t] -= _rows.cast(scale * keep * np.float64(weight[t]), x)
-    return acc
+    lost = _rows.cast(0.0, x)
+    for b0 in range(0, n, nbmax):
+        nb = min(nbmax, n - b0)
+        xb = xf[b0 * c_:(b0 + nb) * c_]
+        tb = target[b0:b0 + nb]
+        _transpose_in(xb, xt, nb, c_)
+        _col_max(xt, keys, nb, c_)
+        for i in range(nb):
+            m[i] = from_sortable(keys[i], lost)
+        if smooth:
+            _col_weighted(xt, m, weight, sd, nb, c_)
+        _col_exp(xt, m, nb, c_)
+        _col_sums(xt, r_blk, n_one, nb, c_)
+        _row_terms(xb, tb, m[:nb], r_blk, n_one, sd, weight, ignore_index, keep, eps, w_total,
+                   scale, smooth, r_[b0:b0 + nb], coef[b0:b0 + nb], off[b0:b0 + nb], a, bt, c_)
+        if want_grad:
+            if smooth:
+                _col_scale_shift(xt, a, shift, nb, c_)
+            else:
+                _col_scale(xt, a, nb, c_)
+            for i in range(nb):
+                t = tb[i]
+                if t == ignore_index:
+                    for j in range(c_):
+                        xt[j * nb + i] = 0
+                else:
+                    xt[t * nb + i] -= bt[i]
+            if stream:
+                _transpose_out(xt, gbuf, nb, c_)
+                _rows.write_row(gbuf[:nb * c_], g[b0 * c_:(b0 + nb) * c_], True)
+            else:
+                _transpose_out(xt, g[b0 * c_:(b0 + nb) * c_], nb, c_)
+    return _row_losses(r_, coef, off, rows_out if want_rows else r_)
 
 
 @njit(**PARALLEL_OPTIONS)
 def _ce_short_rows_kernel(x, target, weight, ignore_index, eps, scale, grad, want_grad,
-                          rows_out, want_rows, per_chunk):
+                          rows_out, want_rows, per_chunk, stream):
     n, c_ = x.shape
     nchunks = (n + per_chunk - 1) // per_chunk
     partial = np.zeros(nchunks)
     w_total, shift = _class_terms(weight, eps, scale, x)
-    shift_tiled = np.empty(per_chunk * c_, x.dtype)
-    for i in range(per_chunk):  # element loops: a slice assignment here would be a parfor
-        for j in range(c_):
-            shift_tiled[i * c_ + j] = shift[j]
+    nbmax = max(1, SHORT_BLOCK_ELEMENTS // c_)
     for c in prange(nchunks):
         r0 = c * per_chunk
         r1 = min(n, r0 + per_chunk)
+        xt = np.empty(nbmax * c_, x.dtype)
+        keys = np.full(nbmax, sortable(x[r0, 0]))  # int32 / int64 like the keys
+        m = np.empty(nbmax, x.dtype)
+        r_blk = np.empty(nbmax)
+        n_one = np.empty(nbmax, np.int64)
+        sd = np.empty(nbmax)
+        a = np.empty(nbmax, x.dtype)
+        bt = np.empty(nbmax, x.dtype)
+        gbuf = np.empty(nbmax * c_ if stream else 0, x.dtype)
         partial[c] = _short_rows_chunk(
-            x[r0:r1], target[r0:r1], weight, ignore_index, eps, w_total, scale, shift_tiled,
+            x[r0:r1], target[r0:r1], weight, ignore_index, eps, w_total, scale, shift,
             grad[r0:r1] if want_grad else grad, want_grad,
-            rows_out[r0:r1] if want_rows else rows_out, want_rows)
+            rows_out[r0:r1] if want_rows else rows_out, want_rows, stream, xt, keys, m, r_blk,
+            n_one, sd, a, bt, gbuf)
+        _rows.fence(stream)
     return partial
 
 
@@ -404,13 +503,14 @@ def _compute(x2, t2, w, probs, eps, ignore_index, scale, want_rows, grad2):
     if not n:
         return 0.0, rows
     per = _rows.rows_per_chunk(x2.shape[1])
+    stream = want_grad and _rows.streams(grad2)
     if probs:
         partial = launch(_ce_prob_kernel, x2, t2, w, eps, scale, grad2, want_grad, rows,
                          want_rows, per)
     else:
         kernel = _ce_short_rows_kernel if x2.shape[1] < SHORT_ROWS else _ce_index_kernel
         partial = launch(kernel, x2, t2, w, ignore_index, eps, scale, grad2, want_grad, rows,
-                         want_rows, per)
+                         want_rows, per, stream)
     return float(np.sum(partial)), rows
 
 
