@@ -252,16 +252,19 @@ class Problem:
 
     def _set_family(self, family, mask):
         self.family, self.mask = family, mask
-        k = family.k
-        full = mask[:, 1:].any(axis=1)
         free = mask.any(axis=1)
-        pairs = [(a, b) for a in range(k) for b in range(a + 1)]
-        used = [i for i, (a, b) in enumerate(pairs) if free[a] and free[b]]
-        self.full_pairs = [i for i in used if full[pairs[i][0]] and full[pairs[i][1]]]
-        self.vec_pairs = [i for i in used if i not in self.full_pairs]
-        self.pairs = pairs
-        self.layout = (("kron", np.flatnonzero(free)) if family.kron_hessian
-                       else ("pairs", self.full_pairs, self.vec_pairs))
+        self.full_pairs = self.vec_pairs = self.pairs = ()
+        if family.kron_hessian:
+            self.layout = ("kron", np.flatnonzero(free))
+        else:  # few outputs: their pairs (a, b), b <= a, with Hessian blocks
+            k = family.k
+            full = mask[:, 1:].any(axis=1)
+            self.pairs = [(a, b) for a in range(k) for b in range(a + 1)]
+            used = [i for i, (a, b) in enumerate(self.pairs) if free[a] and free[b]]
+            self.full_pairs = [i for i in used if full[self.pairs[i][0]]
+                               and full[self.pairs[i][1]]]
+            self.vec_pairs = [i for i in used if i not in self.full_pairs]
+            self.layout = ("pairs", self.full_pairs, self.vec_pairs)
         self.n_evals = 0
         self.counted = False
 
