@@ -342,11 +342,13 @@ def test_bench_command_passes_its_options(monkeypatch, capsys):
     from fastmle import bench
 
     seen = {}
-    monkeypatch.setattr(bench, "run", lambda quick, repeat, more: seen.update(
-        quick=quick, repeat=repeat, more=more) or [])
-    monkeypatch.setattr(bench, "table", lambda rows: "table")
-    assert cli.main(["bench", "--quick", "--repeat", "2"]) == 0
-    assert seen == {"quick": True, "repeat": 2, "more": False}
+    monkeypatch.setattr(bench, "run", lambda quick, repeat, more, only=None, with_jax=True:
+                        seen.update(quick=quick, repeat=repeat, more=more, only=only,
+                                    with_jax=with_jax) or [])
+    monkeypatch.setattr(bench, "table", lambda rows, *a, **k: "table")
+    assert cli.main(["bench", "--quick", "--repeat", "2", "--no-jax"]) == 0
+    assert seen == {"quick": True, "repeat": 2, "more": False, "only": None,
+                    "with_jax": False}
     assert "table" in capsys.readouterr().out
 
 
