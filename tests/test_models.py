@@ -1223,3 +1223,24 @@ def test_default_tol_gives_nine_digits(kind, solver):
     if kind == "logistic":  # and the tight reference is statsmodels' optimum
         r = sm.Logit(y, sm.add_constant(X)).fit(method="newton", tol=1e-14, disp=0)
         np.testing.assert_allclose(ref.params_, r.params, rtol=1e-10)
+
+
+def test_wide_fit_without_inference_never_forms_a_hessian(monkeypatch):
+    # 50 rows x 6000 columns (the 50 x 20,000 report, smaller): inference is refused
+    # at once, and inference=False fits by L-BFGS alone, no p x p matrix on the way
+    from fastmle.models import _solver
+
+    rng = np.random.default_rng(40)
+    X = rng.standard_normal((50, 6000))
+    y = np.arange(50) % 2
+    with pytest.raises(ValueError, match="inference=False"):
+        fm.LogisticRegression().fit(X, y)
+
+    def no_hessian(*args, **kwargs):
+        raise AssertionError("a Hessian pass in a fit without inference")
+
+    monkeypatch.setattr(_solver, "gram", no_hessian)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fm.ConvergenceWarning)  # separable: n < p
+        m = fm.LogisticRegression(inference=False, max_iter=30).fit(X, y)
+    assert m.coef_.shape == (1, 6000) and np.isfinite(m.coef_).all()

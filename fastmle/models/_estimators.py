@@ -26,7 +26,10 @@ SOLVERS = ("auto", "lbfgs", "newton")
 # about as much as the handful of gradient passes (n p, memory-bound) it saves.
 NEWTON_MAX_PARAMS = 20
 
-MAX_INFERENCE_PARAMS = 20_000  # a 3 GiB information matrix: beyond, inference=False
+# Standard errors need the dense p x p information matrix and its inverse: at 5000
+# parameters 200 MB and ~10 s of LAPACK (which Ctrl-C cannot interrupt); beyond,
+# fits refuse inference (inference=False fits the coefficients by L-BFGS alone)
+MAX_INFERENCE_PARAMS = 5000
 
 
 @dataclass
@@ -266,8 +269,9 @@ class _LinearMLE(BaseEstimator):
             cov = np.full((theta.size,) * 2, np.nan) if self.inference else None
             return Fit(res, cov, np.zeros(theta.size, bool), solver)
         search = self._search(problem, theta) if solver == "lbfgs" else None
+        dense = mask.sum() <= MAX_INFERENCE_PARAMS  # Newton steps affordable
         res = solve(problem, theta, solver, int(self.max_iter), float(self.tol), search,
-                    fallback=self.solver == "auto", started=start.iterations,
+                    fallback=self.solver == "auto" and dense, started=start.iterations,
                     hess0=start.hess, polish=bool(self.inference))
         if not self.inference:
             return Fit(res, None, np.zeros(theta.size, bool), solver)
@@ -450,7 +454,7 @@ class LogisticRegression(_Classifier):
         step with the Hessian that the standard errors need).
     inference : bool, default True
         Compute the covariance and standard errors (the dense information matrix:
-        p^2 numbers and O(n p^2) work for p parameters; refused above 20,000
+        p^2 numbers and O(n p^2 + p^3) work for p parameters; refused above 5000
         parameters). False fits the coefficients alone, faster.
     warm_start : bool, default False
         Start from the previous fit's coefficients.
