@@ -13,8 +13,10 @@ the intercept: each of the k linear predictors is one contiguous row.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
-from numba import njit, prange
+from numba import get_num_threads, njit, prange
 
 from ._elementwise import _bce_logits_point
 from ._jit import KERNEL_OPTIONS, PARALLEL_OPTIONS, POINTWISE_OPTIONS
@@ -216,34 +218,71 @@ def backprop(X: np.ndarray, R: np.ndarray, G: np.ndarray) -> None:
         launch(_backprop_kernel, X, R, G)
 
 
+GRAM_PARTS = 4  # row slices of a block, each its own product: fixed, so the sums are too
+_pool = None
+
+
+def _gram_pool():
+    """Threads for the slices (BLAS runs on one thread each, the GIL released): a
+    second BLAS thread inside one product contends with Numba's threads, separate
+    products in parallel do not (1e6 x 50 Hessian pass, 2 cores: 0.26 s on one
+    thread, 0.32 s with OpenBLAS's two)."""
+    global _pool
+    if _pool is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _pool = ThreadPoolExecutor(max(1, min(GRAM_PARTS, get_num_threads())),
+                                   thread_name_prefix="fastmle-gram")
+    return _pool
+
+
+def _forget_pool() -> None:
+    global _pool
+    _pool = None  # a forked child has none of the parent's threads
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+
+
+def _gram_part(Xf, w):
+    """(sum w x x^T, sum w x) of some rows, as BLAS products."""
+    if (w >= 0).all():
+        s = np.sqrt(w)
+        A = Xf * s[:, None]
+        return A.T @ A, s @ A  # NumPy calls syrk for a product with its transpose
+    A = Xf * w[:, None]
+    return A.T @ Xf, A.sum(axis=0)
+
+
 def gram(X: np.ndarray, Wts: np.ndarray, H: np.ndarray) -> None:
     """H[q] += sum_i Wts[i, q] [1, X[i]] [1, X[i]]^T, by BLAS on a float64 copy of X.
 
     H has shape (q, d + 1, d + 1), float64; call :func:`symmetrize` once at the end.
     Non-negative weights (Hessians of convex NLLs) take ``dsyrk`` on sqrt(w) X: half
     the multiply-adds of a general product, and far more of the cores' FMA throughput
-    than the hand-written Numba kernel it replaced (1e6 x 50: ~0.1 s vs ~0.3 s per
-    Hessian pass, measured on 2 cores). A product's sums run over the rows of one
-    block, in an order that does not depend on the BLAS thread count (OpenBLAS splits
-    the output, not the rows; tests/test_models.py checks it).
+    than the hand-written Numba kernel it replaced. The block is cut in
+    ``GRAM_PARTS`` fixed row slices, computed in parallel (one BLAS thread each:
+    call it under ``threadpoolctl`` limits, as the solver does) and added in slice
+    order: the bits do not depend on the thread count (tests/test_models.py).
     """
-    if not X.shape[0]:
+    n = X.shape[0]
+    if not n:
         return
     Xf = np.asarray(X, dtype=np.float64)
+    cuts = [n * i // GRAM_PARTS for i in range(GRAM_PARTS + 1)]
     for q in range(Wts.shape[1]):
         w = Wts[:, q]
-        if (w >= 0).all():
-            s = np.sqrt(w)
-            A = Xf * s[:, None]
-            H[q, 1:, 1:] += A.T @ A  # NumPy calls syrk for a product with its transpose
-            wx = s @ A
+        if n < 1024 * GRAM_PARTS:
+            parts = [_gram_part(Xf, w)]
         else:
-            A = Xf * w[:, None]
-            H[q, 1:, 1:] += A.T @ Xf
-            wx = A.sum(axis=0)
+            parts = list(_gram_pool().map(
+                lambda i: _gram_part(Xf[cuts[i]:cuts[i + 1]], w[cuts[i]:cuts[i + 1]]),
+                range(GRAM_PARTS)))
+        for XtX, wx in parts:
+            H[q, 1:, 1:] += XtX
+            H[q, 0, 1:] += wx
+            H[q, 1:, 0] += wx
         H[q, 0, 0] += w.sum()
-        H[q, 0, 1:] += wx
-        H[q, 1:, 0] += wx
 
 
 KRON_BYTES = 8 << 20  # the rows of p (x) [1, x] formed at a time in softmax_hessian
