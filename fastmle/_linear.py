@@ -288,32 +288,51 @@ def gram(X: np.ndarray, Wts: np.ndarray, H: np.ndarray) -> None:
 KRON_BYTES = 8 << 20  # the rows of p (x) [1, x] formed at a time in softmax_hessian
 
 
+def _kron_part(X, P, s):
+    """sum_i s_i^2 (diag(p_i) - p_i p_i^T) (x) [1, x_i] [1, x_i]^T over some rows."""
+    m, d1 = P.shape[1], X.shape[1] + 1
+    Xa = np.empty((X.shape[0], d1))
+    Xa[:, 0] = 1.0
+    Xa[:, 1:] = X
+    Ps = P * s[:, None]
+    M = (Ps[:, :, None] * Xa[:, None, :]).reshape(Xa.shape[0], m * d1)
+    H = -(M.T @ M)  # syrk
+    for a in range(m):
+        A = Xa * np.sqrt(Ps[:, a] * s)[:, None]  # sqrt(w p_a) [1, x]
+        H[a * d1:(a + 1) * d1, a * d1:(a + 1) * d1] += A.T @ A
+    return H
+
+
 def softmax_hessian(X: np.ndarray, P: np.ndarray, sw, H: np.ndarray) -> None:
     """H += sum_i w_i (diag(p_i) - p_i p_i^T) (x) [1, X[i]] [1, X[i]]^T: the Hessian of
     the softmax NLL in the logits of the m classes that P holds (P: (n, m)
-    probabilities, H: (m (d + 1), m (d + 1)), class-major). Two BLAS products: m
-    weighted Grams (syrk) on the diagonal blocks, and one syrk of the rows
-    sqrt(w_i) p_i (x) [1, x_i] for the rank-one part. The same multiply-adds as the
-    m (m + 1) / 2 pairwise weighted Grams, in one large product, and memory O(m d)
-    per row instead of O(m^2) (1000 classes no longer need a weight per class pair).
+    probabilities, H: (m (d + 1), m (d + 1)), class-major). Per slice of rows, two
+    BLAS products: m weighted Grams (syrk) on the diagonal blocks, and one syrk of
+    the rows sqrt(w_i) p_i (x) [1, x_i] for the rank-one part: the multiply-adds of
+    the m (m + 1) / 2 pairwise weighted Grams in one large product, and memory
+    O(m d) per row instead of a weight per class pair (1000 classes used to exhaust
+    memory). Slices of ``KRON_BYTES`` are dealt to ``GRAM_PARTS`` lanes that run in
+    parallel on the pool of :func:`gram`, each summing its slices in order, and the
+    lanes are added in order: the bits do not depend on the thread count.
     """
     n, d = X.shape
     m = P.shape[1]
-    d1 = d + 1
     if not n:
         return
     s = np.ones(n) if sw is None else np.sqrt(sw)
-    rows = max(1, KRON_BYTES // (8 * m * d1))
-    for r0 in range(0, n, rows):
-        Xa = np.empty((min(rows, n - r0), d1))
-        Xa[:, 0] = 1.0
-        Xa[:, 1:] = X[r0:r0 + rows]
-        Ps = P[r0:r0 + rows] * s[r0:r0 + rows, None]
-        for a in range(m):
-            A = Xa * np.sqrt(Ps[:, a] * s[r0:r0 + rows])[:, None]  # sqrt(w p_a) [1, x]
-            H[a * d1:(a + 1) * d1, a * d1:(a + 1) * d1] += A.T @ A
-        M = (Ps[:, :, None] * Xa[:, None, :]).reshape(Xa.shape[0], m * d1)
-        H -= M.T @ M
+    rows = max(1, KRON_BYTES // (8 * m * (d + 1)))
+    cuts = list(range(0, n, rows)) + [n]
+
+    def lane(j):  # slices j, j + GRAM_PARTS, ...: one sum per lane, in slice order
+        out = None
+        for i in range(j, len(cuts) - 1, GRAM_PARTS):
+            part = _kron_part(X[cuts[i]:cuts[i + 1]], P[cuts[i]:cuts[i + 1]],
+                              s[cuts[i]:cuts[i + 1]])
+            out = part if out is None else out + part
+        return out
+
+    for part in _gram_pool().map(lane, range(min(GRAM_PARTS, len(cuts) - 1))):
+        H += part
 
 
 def symmetrize(H: np.ndarray) -> np.ndarray:
