@@ -1,4 +1,4 @@
-"""Inference from the observed information: covariance, standard errors, summary."""
+"""Wald statistics and the summary table (the covariance itself: ``_linalg``)."""
 
 from __future__ import annotations
 
@@ -6,40 +6,6 @@ import math
 import warnings
 
 import numpy as np
-
-
-def covariance(H: np.ndarray) -> np.ndarray:
-    """The inverse of the observed information H (the Hessian of the NLL at the
-    optimum). Parameters in a direction where H is singular get nan, with a warning."""
-    p = H.shape[0]
-    if p == 0:
-        return np.zeros((0, 0))
-    if not np.isfinite(H).all():
-        warnings.warn("The information matrix is not finite (the likelihood is unbounded at "
-                      "the estimate): standard errors are nan.", RuntimeWarning, stacklevel=3)
-        return np.full((p, p), np.nan)
-    try:  # the usual case: positive definite
-        L = np.linalg.cholesky(H)
-        Linv = np.linalg.solve(L, np.eye(p))
-        # pivots of rounding size mean a singular H: leave that to the eigen-decomposition
-        if np.isfinite(Linv).all() and np.diag(L).min() > np.diag(L).max() * 1e-5:
-            return Linv.T @ Linv
-    except np.linalg.LinAlgError:
-        pass
-    vals, vecs = np.linalg.eigh(H)
-    cutoff = max(float(np.abs(vals).max()), 1e-300) * p * 1e-12
-    null = vals <= cutoff
-    inv = np.where(null, 0.0, 1.0 / np.where(null, 1.0, vals))
-    cov = (vecs * inv) @ vecs.T
-    if null.any():
-        hit = np.abs(vecs[:, null]).max(axis=1) > 1e-8
-        cov[hit, :] = np.nan
-        cov[:, hit] = np.nan
-        warnings.warn(
-            f"The information matrix is singular ({int(null.sum())} direction(s)): X has "
-            "collinear or constant columns. Standard errors of the affected parameters are "
-            "nan.", RuntimeWarning, stacklevel=3)
-    return cov
 
 
 def _normal_sf(z: np.ndarray) -> np.ndarray:
