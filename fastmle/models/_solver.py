@@ -353,12 +353,9 @@ class Problem:
             # only the intercept row/column of a block with a non-full side is used
             H[a, 0, b, :] = H[b, :, a, 0] = Hv[i]
             H[a, :, b, 0] = H[b, 0, a, :] = Hv[i]
-        P = self.family.penalty
-        for a in range(k):
-            for b in range(k):
-                if P[a, b]:
-                    idx = np.arange(1, d1)
-                    H[a, idx, b, idx] += self.alpha * P[a, b]
+        if self.alpha:  # alpha P between the same feature of two outputs
+            for j in range(1, d1):
+                H[:, j, :, j] += self.alpha * self.family.penalty
         H = H.reshape(k * d1, k * d1)
         m = self.mask.ravel()
         return H[np.ix_(m, m)]
