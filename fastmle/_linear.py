@@ -276,8 +276,8 @@ def gram(X: np.ndarray, Wts: np.ndarray, H: np.ndarray) -> None:
             parts = [_gram_part(Xf, w)]
         else:
             parts = list(_gram_pool().map(
-                lambda i: _gram_part(Xf[cuts[i]:cuts[i + 1]], w[cuts[i]:cuts[i + 1]]),
-                range(GRAM_PARTS)))
+                _gram_part, [Xf[a:b] for a, b in zip(cuts, cuts[1:])],
+                [w[a:b] for a, b in zip(cuts, cuts[1:])]))
         for XtX, wx in parts:
             H[q, 1:, 1:] += XtX
             H[q, 0, 1:] += wx

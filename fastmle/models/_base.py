@@ -185,9 +185,10 @@ class BaseEstimator:
                 f"X and y have inconsistent numbers of samples: {n} and {y.shape[0]}")
         return y
 
-    def _check_sample_weight(self, sample_weight, n: int) -> np.ndarray | None:
+    def _check_sample_weight(self, sample_weight, n: int) -> tuple:
+        """``(sample_weight as float64 or None, its sum)``, checked (n when None)."""
         if sample_weight is None:
-            return None
+            return None, float(n)
         if is_dask(sample_weight):
             sw = sample_weight.astype(np.float64)
         else:
@@ -204,7 +205,7 @@ class BaseEstimator:
         if parts[:, 2].sum() <= 0:
             raise ValueError("sample_weight sums to zero (all weights are zero): at least one "
                              "sample needs a positive weight")
-        return sw
+        return sw, float(parts[:, 2].sum())
 
 
 def _weight_sums(sw) -> tuple:

@@ -191,9 +191,8 @@ class _LinearMLE(BaseEstimator):
             y = np.asarray(y)
             sample_weight = None if sample_weight is None else np.asarray(sample_weight)
         y = self._encode_y(y)
-        sw = self._check_sample_weight(sample_weight, n)
         # sample weights are frequency weights: nobs_ is their sum (class weights aside)
-        nobs = float(n) if sw is None else float(sum(reduce_rows(np.sum, sw)))
+        sw, nobs = self._check_sample_weight(sample_weight, n)
         sw = self._sample_weight(y, sw)
         family, mask = self._family(d)
         self._guard_inference(int(mask.sum()))
@@ -626,7 +625,13 @@ class GaussianRegression(_LinearMLE):
         # closed form: the least-squares coefficients and sigma2 = RSS / n, one pass
         beta, rss, R, bad = problem.least_squares()
         wsum = problem.weight_sum
-        exact = self._exact_fit(rss, family, y, sw, R.shape[0])
+        exact = not rss > self._exact_rss(family, y, sw, R.shape[0])
+        if exact:
+            warnings.warn(warning(
+                ConvergenceWarning,
+                "y is an exact linear function of X (the residuals are at rounding level): "
+                "the maximum likelihood variance is 0, the likelihood unbounded (loglik_ = "
+                "inf) and the standard errors 0."), stacklevel=4)
         p = R.shape[0] - int(bad.sum())  # the rank of X (with the intercept)
         ml = 0.0 if exact else rss / wsum
         s2 = ml if self.variance == "ml" or exact else rss / max(wsum - p, 1e-300)
@@ -643,19 +648,11 @@ class GaussianRegression(_LinearMLE):
         return Fit(res, cov, np.append(bad, False), "lstsq", loglik)
 
     @staticmethod
-    def _exact_fit(rss, family, y, sw, p) -> bool:
-        """Residuals at the rounding level of y: a QR of [X, y] leaves a residual of a
-        few p eps |y| when y is an exact linear function of X (measured: 1e-16 |y| on
-        NIST's Wampler1/2; their noisy twins 1e-3 |y| and more)."""
-        sums = _target_sums(family, y, sw)
-        if rss > (8 * (p + 1) * EPS) ** 2 * sums[2]:
-            return False
-        warnings.warn(warning(
-            ConvergenceWarning,
-            "y is an exact linear function of X (the residuals are at rounding level): the "
-            "maximum likelihood variance is 0, the likelihood unbounded (loglik_ = inf) and "
-            "the standard errors 0."), stacklevel=4)
-        return True
+    def _exact_rss(family, y, sw, p) -> float:
+        """The RSS at or below which y is an exact linear function of X: a QR of
+        [X, y] leaves a residual of a few p eps |y| then (measured: 1e-16 |y| on NIST's
+        Wampler1/2; their noisy twins 1e-3 |y| and more)."""
+        return (8 * (p + 1) * EPS) ** 2 * _target_sums(family, y, sw)[2]
 
     def _initial(self, problem, family, mask, y, sw):
         if self.warm_start and hasattr(self, "_W"):
@@ -664,17 +661,15 @@ class GaussianRegression(_LinearMLE):
         W = np.zeros(mask.shape)
         W[0] = beta
         var = rss / problem.weight_sum
-        # residuals at the rounding level of y (relative 1e-12): an exact fit
-        sums = _target_sums(family, y, sw)
-        floor = 1e-24 * sums[2] / sums[0]
-        if not var > floor:
+        floor = self._exact_rss(family, y, sw, R.shape[0])
+        if not rss > floor:
             warnings.warn(warning(
                 ConvergenceWarning,
                 "y is an exact linear function of X (the residuals are at rounding level): "
                 "the maximum likelihood variance is 0 and the likelihood is unbounded. The "
                 "least-squares coefficients are returned, with sigma2 at the rounding level "
                 "and nan standard errors."), stacklevel=3)
-            W[1, 0] = math.log(max(var, floor, 1e-300))
+            W[1, 0] = math.log(max(floor / problem.weight_sum, 1e-300))
             return Start(W[mask], iterations=1, final=True)
         W[1, 0] = np.log(var)
         # the mean model's parameters in units of sigma, so that the solver's

@@ -4,18 +4,18 @@ The starting intercepts come from ``target_sums(y, sw)``, sums over the rows tha
 add up over blocks (so that they are computed where the data is), turned into
 intercepts by ``initial_intercepts(sums)``.
 
-``fused(Xb, W, y, sw, G, counts, Z=None)``, where not None, does a block's
-objective, gradient and row counts in one read of X (Z only if asked for).
-``out_scale`` (k,) is the scale of each predictor's units (1 where they carry
-none), ``classifier`` whether rows can be misclassified (separation checks,
-through ``margins(Z, y)``: each row's own-class score minus the best other).
-
 A family sees one block of rows at a time: ``Z`` of shape (n, k) holds the k
 linear predictors of each row, ``y`` the targets, ``sw`` the sample weights (or
-None). It returns the weighted NLL of the block (a float64 sum), ``R = dNLL/dZ``
-of shape (n, k) and, for Newton steps and inference, the second derivatives
-``d2NLL/dZ_a dZ_b`` for b <= a, packed as columns ``a * (a + 1) // 2 + b``.
-Loss and gradient come from fastmle's fused kernels.
+None). Either ``fused(Xb, W, y, sw, G, counts, Z=None)`` does a block's NLL,
+gradient and row counts in one read of X (Z only if asked for), or ``fused`` is
+None and ``loss_grad(Z, y, sw)`` returns the weighted NLL of the block (a float64
+sum) and ``R = dNLL/dZ`` (n, k), with ``margins(Z, y)`` (each row's own-class score
+minus the best other) for the separation counts of a classifier. For Newton steps
+and inference, ``hess_weights(Z, y, sw)`` gives the second derivatives
+``d2NLL/dZ_a dZ_b`` for b <= a, packed as columns ``a * (a + 1) // 2 + b``, or,
+with ``kron_hessian``, ``probabilities(Z)`` feed one Kronecker-structured product.
+``out_scale`` (k,) is the scale of each predictor's units (1 where they carry
+none). Loss and gradient come from fastmle's fused kernels.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import math
 import numpy as np
 
 from .._linear import bernoulli_pass
-from ..binary import binary_cross_entropy_with_logits_value_and_grad
 from ..cross_entropy import cross_entropy_value_and_grad
 from ..gaussian import gaussian_nll_loss_value_and_grad
 from ..softmax import softmax
@@ -57,19 +56,10 @@ class Bernoulli:
         p = min(max(sums[1] / sums[0], 1e-12), 1 - 1e-12)
         return np.array([math.log(p / (1 - p))])
 
-    def loss_grad(self, Z, y, sw):
-        loss, g = binary_cross_entropy_with_logits_value_and_grad(
-            Z[:, 0], y, weight=sw, reduction="sum")
-        return float(loss), g[:, None]
-
     def hess_weights(self, Z, y, sw):
         e = np.exp(-np.abs(Z[:, 0]))
         h = e / (1.0 + e) ** 2  # p (1 - p), without overflow for large |z|
         return (h if sw is None else h * sw)[:, None]
-
-    def margins(self, Z, y) -> np.ndarray:
-        """Log-odds of each row's own class over the other: > 0 when predicted right."""
-        return (2.0 * y - 1.0) * Z[:, 0]
 
     def fused(self, Xb, W, y, sw, G, counts, Z=None) -> float:
         """NLL of a block, ``G += gradient``, ``counts += row_counts``, and the linear

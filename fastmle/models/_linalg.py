@@ -118,13 +118,18 @@ def _qr_r(A: np.ndarray) -> np.ndarray:
     return np.linalg.qr(A, mode="r")
 
 
+def _scaled_svd(R: np.ndarray):
+    """SVD of R with unit-norm columns: ``(U, s, Vt, d, null)``, R = U s Vt d."""
+    d = unit_scales(np.einsum("ij,ij->j", R, R))
+    U, s, Vt = np.linalg.svd(R / d, full_matrices=False)
+    return U, s, Vt, d, s <= s.max(initial=0.0) * R_RANK_TOL
+
+
 def r_solve(R: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     """Least squares from an R factor: ``x`` minimising ``|R x - b|`` of minimum norm in
     equilibrated coordinates, the unidentified parameters, and the part of ``|b|^2``
     that a rank-deficient R leaves unexplained."""
-    d = unit_scales(np.einsum("ij,ij->j", R, R))
-    U, s, Vt = np.linalg.svd(R / d, full_matrices=False)
-    null = s <= s.max(initial=0.0) * R_RANK_TOL
+    U, s, Vt, d, null = _scaled_svd(R)
     c = U.T @ b
     x = Vt.T @ np.where(null, 0.0, c / np.where(null, 1.0, s)) / d
     return x, _null_parameters(Vt.T, null), float(c[null] @ c[null])
@@ -136,9 +141,7 @@ def r_covariance(R: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     p = R.shape[1]
     if p == 0:
         return np.zeros((0, 0)), np.zeros(0, bool)
-    d = unit_scales(np.einsum("ij,ij->j", R, R))
-    _, s, Vt = np.linalg.svd(R / d, full_matrices=False)
-    null = s <= s.max(initial=0.0) * R_RANK_TOL
+    _, s, Vt, d, null = _scaled_svd(R)
     V = Vt.T / np.where(null, 1.0, s)
     V[:, null] = 0.0
     cov = V @ V.T / d[:, None] / d[None, :]

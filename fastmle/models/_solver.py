@@ -312,7 +312,10 @@ class Problem:
             bar = Bar(f"  pass {self.n_evals}:", after=PROGRESS_AFTER)
 
             def progress(done):
-                bar.close() if done is None else bar(done / n)
+                if done is None:
+                    bar.close()
+                else:
+                    bar(done / n)
 
         return RowBlocks(self.X, self.y, self.sw, progress)
 
@@ -661,7 +664,8 @@ def _check_quasi_separation(problem, res) -> None:
 
 
 def _warn(problem, res, solver, limit, tol):
-    gnorm = float(np.max(np.abs(res.grad * Scaled(problem, tol).D), initial=0.0))
+    # the gradient in equilibrated coordinates t = D theta: dNLL/dt = g / D
+    gnorm = float(np.max(np.abs(res.grad / problem.param_scales()), initial=0.0))
     where = (f"max |gradient| in equilibrated coordinates / sum of weights = "
              f"{gnorm / problem.weight_sum:.3g} > tol={tol}")
     if res.separable:
