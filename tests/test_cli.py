@@ -415,8 +415,7 @@ def test_read_only_directory_is_refused_before_the_fit(tmp_path, frame):
     assert r.returncode == 2 and r.stdout == "" and "cannot be written" in r.stderr
 
 
-def test_failed_fit_keeps_the_previous_output(tmp_path, frame):
-    data = _small_csv(tmp_path, frame)
+def test_failed_fit_keeps_the_previous_output(tmp_path):
     output = tmp_path / "r.json"
     output.write_text('{"previous": true}\n')
     bad = tmp_path / "bad.csv"

@@ -5,7 +5,7 @@ could not remove it, and the leftover directory shadowed a later editable instal
 an empty namespace package. The compiled cache now lives in a per-user directory.
 
 A throw-away venv (no pip of its own: this interpreter's pip drives it with
-``--python``) sees the test environment's packages through a ``.pth`` line, so
+``--python``) sees the test environment's packages (all but fastmle) through a ``.pth`` line, so
 nothing is downloaded (``--no-deps --no-build-isolation``).
 """
 
@@ -56,9 +56,17 @@ def _venv(path: Path) -> tuple[Path, Path]:
     where = "import sysconfig; print(sysconfig.get_path('purelib'))"
     site = Path(subprocess.run([str(py), "-c", where], check=True, capture_output=True,
                                text=True).stdout.strip())
-    # this environment's packages (numba, numpy, ...) without processing its .pth files,
-    # so its own editable fastmle stays invisible
-    (site / "zz_test_env.pth").write_text(sysconfig.get_path("purelib") + "\n")
+    # This environment's packages (numba, numpy, ...), but not its fastmle: CI installs
+    # fastmle into site-packages, where a path entry would shadow the editable install
+    # (setuptools' editable finder comes after the path finder). A folder of links to
+    # everything else, with no .pth files processed.
+    deps = path / "test-env-deps"
+    deps.mkdir()
+    for entry in Path(sysconfig.get_path("purelib")).iterdir():
+        if not entry.name.lower().startswith(("fastmle", "__editable__")) \
+                and entry.suffix != ".pth":
+            (deps / entry.name).symlink_to(entry)
+    (site / "zz_test_env.pth").write_text(f"{deps}\n")
     return py, site
 
 

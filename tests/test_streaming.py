@@ -55,7 +55,7 @@ def _ce_cases():
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
 @pytest.mark.parametrize("reduction", ["mean", "none"])
 def test_cross_entropy_streaming_same_bits(monkeypatch, smoothing, reduction):
-    for x, t, w, c in _ce_cases():
+    for x, t, w, _ in _ce_cases():
         kw = dict(weight=w, label_smoothing=smoothing, reduction=reduction)
         monkeypatch.setattr(_rows, "STREAM_BYTES", 1 << 62)
         l0, g0 = fm.cross_entropy_value_and_grad(x, t, **kw)
@@ -64,7 +64,8 @@ def test_cross_entropy_streaming_same_bits(monkeypatch, smoothing, reduction):
         g2 = np.full_like(x, 3.0)
         l2, _ = fm.cross_entropy_value_and_grad(x, t, out=g2, **kw)
         for a in (l1, l2):
-            np.testing.assert_array_equal(np.atleast_1d(a).view(np.uint8), np.atleast_1d(l0).view(np.uint8))
+            np.testing.assert_array_equal(np.atleast_1d(a).view(np.uint8),
+                                          np.atleast_1d(l0).view(np.uint8))
         for g in (g1, g2):
             np.testing.assert_array_equal(g.view(np.uint8), g0.view(np.uint8))
         assert np.isnan(g1[7]).all() and np.isnan(g1[9]).all() and np.isnan(g1[11]).all()
@@ -72,7 +73,7 @@ def test_cross_entropy_streaming_same_bits(monkeypatch, smoothing, reduction):
 
 
 def test_cross_entropy_streaming_in_place(monkeypatch):
-    for x, t, w, c in _ce_cases():
+    for x, t, w, _ in _ce_cases():
         l0, g0 = fm.cross_entropy_value_and_grad(x, t, weight=w)
         monkeypatch.setattr(_rows, "STREAM_BYTES", 0)
         xi = x.copy()
