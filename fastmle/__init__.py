@@ -10,9 +10,8 @@ chunked along the batch and returns lazy results (``fastmle.dask``).
 (scikit-learn's API, statsmodels' inference; loaded on first use).
 """
 
-from . import _threading  # noqa: F401  (threading layer set-up before any kernel runs)
-from .cross_entropy import cross_entropy, cross_entropy_grad, cross_entropy_value_and_grad
-from .binary import (
+from ._cpu import threads  # noqa: F401  (threading layer set-up before any kernel runs)
+from .bernoulli import (
     binary_cross_entropy,
     binary_cross_entropy_grad,
     binary_cross_entropy_value_and_grad,
@@ -20,7 +19,17 @@ from .binary import (
     binary_cross_entropy_with_logits_grad,
     binary_cross_entropy_with_logits_value_and_grad,
 )
-from .divergence import kl_div, kl_div_grad, kl_div_value_and_grad
+from .categorical import (
+    cross_entropy,
+    cross_entropy_grad,
+    cross_entropy_value_and_grad,
+    kl_div,
+    kl_div_grad,
+    kl_div_value_and_grad,
+    log_softmax,
+    logsumexp,
+    softmax,
+)
 from .gaussian import (
     gaussian_nll_loss,
     gaussian_nll_loss_grad,
@@ -29,7 +38,6 @@ from .gaussian import (
     mse_loss_grad,
     mse_loss_value_and_grad,
 )
-from .softmax import log_softmax, logsumexp, softmax
 
 __version__ = "0.1.0"
 

@@ -10,11 +10,10 @@ import math
 
 import numpy as np
 
-from . import _elementwise as ew
+from ._calls import GAUSSIAN, MSE, Pointwise
+from ._dispatch import backend, broadcast_operand
 from ._docs import triple
-from ._validation import as_float_array, broadcast_operand, check_finite_scalar, check_reduction
-from .cuda import gpu_twin
-from .dask import dask_twin
+from ._rules import check_positive, check_reduction, is_real_scalar, var_shape
 
 __all__ = [
     "gaussian_nll_loss",
@@ -26,64 +25,23 @@ __all__ = [
 ]
 
 
-def _var_operand(var, x):
-    """var as PyTorch accepts it: a float, the input's shape, the input's shape
-    without its last axis, or the input's shape with one axis of size 1."""
-    if isinstance(var, (float, int, np.floating, np.integer)) and not isinstance(var, bool):
-        v = np.full(1, var, x.dtype)  # negative values are rejected with the arrays'
-        return v, v.reshape(()), True
-    v = as_float_array(var, "var", x.dtype)
-    shaped = v
-    if v.shape != x.shape:
-        if x.ndim and v.shape == x.shape[:-1]:
-            shaped = v.reshape(v.shape + (1,))
-        elif not (v.ndim == x.ndim and sum(
-                vs for xs, vs in zip(x.shape, v.shape) if xs != vs) == 1):
-            raise ValueError(
-                f"var has shape {v.shape}, which is not valid for input of shape {x.shape}: "
-                "use the input's shape (heteroscedastic), the input's shape without its last "
-                "axis, or the input's shape with one axis of size 1 (homoscedastic)"
-            )
-    try:
-        np.broadcast_shapes(shaped.shape, x.shape)
-    except ValueError:
-        raise ValueError(f"var has shape {v.shape}, which does not broadcast to the input's "
-                         f"shape {x.shape}") from None
-    return v, shaped, False
-
-
-def _check_var(v):
-    if ew.launch(ew.count_outside, v.reshape(-1), v.dtype.type(0), v.dtype.type(np.inf)):
-        raise ValueError("var has negative entry/entries: variances must be >= 0")
-
-
-def _gaussian_inputs(input, target, var, full, eps, reduction):
-    """(reduction, x, target, var as given, var shaped to broadcast, whether var is
-    a float, kernel parameters); var's values are not checked here."""
-    reduction = check_reduction(reduction)
-    x = as_float_array(input, "input")
-    t = broadcast_operand(target, "target", x.shape, x.dtype)
-    eps = check_finite_scalar(eps, "eps")
-    if eps <= 0:
-        raise ValueError(f"eps must be positive, got {eps}")
-    v, shaped, is_float = _var_operand(var, x)
-    const = 0.5 * math.log(2 * math.pi) if full else 0.0
-    return reduction, x, t, v, shaped, is_float, (eps, const)
-
-
-@dask_twin("gaussian_run")
-@gpu_twin("gaussian_run")
 def _gaussian(input, target, var, full, eps, reduction, want_loss, want_grad, out=None):
-    reduction, x, t, v, shaped, is_float, params = _gaussian_inputs(
-        input, target, var, full, eps, reduction)
-    _check_var(v)
-    loss, grad, dvar = ew.evaluate(
-        ew.GAUSSIAN, x, [t, shaped], params, reduction=reduction, denom=x.size,
-        want_loss=want_loss, want_grad=want_grad, out=out, dv_index=1 if want_grad else None)
-    if want_grad:
-        dvar = x.dtype.type(dvar.reshape(-1)[0]) if is_float else dvar.reshape(v.shape)
-        grad = (grad, dvar)
-    return loss, grad
+    be = backend(input, target, var)
+    reduction = check_reduction(reduction)
+    x = be.input(input)
+    t = broadcast_operand(be, target, "target", x)
+    eps = check_positive(eps, "eps")
+    if is_real_scalar(var):  # one variance; negative values are rejected with the arrays'
+        v = be.operand(np.full(1, var, x.dtype), "var", x.dtype)
+        shaped, d_shape = v.reshape(()), None
+    else:
+        v = be.operand(var, "var", x.dtype)
+        shaped, d_shape = v.reshape(var_shape(v.shape, x.shape)), tuple(v.shape)
+    const = 0.5 * math.log(2 * math.pi) if full else 0.0
+    loss, grad, dvar = be.pointwise(Pointwise(
+        GAUSSIAN, x, (t, shaped), (eps, const), reduction, x.size, want_loss, want_grad, out,
+        d_operand=1 if want_grad else None, d_shape=d_shape))
+    return loss, (grad, dvar) if want_grad else None
 
 
 _GAUSS_DOC = """
@@ -135,19 +93,13 @@ triple(gaussian_nll_loss, gaussian_nll_loss_grad, gaussian_nll_loss_value_and_gr
        grad_returns="(d_input, d_var) : d_input of the input's shape, d_var of var's shape")
 
 
-def _mse_inputs(input, target, reduction):
-    reduction = check_reduction(reduction)
-    x = as_float_array(input, "input")
-    return reduction, x, broadcast_operand(target, "target", x.shape, x.dtype)
-
-
-@dask_twin("mse_run")
-@gpu_twin("mse_run")
 def _mse(input, target, reduction, want_loss, want_grad, out=None):
-    reduction, x, t = _mse_inputs(input, target, reduction)
-    loss, grad, _ = ew.evaluate(ew.MSE, x, [t], reduction=reduction, denom=x.size,
-                                want_loss=want_loss, want_grad=want_grad, out=out)
-    return loss, grad
+    be = backend(input, target)
+    reduction = check_reduction(reduction)
+    x = be.input(input)
+    t = broadcast_operand(be, target, "target", x)
+    return be.pointwise(Pointwise(MSE, x, (t,), (0.0, 0.0), reduction, x.size, want_loss,
+                                  want_grad, out))[:2]
 
 
 _MSE_DOC = """

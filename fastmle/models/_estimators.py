@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._linear import predictor
-from ..softmax import log_softmax
+from .._cpu.linear import predictor
+from ..categorical import log_softmax
 from . import _families
 from ._base import (BaseEstimator, ConvergenceWarning, check_finite_block, is_dask, map_rows,
                     reduce_rows, warning)

@@ -24,10 +24,9 @@ import math
 
 import numpy as np
 
-from .._linear import bernoulli_pass
-from ..cross_entropy import cross_entropy_value_and_grad
+from .._cpu.linear import bernoulli_pass
+from ..categorical import cross_entropy_value_and_grad, softmax
 from ..gaussian import gaussian_nll_loss_value_and_grad
-from ..softmax import softmax
 
 _TINY = np.finfo(np.float64).tiny
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._linear import backprop, gram, predictor, softmax_hessian, symmetrize
+from .._cpu.linear import backprop, gram, predictor, softmax_hessian, symmetrize
 from .._progress import Bar
 from ._base import ConvergenceWarning, check_finite_block, warning
 from ._families import row_counts

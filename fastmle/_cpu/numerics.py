@@ -28,7 +28,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
-from ._jit import HELPER_OPTIONS
+from .jit import HELPER_OPTIONS
 
 __all__ = ["exp", "exp_nonpos", "log", "log1p", "atanh2_third", "sortable", "from_sortable",
            "stream_copy", "store_fence"]

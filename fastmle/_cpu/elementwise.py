@@ -24,42 +24,17 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ._jit import KERNEL_OPTIONS, PARALLEL_OPTIONS, POINTWISE_OPTIONS
-from ._math import atanh2_third, exp, exp_nonpos, log, log1p
-from ._reduction import grad_scale, reduce_total
-from ._rows import cast, sum64
-from ._threading import launch
-from ._validation import check_out
+from .jit import KERNEL_OPTIONS, PARALLEL_OPTIONS, POINTWISE_OPTIONS
+from .numerics import atanh2_third, exp, exp_nonpos, log, log1p
+from .rows import cast, sum64
+from .threads import launch
+from .._calls import (BCE_LOGITS, BCE_PROBS, COL, FULL, GAUSSIAN, MSE, ROW, SCALAR,
+                      operand_kind, split)
 
-FULL, COL, ROW, SCALAR = 0, 1, 2, 3
 CHUNK = 16384
-
-BCE_LOGITS, BCE_PROBS, GAUSSIAN, MSE, KL = 0, 1, 2, 3, 4
-# the argument names of each loss' operands, for messages
-OPERAND_NAMES = {BCE_LOGITS: ("target", "weight", "pos_weight"), BCE_PROBS: ("target", "weight"),
-                 GAUSSIAN: ("target", "var"), MSE: ("target",), KL: ("target",)}
 
 
 # --- layout (Python) ------------------------------------------------------------
-
-
-def _kind(op_shape, shape, k):
-    if len(op_shape) > len(shape):  # the np.ones(1) filler of an absent operand, 0-d input
-        return SCALAR
-    b = (1,) * (len(shape) - len(op_shape)) + tuple(op_shape)
-    lead_vary = all(bd == sd for bd, sd in zip(b[:k], shape[:k]))
-    lead_const = all(bd == 1 for bd in b[:k])
-    trail_vary = all(bd == sd for bd, sd in zip(b[k:], shape[k:]))
-    trail_const = all(bd == 1 for bd in b[k:])
-    if lead_vary and trail_vary:
-        return FULL
-    if lead_const and trail_const:
-        return SCALAR
-    if lead_const and trail_vary:
-        return COL
-    if lead_vary and trail_const:
-        return ROW
-    return None
 
 
 def _flat(op, kind, shape, k):
@@ -74,25 +49,19 @@ def _flat(op, kind, shape, k):
 
 
 def layout(shape, operands):
-    """Choose (R, L) and describe each operand; returns (R, L, kinds, flats).
-
-    Operands whose broadcast pattern fits no split (e.g. varying in the first and
-    last axes but constant in the middle one) are materialized at full size.
-    """
+    """(R, L, kinds, flats): the split of ``_calls.split`` and each operand flattened
+    for it. Operands whose broadcast pattern fits no split are materialized at full
+    size."""
     shape = tuple(shape)
-    n = math.prod(shape)
-    if n == 0:  # nothing is read; derivatives come out as zeros of the operand's shape
-        return 1, 0, [SCALAR] * len(operands), [np.ones(1, op.dtype) for op in operands]
-    kinds = [_kind(op.shape, shape, len(shape)) for op in operands]
-    if all(kd in (FULL, SCALAR) for kd in kinds):
-        return 1, n, kinds, [_flat(op, kd, shape, len(shape)) for op, kd in zip(operands, kinds)]
-    for k in range(1, len(shape)):
-        kinds = [_kind(op.shape, shape, k) for op in operands]
-        if None not in kinds:
-            r = math.prod(shape[:k])
-            return r, n // r, kinds, [_flat(op, kd, shape, k) for op, kd in zip(operands, kinds)]
-    kinds = [SCALAR if _kind(op.shape, shape, len(shape)) == SCALAR else FULL for op in operands]
-    return 1, n, kinds, [_flat(op, kd, shape, len(shape)) for op, kd in zip(operands, kinds)]
+    s = split(shape, [op.shape for op in operands])
+    if s is None:
+        kinds = [SCALAR if operand_kind(op.shape, shape, len(shape)) == SCALAR else FULL
+                 for op in operands]
+        s = 1, math.prod(shape), kinds, len(shape)
+    r, l_, kinds, k = s
+    if l_ == 0:  # nothing is read; derivatives come out as zeros of the operand's shape
+        return r, l_, kinds, [np.ones(1, op.dtype) for op in operands]
+    return r, l_, kinds, [_flat(op, kd, shape, k) for op, kd in zip(operands, kinds)]
 
 
 # --- chunks (jitted) ------------------------------------------------------------
@@ -406,25 +375,3 @@ def _reduce_dv(kind, dv_full, per_row, r, l_, shape, op, dt):
     else:
         rows = per_row.reshape(-1)[:r]
     return rows.astype(dt).reshape(op.shape)
-
-
-def evaluate(loss_id, x, operands, params=(0.0, 0.0), *, reduction, denom, want_loss,
-             want_grad, out=None, dv_index=None):
-    """What every element-wise loss function does around :func:`run`: check the
-    ``out`` buffer, scale the gradient by the mean's denominator, and reduce.
-
-    ``reduction`` is 'none', 'sum' or 'mean' (dividing by ``denom``; an empty mean
-    is nan). Returns (loss or None, grad or None, d/d operands[dv_index] or None).
-    """
-    if out is not None:
-        out = check_out(out, x.shape, x.dtype, input=x,
-                        operands=dict(zip(OPERAND_NAMES[loss_id], operands)))
-    scale = grad_scale(reduction, denom)
-    total, loss_el, grad, dv = run(
-        loss_id, x, operands, params, scale=scale, want_loss=want_loss,
-        want_none=want_loss and reduction == "none", want_grad=want_grad, out=out,
-        dv_index=dv_index)
-    if not want_loss:
-        return None, grad, dv
-    loss = loss_el if reduction == "none" else reduce_total(total, denom, reduction, x.dtype)
-    return loss, grad, dv

@@ -15,10 +15,12 @@
   pickled code from its cache), else a directory for this process alone (see
   :func:`cache_root`). Other Numba functions in the process keep Numba's own cache
   locations.
-- The cache of a kernel is invalidated when any source file of the package
-  changes, not only the kernel's own file (Numba's default): kernels inline the
-  helpers of ``_math.py`` and ``_rows.py``, and a stale copy of those would
-  survive an edit or an upgrade otherwise (see :func:`_install_package_stamp`).
+- The cache of a kernel is invalidated when any source file of ``fastmle/_cpu``
+  (the folder that holds every Numba CPU kernel, and only those) or the call
+  records they import (``fastmle/_calls.py``) changes, not only the kernel's own
+  file (Numba's default): kernels inline the helpers of ``numerics.py`` and
+  ``rows.py``, and a stale copy of those would survive an edit or an upgrade
+  otherwise (see :func:`_install_package_stamp`).
 - ``error_model="numpy"``: division by zero gives inf/nan like NumPy instead of
   raising, which also keeps divisions in loops vectorizable.
 - ``boundscheck=False``: every index is validated in Python before a kernel runs.
@@ -58,12 +60,11 @@ POINTWISE_OPTIONS = dict(JIT_OPTIONS)
 PARALLEL_OPTIONS = dict(JIT_OPTIONS, parallel=True)
 
 
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+_KERNEL_DIR = os.path.dirname(os.path.abspath(__file__))  # fastmle/_cpu
+_PACKAGE_DIR = os.path.dirname(_KERNEL_DIR)
+_KERNEL_INPUTS = ("_calls.py",)  # modules outside _cpu whose constants kernels compile in
 _stamp: str | None = None
 _roots: dict = {}  # (NUMBA_CACHE_DIR, platform cache dir) -> the cache root in use
-
-
-_NO_KERNELS = {"__main__.py", "bench.py"}  # editing these must not recompile the kernels
 
 
 def _version() -> str:
@@ -160,15 +161,17 @@ def cache_root() -> str | None:
 
 
 def _package_stamp() -> str:
-    """A hash of every module of the package that kernels are built from (computed
-    once per process, about 1 ms)."""
+    """A hash of every module the kernels are built from: the files of ``_cpu`` and
+    ``_KERNEL_INPUTS`` (computed once per process, about 1 ms)."""
     global _stamp
     if _stamp is None:
         h = hashlib.sha256()
-        for name in sorted(os.listdir(_PACKAGE_DIR)):
-            if name.endswith(".py") and name not in _NO_KERNELS:
-                with open(os.path.join(_PACKAGE_DIR, name), "rb") as f:
-                    h.update(name.encode() + b"\0" + f.read())
+        files = [os.path.join(_KERNEL_DIR, n) for n in sorted(os.listdir(_KERNEL_DIR))]
+        files += [os.path.join(_PACKAGE_DIR, n) for n in _KERNEL_INPUTS]
+        for path in files:
+            if path.endswith(".py"):
+                with open(path, "rb") as f:
+                    h.update(os.path.basename(path).encode() + b"\0" + f.read())
         _stamp = h.hexdigest()
     return _stamp
 
@@ -179,7 +182,7 @@ class _PackageStampMixin:
 
     @classmethod
     def from_function(cls, py_func, py_file):
-        if os.path.dirname(os.path.abspath(py_file)) != _PACKAGE_DIR:
+        if os.path.dirname(os.path.abspath(py_file)) != _KERNEL_DIR:
             return None  # not ours: Numba's own locators handle it
         return super().from_function(py_func, py_file)
 
@@ -204,7 +207,7 @@ class _PackageCacheLocator(_PackageStampMixin, caching._CacheLocator):
 
     @classmethod
     def from_function(cls, py_func, py_file):
-        if os.path.dirname(os.path.abspath(py_file)) != _PACKAGE_DIR:
+        if os.path.dirname(os.path.abspath(py_file)) != _KERNEL_DIR:
             return None  # not ours: Numba's own locators handle it
         root = cache_root()
         if root is None:

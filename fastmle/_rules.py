@@ -1,10 +1,12 @@
-"""The one place where inputs are checked and converted before a kernel runs.
+"""The argument rules of the public functions, stated once for every backend.
 
-Numba does no bounds checking, so every shape, index and dtype is settled here.
-Conversions happen only when needed: a C-contiguous float32/float64 array is
-passed through as it is (read-only arrays too, kernels never write to inputs
-unless asked to with ``out=``). A Dask array (reaching here only on the Dask
-path, ``fastmle.dask``) is checked on its metadata and converted lazily.
+Numba does no bounds checking, so every shape, index and dtype is settled before a
+kernel runs. The checks here read only metadata (shapes, dtypes, Python scalars),
+so they serve NumPy, CUDA and Dask arguments alike; the backends check values
+(class indices, probabilities, variances: ``_calls.ValueRule``). Conversions of
+host data happen only when needed: a C-contiguous float32/float64 array is passed
+through as it is (read-only arrays too: kernels never write to inputs unless asked
+to with ``out=``).
 """
 
 from __future__ import annotations
@@ -12,8 +14,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-
-from .dask import is_dask_array
 
 REDUCTIONS = ("none", "mean", "sum")
 
@@ -26,7 +26,7 @@ def check_reduction(reduction: str, allowed: tuple[str, ...] = REDUCTIONS) -> st
     return reduction
 
 
-def _reject_non_numeric(a: np.ndarray, name: str) -> None:
+def reject_non_numeric(a, name: str) -> None:
     kind = a.dtype.kind
     if kind == "c":
         raise TypeError(f"{name} has complex dtype {a.dtype}: pass real values (e.g. {name}.real)")
@@ -45,56 +45,13 @@ def float_dtype(a: np.ndarray) -> np.dtype:
 
 
 def as_float_array(a, name: str, dtype=None) -> np.ndarray:
-    """``a`` as a C-contiguous float32/float64 array, copied only if it must be.
-
-    ``dtype=None`` keeps float32/float64 and picks :func:`float_dtype` otherwise.
-    A Dask array stays one (``astype``, lazy) after :func:`check_dask_array`.
-    """
-    if is_dask_array(a):
-        check_dask_array(a, name)
-        _reject_non_numeric(a, name)
-        return a.astype(float_dtype(a) if dtype is None else np.dtype(dtype))
+    """Host data ``a`` as a C-contiguous float32/float64 NumPy array, copied only if it
+    must be. ``dtype=None`` keeps float32/float64 and picks :func:`float_dtype`
+    otherwise."""
     arr = np.asarray(a)
-    _reject_non_numeric(arr, name)
+    reject_non_numeric(arr, name)
     dt = float_dtype(arr) if dtype is None else np.dtype(dtype)
     return np.asarray(arr, dtype=dt, order="C")  # keeps 0-d (ascontiguousarray would not)
-
-
-def check_dask_array(a, name: str) -> None:
-    """A Dask argument must have NumPy chunks of known sizes (they fix which rows
-    each task reads and the mean's denominator)."""
-    if any(math.isnan(s) for s in a.shape):
-        raise ValueError(
-            f"{name} is a Dask array with unknown chunk sizes (shape {a.shape}): call "
-            f"{name}.compute_chunk_sizes() first"
-        )
-    if not isinstance(getattr(a, "_meta", None), np.ndarray):
-        raise TypeError(
-            f"{name} is a Dask array of {type(getattr(a, '_meta', None)).__name__} chunks: "
-            "fastmle runs on NumPy chunks (map_blocks(numpy.asarray) first)"
-        )
-
-
-def check_out(out, shape: tuple[int, ...], dtype: np.dtype, name: str = "out", *,
-              input=None, operands=None) -> np.ndarray:
-    """Validate a caller's gradient buffer; it is written in place.
-
-    ``input`` and ``operands`` (a dict name -> array: what the kernel reads) are
-    checked by :func:`check_no_overlap`.
-    """
-    if not isinstance(out, np.ndarray):
-        raise TypeError(f"{name} must be a NumPy array, got {type(out).__name__}")
-    if out.shape != tuple(shape):
-        raise ValueError(f"{name} has shape {out.shape}, the gradient has shape {tuple(shape)}")
-    if out.dtype != dtype:
-        raise TypeError(
-            f"{name} has dtype {out.dtype}, the gradient is {dtype}: pass a {dtype} array")
-    if not out.flags.c_contiguous:
-        raise ValueError(f"{name} must be C-contiguous (np.ascontiguousarray)")
-    if not out.flags.writeable:
-        raise ValueError(f"{name} is read-only")
-    check_no_overlap(out, input, operands or {}, name)
-    return out
 
 
 def _same_view(a, b) -> bool:
@@ -174,19 +131,113 @@ def check_finite_scalar(value, name: str) -> float:
     return v
 
 
-def broadcast_operand(a, name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    """An auxiliary operand (target, weight, ...) that must broadcast to ``shape``."""
-    arr = as_float_array(a, name, dtype)
+def check_broadcasts(a, name: str, shape: tuple[int, ...]):
+    """An operand (target, weight, ...) must broadcast to the input's ``shape``
+    without enlarging it (PyTorch would also let it enlarge the result)."""
     try:
-        b = np.broadcast_shapes(arr.shape, shape)
+        b = np.broadcast_shapes(tuple(a.shape), tuple(shape))
     except ValueError:
         b = None
     if b != tuple(shape):
         raise ValueError(
-            f"{name} has shape {arr.shape}, which does not broadcast to the input's shape "
-            f"{tuple(shape)}"
+            f"{name} has shape {tuple(a.shape)}, which does not broadcast to the input's "
+            f"shape {tuple(shape)}"
         )
-    return arr
+    return a
+
+
+def check_same_shape(a, name: str, shape: tuple[int, ...]):
+    if tuple(a.shape) != tuple(shape):
+        raise ValueError(
+            f"{name} has shape {tuple(a.shape)}; it must have the input's shape {tuple(shape)}")
+    return a
+
+
+def is_real_scalar(v) -> bool:
+    return isinstance(v, (float, int, np.floating, np.integer)) and not isinstance(v, bool)
+
+
+def var_shape(v_shape: tuple[int, ...], x_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape ``var`` (an array) is read in, broadcasting to the input's shape, as
+    PyTorch accepts it: the input's shape, the input's shape without its last axis (a
+    trailing axis of 1 is added), or the input's shape with one axis of size 1."""
+    v_shape, x_shape = tuple(v_shape), tuple(x_shape)
+    shaped = v_shape
+    if v_shape != x_shape:
+        if x_shape and v_shape == x_shape[:-1]:
+            shaped = v_shape + (1,)
+        elif not (len(v_shape) == len(x_shape) and sum(
+                vs for xs, vs in zip(x_shape, v_shape) if xs != vs) == 1):
+            raise ValueError(
+                f"var has shape {v_shape}, which is not valid for input of shape {x_shape}: "
+                "use the input's shape (heteroscedastic), the input's shape without its last "
+                "axis, or the input's shape with one axis of size 1 (homoscedastic)"
+            )
+    try:
+        np.broadcast_shapes(shaped, x_shape)
+    except ValueError:
+        raise ValueError(f"var has shape {v_shape}, which does not broadcast to the input's "
+                         f"shape {x_shape}") from None
+    return shaped
+
+
+def check_positive(value, name: str) -> float:
+    v = check_finite_scalar(value, name)
+    if v <= 0:
+        raise ValueError(f"{name} must be positive, got {v}")
+    return v
+
+
+def check_axis(ndim: int, axis) -> int | None:
+    """``axis`` as an int in [0, ndim) (None stays None: all elements)."""
+    if axis is None:
+        return None
+    if not isinstance(axis, (int, np.integer)) or isinstance(axis, bool):
+        raise TypeError(f"axis must be an int or None, got {type(axis).__name__}")
+    if ndim == 0:
+        # one element along its only "axis", as in torch and NumPy (softmax(0-d, 0) == 1)
+        if axis in (0, -1):
+            return None
+        raise ValueError(f"axis {axis} is out of bounds for a 0-d array: use 0, -1 or None")
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"axis {axis} is out of bounds for an array of dimension {ndim}")
+    return int(axis) % ndim
+
+
+def check_class_weight(w, n_classes: int):
+    if tuple(w.shape) != (n_classes,):
+        raise ValueError(
+            f"weight has shape {tuple(w.shape)}; it needs one entry per class: shape "
+            f"({n_classes},)")
+    return w
+
+
+def target_is_probs(t, x_shape: tuple[int, ...], ignore_index: int) -> bool:
+    """Cross-entropy's target: float class probabilities of the input's shape (True) or
+    integer class indices of shape ``x_shape[:-1]`` (False); anything else raises."""
+    x_shape, t_shape = tuple(x_shape), tuple(t.shape)
+    kind = np.dtype(t.dtype).kind
+    if kind == "f":
+        if t_shape != x_shape:
+            raise ValueError(
+                f"target has floating dtype {t.dtype}, so it is read as class probabilities and "
+                f"must have the input's shape {x_shape}; got {t_shape}. For class indices pass "
+                "an integer array of shape (N,)"
+            )
+        if ignore_index >= 0:
+            raise ValueError("ignore_index is not supported for class-probability targets")
+        return True
+    if kind in "iu":
+        if t_shape != x_shape[:-1]:
+            raise ValueError(
+                f"target holds class indices and must have shape {x_shape[:-1]} "
+                f"(one per row of input {x_shape}); got {t_shape}"
+            )
+        return False
+    raise TypeError(
+        f"target has dtype {t.dtype}: pass integer class indices of shape (N,) or float "
+        "class probabilities of the input's shape"
+    )
 
 
 def check_class_args(shape: tuple[int, ...], ignore_index,

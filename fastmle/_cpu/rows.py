@@ -14,8 +14,8 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
-from ._jit import KERNEL_OPTIONS
-from ._math import exp_nonpos, from_sortable, sortable, store_fence, stream_copy
+from .jit import KERNEL_OPTIONS
+from .numerics import exp_nonpos, from_sortable, sortable, store_fence, stream_copy
 
 # Rows are grouped into chunks of about this many elements. The chunking (not the
 # number of threads) fixes the order of every floating-point sum, so results are

@@ -18,9 +18,9 @@ import os
 import numpy as np
 from numba import get_num_threads, njit, prange
 
-from ._elementwise import _bce_logits_point
-from ._jit import KERNEL_OPTIONS, PARALLEL_OPTIONS, POINTWISE_OPTIONS
-from ._threading import launch
+from .elementwise import _bce_logits_point
+from .jit import KERNEL_OPTIONS, PARALLEL_OPTIONS, POINTWISE_OPTIONS
+from .threads import launch
 
 CHUNK = 1024
 

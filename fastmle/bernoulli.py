@@ -3,13 +3,10 @@ from probabilities, with gradients."""
 
 from __future__ import annotations
 
-import numpy as np
-
-from . import _elementwise as ew
+from ._calls import BCE_LOGITS, BCE_PROBS, Pointwise
+from ._dispatch import backend, broadcast_operand
 from ._docs import triple
-from ._validation import as_float_array, broadcast_operand, check_reduction
-from .cuda import gpu_twin
-from .dask import dask_twin
+from ._rules import check_reduction, check_same_shape
 
 __all__ = [
     "binary_cross_entropy_with_logits",
@@ -21,56 +18,19 @@ __all__ = [
 ]
 
 
-def _inputs(input, target, weight, reduction):
+def _bce(loss, input, target, weight, reduction, want_loss, want_grad, out=None,
+         pos_weight=None):
+    be = backend(input, target, weight, pos_weight)
     reduction = check_reduction(reduction)
-    x = as_float_array(input, "input")
-    y = as_float_array(target, "target", x.dtype)
-    if y.shape != x.shape:
-        raise ValueError(
-            f"target has shape {y.shape}; it must have the input's shape {x.shape}"
-        )
-    w = np.ones(1, x.dtype) if weight is None else broadcast_operand(
-        weight, "weight", x.shape, x.dtype)
-    return reduction, x, y, w
-
-
-def _run(loss_id, x, ops, reduction, want_loss, want_grad, out, params=(0.0, 0.0)):
-    loss, grad, _ = ew.evaluate(loss_id, x, ops, params, reduction=reduction, denom=x.size,
-                                want_loss=want_loss, want_grad=want_grad, out=out)
-    return loss, grad
-
-
-def _logits_inputs(input, target, weight, reduction, pos_weight):
-    """(reduction, x, operands, kernel parameters) of BCE with logits."""
-    reduction, x, y, w = _inputs(input, target, weight, reduction)
-    pw = np.ones(1, x.dtype) if pos_weight is None else broadcast_operand(
-        pos_weight, "pos_weight", x.shape, x.dtype)
-    unit = 1.0 if weight is None and pos_weight is None else 0.0
-    return reduction, x, [y, w, pw], (0.0, unit)
-
-
-@dask_twin("bce_with_logits_run")
-@gpu_twin("bce_with_logits_run")
-def _with_logits(input, target, weight, reduction, pos_weight, want_loss, want_grad, out=None):
-    reduction, x, ops, params = _logits_inputs(input, target, weight, reduction, pos_weight)
-    return _run(ew.BCE_LOGITS, x, ops, reduction, want_loss, want_grad, out, params)
-
-
-def _check_probabilities(p):
-    bad = ew.launch(ew.count_outside, p.reshape(-1), p.dtype.type(0), p.dtype.type(1))
-    if bad:
-        raise ValueError(
-            f"input holds {bad} value(s) outside [0, 1]: binary_cross_entropy takes "
-            "probabilities (use binary_cross_entropy_with_logits for logits)"
-        )
-
-
-@dask_twin("bce_run")
-@gpu_twin("bce_run")
-def _on_probs(input, target, weight, reduction, want_loss, want_grad, out=None):
-    reduction, x, y, w = _inputs(input, target, weight, reduction)
-    _check_probabilities(x)
-    return _run(ew.BCE_PROBS, x, [y, w], reduction, want_loss, want_grad, out)
+    x = be.input(input)
+    y = check_same_shape(be.operand(target, "target", x.dtype), "target", x.shape)
+    ops = (y, broadcast_operand(be, weight, "weight", x))
+    params = (0.0, 0.0)
+    if loss == BCE_LOGITS:
+        ops += (broadcast_operand(be, pos_weight, "pos_weight", x),)
+        params = (0.0, 1.0 if weight is None and pos_weight is None else 0.0)
+    return be.pointwise(Pointwise(loss, x, ops, params, reduction, x.size, want_loss,
+                                  want_grad, out))[:2]
 
 
 _LOGITS_DOC = """
@@ -122,31 +82,31 @@ _PROBS_DOC = """
 
 def binary_cross_entropy_with_logits(input, target, weight=None, reduction: str = "mean",
                                      pos_weight=None):
-    return _with_logits(input, target, weight, reduction, pos_weight, True, False)[0]
+    return _bce(BCE_LOGITS, input, target, weight, reduction, True, False, None, pos_weight)[0]
 
 
 def binary_cross_entropy_with_logits_grad(input, target, weight=None, reduction: str = "mean",
                                           pos_weight=None):
-    return _with_logits(input, target, weight, reduction, pos_weight, False, True)[1]
+    return _bce(BCE_LOGITS, input, target, weight, reduction, False, True, None, pos_weight)[1]
 
 
 def binary_cross_entropy_with_logits_value_and_grad(input, target, weight=None,
                                                     reduction: str = "mean", pos_weight=None,
                                                     out=None):
-    return _with_logits(input, target, weight, reduction, pos_weight, True, True, out)
+    return _bce(BCE_LOGITS, input, target, weight, reduction, True, True, out, pos_weight)
 
 
 def binary_cross_entropy(input, target, weight=None, reduction: str = "mean"):
-    return _on_probs(input, target, weight, reduction, True, False)[0]
+    return _bce(BCE_PROBS, input, target, weight, reduction, True, False)[0]
 
 
 def binary_cross_entropy_grad(input, target, weight=None, reduction: str = "mean"):
-    return _on_probs(input, target, weight, reduction, False, True)[1]
+    return _bce(BCE_PROBS, input, target, weight, reduction, False, True)[1]
 
 
 def binary_cross_entropy_value_and_grad(input, target, weight=None, reduction: str = "mean",
                                         out=None):
-    return _on_probs(input, target, weight, reduction, True, True, out)
+    return _bce(BCE_PROBS, input, target, weight, reduction, True, True, out)
 
 
 triple(binary_cross_entropy_with_logits, binary_cross_entropy_with_logits_grad,

@@ -24,27 +24,10 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from . import _rows
-from ._docs import triple
-from ._jit import KERNEL_OPTIONS, PARALLEL_OPTIONS
-from ._math import exp_nonpos, from_sortable, log1p, sortable
-from ._reduction import grad_scale, reduce_total
-from ._threading import launch
-from ._validation import (
-    as_float_array,
-    check_class_args,
-    check_dask_array,
-    check_out,
-    check_reduction,
-)
-from .cuda import gpu_twin
-from .dask import dask_twin, is_dask_array
-
-__all__ = [
-    "cross_entropy",
-    "cross_entropy_grad",
-    "cross_entropy_value_and_grad",
-]
+from . import rows as _rows
+from .jit import KERNEL_OPTIONS, PARALLEL_OPTIONS
+from .numerics import exp_nonpos, from_sortable, log1p, sortable
+from .threads import launch
 
 # --- kernels --------------------------------------------------------------------
 
@@ -413,51 +396,10 @@ def _ce_prob_kernel(x, y, weight, eps, scale, grad, want_grad, rows_out, want_ro
     return partial
 
 
-# --- validation -----------------------------------------------------------------
-# The shape and dtype checks read only metadata, so they serve NumPy and Dask
-# arguments alike; _labels checks values (per chunk on the Dask path).
+# --- drivers ----------------------------------------------------------------------
 
 
-def _weights(weight, n_classes, dt):
-    if weight is None:
-        return np.ones(n_classes, dt)
-    w = as_float_array(weight, "weight", dt)
-    if w.shape != (n_classes,):
-        raise ValueError(
-            f"weight has shape {w.shape}; it needs one entry per class: shape ({n_classes},)"
-        )
-    return w
-
-
-def _targets(target, x_shape, ignore_index, dt):
-    """(target, whether it holds class probabilities); probabilities in dtype ``dt``."""
-    t = target if is_dask_array(target) else np.asarray(target)
-    if t.dtype.kind == "f":
-        if t.shape != x_shape:
-            raise ValueError(
-                f"target has floating dtype {t.dtype}, so it is read as class probabilities and "
-                f"must have the input's shape {x_shape}; got {t.shape}. For class indices pass "
-                "an integer array of shape (N,)"
-            )
-        if ignore_index >= 0:
-            raise ValueError("ignore_index is not supported for class-probability targets")
-        return as_float_array(t, "target", dt), True
-    if t.dtype.kind in "iu":
-        if t.shape != x_shape[:-1]:
-            raise ValueError(
-                f"target holds class indices and must have shape {x_shape[:-1]} "
-                f"(one per row of input {x_shape}); got {t.shape}"
-            )
-        if is_dask_array(t):
-            check_dask_array(t, "target")
-        return t, False
-    raise TypeError(
-        f"target has dtype {t.dtype}: pass integer class indices of shape (N,) or float "
-        "class probabilities of the input's shape"
-    )
-
-
-def _labels(t, n_classes, ignore_index, w, row0=0):
+def labels(t, n_classes, ignore_index, w, row0=0):
     """Class indices ``t`` (N,) as a contiguous int32/int64 array, checked to lie in
     [0, C) unless equal to ignore_index; returns it and the sum of w[t] over the kept
     rows. ``row0``: the index of t's first row in the whole batch (for the message)."""
@@ -475,24 +417,7 @@ def _labels(t, n_classes, ignore_index, w, row0=0):
     return t, wsum
 
 
-def _prepare(input, target, weight, ignore_index, reduction, label_smoothing):
-    reduction = check_reduction(reduction)
-    x = as_float_array(input, "input")
-    n_classes, ignore_index, eps = check_class_args(x.shape, ignore_index, label_smoothing)
-    dt = x.dtype
-    w = _weights(weight, n_classes, dt)
-    t, probs = _targets(target, x.shape, ignore_index, dt)
-    one_d = x.ndim == 1
-    x2 = x.reshape(1, n_classes) if one_d else x
-    t2 = t.reshape(x2.shape if probs else (x2.shape[0],))
-    if probs:
-        denom = float(x2.shape[0])
-    else:  # weights are ones without a weight: the count of kept rows
-        t2, denom = _labels(t2, n_classes, ignore_index, w)
-    return x, x2, t2, w, probs, eps, ignore_index, reduction, denom, one_d, dt
-
-
-def _compute(x2, t2, w, probs, eps, ignore_index, scale, want_rows, grad2):
+def compute(x2, t2, w, probs, eps, ignore_index, scale, want_rows, grad2):
     """Run the kernel on checked rows; returns (float64 loss sum, per-row losses
     (float64, empty unless ``want_rows``)). ``grad2``: the gradient's rows, or None."""
     n = x2.shape[0]
@@ -512,86 +437,3 @@ def _compute(x2, t2, w, probs, eps, ignore_index, scale, want_rows, grad2):
         partial = launch(kernel, x2, t2, w, ignore_index, eps, scale, grad2, want_grad, rows,
                          want_rows, per, stream)
     return float(np.sum(partial)), rows
-
-
-@dask_twin("cross_entropy_run")
-@gpu_twin("cross_entropy_run")
-def _run(input, target, weight, ignore_index, reduction, label_smoothing, want_loss, want_grad,
-         out=None):
-    x, x2, t2, w, probs, eps, ignore_index, reduction, denom, one_d, dt = _prepare(
-        input, target, weight, ignore_index, reduction, label_smoothing
-    )
-    grad = grad2 = None
-    if want_grad:
-        grad = np.empty(x.shape, dt) if out is None else check_out(
-            out, x.shape, dt, input=x, operands={"target": t2, "weight": w})
-        grad2 = grad.reshape(x2.shape)
-    want_rows = want_loss and reduction == "none"
-    total, rows = _compute(x2, t2, w, probs, eps, ignore_index, grad_scale(reduction, denom),
-                           want_rows, grad2)
-    loss = None
-    if want_rows:
-        loss = rows.astype(dt).reshape(x.shape[:-1])
-    elif want_loss:
-        loss = reduce_total(total, denom, reduction, dt)
-    return loss, grad
-
-
-# --- public API -----------------------------------------------------------------
-
-_COMMON = """
-    Parameters
-    ----------
-    input : array_like, shape (N, C) or (C,)
-        Unnormalized logits. float32 and float64 are computed in their own dtype;
-        float16 is computed in float32, integers and bool in float64.
-    target : array_like
-        Either integer class indices of shape (N,) (or () for 1-D input), or float
-        class probabilities of the input's shape.
-    weight : array_like of shape (C,), optional
-        A rescaling weight for each class.
-    ignore_index : int, default -100
-        Class-index targets equal to it contribute nothing, to the loss, to the
-        ``mean`` denominator, or to the gradient. Not allowed (must stay negative)
-        with probability targets.
-    reduction : {'mean', 'sum', 'none'}, default 'mean'
-        ``mean`` divides by the summed weights of the non-ignored targets (by N for
-        probability targets), as PyTorch does; an empty or fully ignored batch
-        gives nan for ``mean`` and 0 for ``sum``.
-    label_smoothing : float in [0, 1], default 0
-        Mixes the target with the uniform distribution, as PyTorch does, weights
-        and ignore_index included.
-"""
-
-_NOTES = """
-    Notes
-    -----
-    Mirrors ``torch.nn.functional.cross_entropy`` for 1-D and 2-D logits.
-    Deviations: (N, C, d1, ...) inputs are not accepted (move the class axis
-    last and reshape); a row containing NaN, +inf, or only -inf gives NaN (as in
-    PyTorch) but never raises; with probability targets a class whose target
-    probability is 0 contributes 0 even if its logit is -inf (PyTorch gives NaN);
-    losses are summed in float64 and returned in the input's dtype.
-"""
-
-
-def cross_entropy(input, target, weight=None, ignore_index: int = -100,
-                  reduction: str = "mean", label_smoothing: float = 0.0):
-    return _run(input, target, weight, ignore_index, reduction, label_smoothing, True, False)[0]
-
-
-def cross_entropy_grad(input, target, weight=None, ignore_index: int = -100,
-                       reduction: str = "mean", label_smoothing: float = 0.0):
-    return _run(input, target, weight, ignore_index, reduction, label_smoothing, False, True)[1]
-
-
-def cross_entropy_value_and_grad(input, target, weight=None, ignore_index: int = -100,
-                                 reduction: str = "mean", label_smoothing: float = 0.0,
-                                 out=None):
-    return _run(input, target, weight, ignore_index, reduction, label_smoothing, True, True, out)
-
-
-triple(cross_entropy, cross_entropy_grad, cross_entropy_value_and_grad, _COMMON + _NOTES,
-       "Softmax cross-entropy between logits and targets (the categorical NLL).",
-       grad_returns="grad : ndarray of the input's shape; with reduction='none' row i holds "
-       "d loss_i / d input_i")
