@@ -19,6 +19,7 @@ from .bernoulli import (
     binary_cross_entropy_with_logits_grad,
     binary_cross_entropy_with_logits_value_and_grad,
 )
+from .poisson import poisson_nll_loss, poisson_nll_loss_grad, poisson_nll_loss_value_and_grad
 from .categorical import (
     cross_entropy,
     cross_entropy_grad,
@@ -70,6 +71,9 @@ __all__ = [
     "mse_loss",
     "mse_loss_grad",
     "mse_loss_value_and_grad",
+    "poisson_nll_loss",
+    "poisson_nll_loss_grad",
+    "poisson_nll_loss_value_and_grad",
     "kl_div",
     "kl_div_grad",
     "kl_div_value_and_grad",

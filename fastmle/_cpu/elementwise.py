@@ -1,4 +1,4 @@
-"""One fused kernel for every element-wise loss (BCE, Gaussian NLL, MSE, KL).
+"""One fused kernel for every element-wise loss (BCE, Gaussian NLL, MSE, KL, Poisson NLL).
 
 The input is walked in fixed chunks of ``CHUNK`` contiguous elements. Auxiliary
 operands (target, weight, pos_weight, var) broadcast to the input's shape; each is
@@ -28,7 +28,7 @@ from .jit import KERNEL_OPTIONS, PARALLEL_OPTIONS, POINTWISE_OPTIONS
 from .numerics import atanh2_third, exp, exp_nonpos, log, log1p
 from .rows import cast, sum64
 from .threads import launch
-from .._calls import (BCE_LOGITS, BCE_PROBS, COL, FULL, GAUSSIAN, MSE, ROW, SCALAR,
+from .._calls import (BCE_LOGITS, BCE_PROBS, COL, FULL, GAUSSIAN, KL, MSE, ROW, SCALAR,
                       operand_kind, split)
 
 CHUNK = 16384
@@ -248,6 +248,41 @@ def _kl(x, t, unused1, unused2, log_target, p1, scale, g, loss, dv):
             g[j] = -sc * tj
 
 
+HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+@njit(inline="always", **POINTWISE_OPTIONS)
+def _stirling(tj):
+    """The Stirling term of ``log(t!)`` that ``full=True`` adds where t > 1 (else 0)."""
+    one = cast(1.0, tj)
+    if not tj > one:
+        return cast(0.0, tj)
+    lt = log(tj)
+    return tj * lt - tj + cast(0.5, tj) * lt + cast(HALF_LOG_2PI, tj)
+
+
+@njit(**POINTWISE_OPTIONS)
+def _poisson(x, t, unused1, unused2, flags, eps, scale, g, loss, dv):
+    """PyTorch's poisson_nll_loss. flags: 1 = log_input (x is log(rate)), 2 = full."""
+    sc = cast(scale, x)
+    one = cast(1.0, x)
+    full = flags >= 2.0
+    if flags == 1.0 or flags == 3.0:
+        for j in range(x.size):
+            # exp(x) - t*x: exp(x) > 0 and overflows only where the value does
+            ex = exp(x[j])
+            tj = t[j]
+            loss[j] = ex - tj * x[j] + (_stirling(tj) if full else cast(0.0, x))
+            g[j] = sc * (ex - tj)
+    else:
+        e = cast(eps, x)
+        for j in range(x.size):
+            tj = t[j]
+            xe = x[j] + e
+            loss[j] = x[j] - tj * log(xe) + (_stirling(tj) if full else cast(0.0, x))
+            g[j] = sc * (one - tj / xe)
+
+
 # --- the kernel -------------------------------------------------------------------
 
 
@@ -281,8 +316,10 @@ def _kernel(loss_id, x, a, ka, b, kb, c3, kc, p0, p1, r, l_, scale, grad, want_g
             _gaussian(xs, av, bv, cv, p0, p1, scale, gs, ls, dvs)
         elif loss_id == MSE:
             _mse(xs, av, bv, cv, p0, p1, scale, gs, ls, dvs)
-        else:
+        elif loss_id == KL:
             _kl(xs, av, bv, cv, p0, p1, scale, gs, ls, dvs)
+        else:
+            _poisson(xs, av, bv, cv, p0, p1, scale, gs, ls, dvs)
         part[c] = sum64(ls)
         if dv_kind > FULL:
             w = j1 - j0
