@@ -42,8 +42,8 @@ from .gaussian import (
 
 __version__ = "0.1.0"
 
-_MODELS = ("LogisticRegression", "SoftmaxRegression", "GaussianRegression", "ConvergenceWarning",
-           "DataConversionWarning")
+_MODELS = ("LogisticRegression", "SoftmaxRegression", "GaussianRegression", "PoissonRegression",
+           "ConvergenceWarning", "DataConversionWarning")
 
 
 def __getattr__(name):
@@ -83,6 +83,7 @@ __all__ = [
     "LogisticRegression",
     "SoftmaxRegression",
     "GaussianRegression",
+    "PoissonRegression",
     "ConvergenceWarning",
     "DataConversionWarning",
 ]

@@ -13,6 +13,7 @@ the intercept: each of the k linear predictors is one contiguous row.
 
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
@@ -202,6 +203,109 @@ def bernoulli_pass(X: np.ndarray, Wt: np.ndarray, y: np.ndarray, sw, G: np.ndarr
     sw = _NO_WEIGHTS if sw is None else sw
     Z = _NO_WEIGHTS if Z is None else Z
     return float(launch(_bernoulli_kernel, X, Wt[0], y, sw, perfect, G, counts, Z))
+
+
+@njit(**POINTWISE_OPTIONS)
+def _poisson_row(z, y, sw, unit, i):
+    # (weighted NLL without the log(y!) constant, gradient) of one row at log-mean z:
+    # mu - y z and mu - y; exp overflows to inf only where the NLL itself is inf
+    mu = np.exp(z)
+    if unit:
+        return mu - y[i] * z, mu - y[i]
+    return sw[i] * (mu - y[i] * z), sw[i] * (mu - y[i])
+
+
+@njit(**POINTWISE_OPTIONS)
+def _poisson_rows(X, wt, y, sw, off, p, Z, i0, i1):
+    # the Poisson NLL of rows i0..i1 and p += its gradient, each row read once (as
+    # _bernoulli_rows); ``off``: the per-row offsets, or empty
+    loss = 0.0
+    b = wt[0]
+    w = wt[1:]
+    unit = sw.shape[0] == 0
+    has_off = off.shape[0] > 0
+    i = i0
+    while i + 4 <= i1:
+        s0, s1, s2, s3 = _dot4(w, X[i], X[i + 1], X[i + 2], X[i + 3])
+        z0, z1, z2, z3 = b + s0, b + s1, b + s2, b + s3
+        if has_off:
+            z0, z1, z2, z3 = z0 + off[i], z1 + off[i + 1], z2 + off[i + 2], z3 + off[i + 3]
+        if Z.shape[0]:
+            Z[i], Z[i + 1], Z[i + 2], Z[i + 3] = z0, z1, z2, z3
+        l0, r0 = _poisson_row(z0, y, sw, unit, i)
+        l1, r1 = _poisson_row(z1, y, sw, unit, i + 1)
+        l2, r2 = _poisson_row(z2, y, sw, unit, i + 2)
+        l3, r3 = _poisson_row(z3, y, sw, unit, i + 3)
+        loss += (l0 + l1) + (l2 + l3)
+        p[0] += (r0 + r1) + (r2 + r3)
+        _axpy4(p[1:], r0, r1, r2, r3, X, i)
+        i += 4
+    for r in range(i, i1):
+        zr = b + _dot(X[r], w)
+        if has_off:
+            zr += off[r]
+        if Z.shape[0]:
+            Z[r] = zr
+        lr, rr = _poisson_row(zr, y, sw, unit, r)
+        loss += lr
+        p[0] += rr
+        _axpy(p[1:], rr, X[r])
+    return loss
+
+
+@njit(**PARALLEL_OPTIONS)
+def _poisson_kernel(X, wt, y, sw, off, G, Z):
+    n = X.shape[0]
+    nch = (n + CHUNK - 1) // CHUNK
+    parts = np.zeros((nch, 1, G.shape[1]))
+    losses = np.zeros(nch)
+    for c in prange(nch):
+        losses[c] = _poisson_rows(X, wt, y, sw, off, parts[c, 0], Z, c * CHUNK,
+                                  min(n, (c + 1) * CHUNK))
+    _add_parts(parts, G)
+    loss = 0.0
+    for c in range(nch):
+        loss += losses[c]
+    return loss
+
+
+def poisson_pass(X: np.ndarray, Wt: np.ndarray, y: np.ndarray, sw, G: np.ndarray,
+                 offset=None, Z=None) -> float:
+    """The summed (weighted) Poisson NLL ``sum w (mu - y eta)`` (without the constant
+    ``log(y!)``) of rows ``X`` with log-mean ``eta = Wt[0, 0] + X . Wt[0, 1:] + offset``
+    and ``G += its gradient`` (shape (1, d + 1)): the predictor, ``mu = exp(eta)`` and
+    the back-propagation fused in one read of each row (y, sw, offset float64 or None).
+    ``Z``: a float64 array of n, if given, receives eta (offset included)."""
+    if not X.shape[0]:
+        return 0.0
+    sw = _NO_WEIGHTS if sw is None else sw
+    off = _NO_WEIGHTS if offset is None else offset
+    Z = _NO_WEIGHTS if Z is None else Z
+    return float(launch(_poisson_kernel, X, Wt[0], y, sw, off, G, Z))
+
+
+@njit(**PARALLEL_OPTIONS)
+def _lgamma1_kernel(y, out):
+    for i in prange(y.shape[0]):
+        out[i] = math.lgamma(y[i] + 1.0)
+
+
+def lgamma1(y: np.ndarray) -> np.ndarray:
+    """log(y!) = lgamma(y + 1) of each element of a float64 array."""
+    out = np.empty(y.shape[0])
+    if y.shape[0]:
+        launch(_lgamma1_kernel, y, out)
+    return out
+
+
+def group_sums(codes: np.ndarray, M: np.ndarray, S: np.ndarray) -> None:
+    """``S[codes[i]] += M[i]`` for each row i, in row order within each group."""
+    if not M.shape[0]:
+        return
+    order = np.argsort(codes, kind="stable")
+    c = codes[order]
+    starts = np.flatnonzero(np.r_[True, c[1:] != c[:-1]])
+    S[c[starts]] += np.add.reduceat(M[order], starts, axis=0)
 
 
 def predictor(X: np.ndarray, Wt: np.ndarray) -> np.ndarray:

@@ -19,6 +19,8 @@ import warnings
 
 import numpy as np
 
+from .._kinds import is_dask
+
 
 class ConvergenceWarning(UserWarning):
     """The solver stopped before the optimum (``max_iter``, or no MLE exists)."""
@@ -41,12 +43,6 @@ def warning(cls: type, message: str) -> Warning:
 
 
 _BOTH: dict = {}
-
-
-def is_dask(a) -> bool:
-    """Whether ``a`` is a Dask array (without importing Dask)."""
-    mod = sys.modules.get("dask.array")
-    return mod is not None and isinstance(a, mod.Array)
 
 
 def reduce_rows(fn, *arrays) -> list:

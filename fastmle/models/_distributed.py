@@ -45,7 +45,7 @@ import sys
 
 import numpy as np
 
-from ._base import is_dask
+from .._kinds import is_dask
 from ._solver import Problem, add_sums, row_blocks
 
 PERSIST_FRACTION = 0.5  # persist X when it takes at most this part of the workers' memory
@@ -251,8 +251,8 @@ def _chunk_pass(fn, rows, X, check, host_threads, *args):
     the chunk's (X or None, y, sample_weight) as persisted; ``X``: the chunk of X
     streamed for this pass, if it is not persisted."""
     _prepare_worker(host_threads)
-    X0, y, sw = rows
-    return fn(row_blocks(X0 if X is None else X, y, sw), check, *args)
+    X0, y, sw, off, grp = rows
+    return fn(row_blocks(X0 if X is None else X, y, sw, off, grp), check, *args)
 
 
 class DaskProblem(Problem):
@@ -261,7 +261,8 @@ class DaskProblem(Problem):
     X is persisted on the workers for the fit, or streamed each pass (see the module's
     docstring)."""
 
-    def __init__(self, X, y, sw, family, mask, alpha, verbose=0):
+    def __init__(self, X, y, sw, family, mask, alpha, verbose=0, offset=None, groups=None,
+                 robust=None):
         import dask
 
         self.client = get_client()
@@ -269,12 +270,15 @@ class DaskProblem(Problem):
         self._threads = _host_threads(self.client)
         xs, ys = _chunks(X), _chunks(y)
         ss = [None] * len(xs) if sw is None else _chunks(sw)
+        os_ = [None] * len(xs) if offset is None else _chunks(offset)
+        gs = [None] * len(xs) if groups is None else _chunks(groups)
         # chunk i of X (if persisted), y and sample_weight in one key, and each pass's
         # task for chunk i sent to the worker holding it: the scheduler alone sometimes
         # swaps them, and each task then fetches the other's chunk
         bundle = dask.delayed(_bundle, pure=False)
         self._rows = self.client.compute(
-            [bundle(x if self.persisted else None, yc, sc) for x, yc, sc in zip(xs, ys, ss)],
+            [bundle(x if self.persisted else None, yc, sc, oc, gc)
+             for x, yc, sc, oc, gc in zip(xs, ys, ss, os_, gs)],
             optimize_graph=False)
         self._xs = None if self.persisted else xs
         self._where = [None] * len(xs)
@@ -289,7 +293,7 @@ class DaskProblem(Problem):
             # a streamed chunk of X is loaded by any worker: with y and the weights on
             # every worker, none has to fetch them (each pass, for each chunk)
             self.client.replicate(self._rows)
-        super().__init__(X, y, sw, family, mask, alpha, verbose)
+        super().__init__(X, y, sw, family, mask, alpha, verbose, offset, groups, robust)
         if verbose:
             print(f"fitting on {self.client}: X {'persisted' if self.persisted else 'streamed'}"
                   f", {len(xs)} chunks", file=sys.stderr)

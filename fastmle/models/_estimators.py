@@ -13,15 +13,20 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._cpu.linear import predictor
+from .._kinds import is_dask
 from ..categorical import log_softmax
 from . import _families
-from ._base import (BaseEstimator, ConvergenceWarning, check_finite_block, is_dask, map_rows,
+from ._base import (BaseEstimator, ConvergenceWarning, check_finite_block, map_rows,
                     reduce_rows, warning)
-from ._inference import summary_table
+from ._inference import chi2_sf, summary_table
 from ._linalg import EPS, gram_covariance, r_covariance
-from ._solver import Problem, Result, float_block, solve
+from ._solver import Problem, Result, float_block, rss_sums, solve
 
 SOLVERS = ("auto", "lbfgs", "newton")
+COV_TYPES = ("nonrobust", "HC0", "HC1", "cluster")
+_COV_NAMES = {"nonrobust": "nonrobust", "HC0": "HC0 (robust)",
+              "HC1": "HC1 (robust, n / (n - k))",
+              "cluster": "cluster (G / (G - 1) (n - 1) / (n - k))"}
 # "auto" takes Newton's method while a Hessian pass (n p^2 / 2 multiply-adds) costs
 # about as much as the handful of gradient passes (n p, memory-bound) it saves.
 NEWTON_MAX_PARAMS = 20
@@ -44,6 +49,7 @@ class Fit:
     unidentified: np.ndarray
     solver: str
     loglik: float | None = None
+    rss: float | None = None  # Gaussian least squares: the weighted residual sum of squares
 
 
 @dataclass
@@ -80,8 +86,48 @@ def _call(estimator, name, X):
     return getattr(estimator, name)(X)
 
 
-def _target_sums(family, y, sw) -> np.ndarray:
+def _target_sums(family, y, sw, offset=None) -> np.ndarray:
+    if offset is not None:
+        return np.sum(reduce_rows(family.target_sums, y, sw, offset), axis=0)
     return np.sum(reduce_rows(family.target_sums, y, sw), axis=0)
+
+
+def _weighted_ss(y, sw, center) -> float:
+    """sum w (y - center)^2 of some rows."""
+    r = y - center
+    return float(r @ r if sw is None else (r * r) @ sw)
+
+
+def _group_codes(groups, n: int):
+    """``(codes, number of groups)``: each row's cluster as an index into the sorted
+    distinct values of ``groups`` (a NumPy or Dask array of n labels)."""
+    if not is_dask(groups):
+        groups = np.asarray(groups)
+    if groups.ndim != 1 or groups.shape[0] != n:
+        raise ValueError(f"groups must have shape ({n},) (one cluster label per row of X), "
+                         f"got shape {groups.shape}")
+    values = np.unique(np.concatenate(reduce_rows(np.unique, groups)))
+    if values.size < 2:
+        raise ValueError(f"cov_type='cluster' needs at least 2 clusters in groups, got "
+                         f"{values.size}")
+    return map_rows(np.searchsorted, values, groups, dtype=np.intp), int(values.size)
+
+
+def _real_rows(a, name: str, n: int):
+    """A per-row float64 array (NumPy or Dask), checked finite, of shape (n,)."""
+    a = a.astype(np.float64) if is_dask(a) else np.asarray(a, dtype=np.float64)
+    if a.ndim == 0:
+        a = np.full(n, float(a))
+    if a.shape != (n,):
+        raise ValueError(f"{name} must have shape ({n},) (one value per row of X), got "
+                         f"shape {a.shape}")
+    if not all(reduce_rows(_all_finite, a)):
+        raise ValueError(f"{name} contains NaN or infinity")
+    return a
+
+
+def _positive(a) -> bool:
+    return bool((a > 0).all())
 
 
 def _labels(y) -> np.ndarray:
@@ -124,6 +170,9 @@ _FIT_DOC = """
         sample_weight : array_like or Dask array of shape (n_samples,), optional
             Non-negative weights, not all zero: each row's NLL is multiplied by its
             weight (a weight of 2 is the row repeated).
+        groups : array_like or Dask array of shape (n_samples,), optional
+            The cluster of each row, for ``cov_type="cluster"`` (required then, and
+            only then).
 
         Returns
         -------
@@ -138,8 +187,10 @@ class _LinearMLE(BaseEstimator):
     _newton_max_params = NEWTON_MAX_PARAMS
 
     def __init__(self, *, fit_intercept=True, alpha=0.0, tol=1e-8, max_iter=200,
-                 solver="auto", warm_start=False, inference=True, verbose=0):
+                 solver="auto", warm_start=False, inference=True, cov_type="nonrobust",
+                 verbose=0):
         self.fit_intercept = fit_intercept
+        self.cov_type = cov_type
         self.alpha = alpha
         self.tol = tol
         self.max_iter = max_iter
@@ -162,6 +213,8 @@ class _LinearMLE(BaseEstimator):
             raise ValueError(f"solver={self.solver!r} is not valid: use one of {SOLVERS}")
         if not isinstance(self.inference, (bool, np.bool_)):
             raise ValueError(f"inference must be True or False, got {self.inference!r}")
+        if not isinstance(self.cov_type, str) or self.cov_type not in COV_TYPES:
+            raise ValueError(f"cov_type={self.cov_type!r} is not valid: use one of {COV_TYPES}")
 
     def _sample_weight(self, y, sw):
         """The row weights of the NLL, from the checked ``sample_weight`` (or None)."""
@@ -169,36 +222,54 @@ class _LinearMLE(BaseEstimator):
 
     # -- fitting -----------------------------------------------------------------
 
-    def fit(self, X, y, sample_weight=None):
+    def fit(self, X, y, sample_weight=None, groups=None):
         # a fit that raises (or is interrupted) leaves the estimator as it was
         state = dict(self.__dict__)
         try:
-            return self._fit(X, y, sample_weight)
+            return self._fit(X, y, sample_weight, groups)
         except BaseException:
             self.__dict__.clear()
             self.__dict__.update(state)
             raise
 
-    def _fit(self, X, y, sample_weight):
+    def _offset(self, n, exposure, offset):
+        """The per-row offset of the first linear predictor (None: none)."""
+        return None
+
+    def _fit(self, X, y, sample_weight, groups, exposure=None, offset=None):
         self._check_params()
         t0 = time.perf_counter()
         X = self._check_X(X, reset=True)
         n, d = X.shape
         y = self._check_y(y, n)
+        if (groups is None) != (self.cov_type != "cluster"):
+            raise ValueError("cov_type='cluster' needs fit(X, y, groups=...), the cluster of "
+                             "each row" if groups is None else
+                             f"groups is only used with cov_type='cluster' (cov_type="
+                             f"{self.cov_type!r})")
         if is_dask(X):
-            y, sample_weight = _distributed().rows_like(X, y, sample_weight)
-        elif is_dask(y) or is_dask(sample_weight):
-            y = np.asarray(y)
-            sample_weight = None if sample_weight is None else np.asarray(sample_weight)
+            y, sample_weight, exposure, offset, groups = _distributed().rows_like(
+                X, y, sample_weight, exposure, offset, groups)
+        else:
+            y, sample_weight, exposure, offset, groups = (
+                np.asarray(a) if is_dask(a) else a
+                for a in (y, sample_weight, exposure, offset, groups))
         y = self._encode_y(y)
         # sample weights are frequency weights: nobs_ is their sum (class weights aside)
         sw, nobs = self._check_sample_weight(sample_weight, n)
         sw = self._sample_weight(y, sw)
+        off = self._offset(n, exposure, offset)
+        codes, n_groups = (None, 0) if groups is None else _group_codes(groups, n)
+        robust = None if self.cov_type == "nonrobust" or not self.inference else n_groups
         family, mask = self._family(d)
         self._guard_inference(int(mask.sum()))
         make = _distributed().DaskProblem if is_dask(X) else Problem
-        with make(X, y, sw, family, mask, self.alpha, self.verbose) as problem:
+        with make(X, y, sw, family, mask, self.alpha, self.verbose, off, codes,
+                  robust) as problem:
             fit = self._estimate(problem, family, mask, y, sw)
+            if robust is not None and fit.cov is not None:
+                fit.cov = self._sandwich(problem, fit, mask, nobs, n_groups)
+            sums = self._model_sums(problem, family, y, sw, off, fit)
         res, cov, bad = fit.result, fit.cov, fit.unidentified
         if res.perfect and bad.any() and res.quasi is None and family.classifier \
                 and not self.alpha:
@@ -208,7 +279,9 @@ class _LinearMLE(BaseEstimator):
         self._mask = mask
         C = self._W[:, 1:]
         penalty = 0.5 * float(self.alpha) * float(np.sum(C * (family.penalty @ C)))
-        self.loglik_ = -(res.loss - penalty) if fit.loglik is None else fit.loglik
+        # the solver's NLL leaves out terms of y alone (Poisson's log(y!)): added here
+        self.loglik_ = (-(res.loss - penalty) - sums.get("const", 0.0) if fit.loglik is None
+                        else fit.loglik)
         self.n_iter_ = res.n_iter
         self.converged_ = res.converged
         self.solver_ = fit.solver
@@ -216,6 +289,9 @@ class _LinearMLE(BaseEstimator):
         self.n_params_ = int(mask.sum())
         self.aic_ = 2.0 * self.n_params_ - 2.0 * self.loglik_
         self.bic_ = self.n_params_ * math.log(nobs) - 2.0 * self.loglik_
+        self._set_tests(sums, mask, bad)
+        if robust is not None:
+            self.n_groups_ = n_groups if self.cov_type == "cluster" else None
         self.param_names_ = self._names(mask)
         if res.quasi is not None:
             hit = [name for name, q in zip(self.param_names_, res.quasi) if q]
@@ -246,6 +322,57 @@ class _LinearMLE(BaseEstimator):
                   f"{'converged' if res.converged else 'NOT converged'}, "
                   f"{self.fit_time_:.3g} s", file=sys.stderr)
         return self
+
+    def _robust_k(self, mask) -> int:
+        """The number of parameters in the small-sample corrections of HC1 and cluster."""
+        return int(mask.sum())
+
+    def _sandwich(self, problem, fit, mask, nobs, n_groups) -> np.ndarray:
+        """The robust covariance ``H^-1 M H^-1`` times the small-sample correction of
+        ``cov_type``: H^-1 the model-based covariance of theta, M the scores' outer
+        products (per row, or of their per-cluster sums) of the last Hessian pass."""
+        if problem.meat is None:  # no Hessian pass was needed (closed forms)
+            problem.evaluate(fit.result.theta, hess=True)
+        bread = fit.cov.copy()
+        bad = np.isnan(np.diag(bread))
+        bread[bad, :] = 0.0
+        bread[:, bad] = 0.0
+        cov = bread @ problem.meat @ bread
+        n, k = nobs, self._robust_k(mask)
+        if self.cov_type == "HC1":
+            cov *= n / (n - k)
+        elif self.cov_type == "cluster":
+            cov *= n_groups / (n_groups - 1.0) * (n - 1.0) / (n - k)
+        cov[bad, :] = np.nan
+        cov[:, bad] = np.nan
+        return cov
+
+    def _model_sums(self, problem, family, y, sw, off, fit) -> dict:
+        """What the model-level statistics need: the intercept-only and saturated
+        log-likelihoods (from sums over y alone)."""
+        sums = _target_sums(family, y, sw, off)
+        return {"llnull": family.null_loglik(sums), "llsat": family.saturated_loglik(sums),
+                "const": family.nll_constant(sums)}
+
+    def _df_model(self, mask, bad) -> int:
+        """The model's degrees of freedom: identified parameters beyond the intercepts."""
+        return int(mask.sum() - mask[:, 0].sum() - bad.sum())
+
+    def _set_tests(self, sums, mask, bad) -> None:
+        """llnull_, llr_, llr_pvalue_, pseudo_r2_, deviance_, df_model_ (statsmodels'
+        definitions: the null model has the intercepts alone, and any offset)."""
+        self.df_model_ = self._df_model(mask, bad)
+        self.llnull_ = float(sums["llnull"])
+        self.llr_ = 2.0 * (self.loglik_ - self.llnull_)
+        self.llr_pvalue_ = chi2_sf(self.llr_, self.df_model_)
+        self.pseudo_r2_ = 1.0 - self.loglik_ / self.llnull_ if self.llnull_ else float("nan")
+        self.deviance_ = 2.0 * (sums["llsat"] - self.loglik_)
+
+    def _test_lines(self) -> list:
+        return [("Pseudo R-squ.:", f"{self.pseudo_r2_:.4f}"),
+                ("LL-Null:", f"{self.llnull_:.6f}"),
+                ("LLR p-value:", f"{self.llr_pvalue_:.4g}"),
+                ("Deviance:", f"{self.deviance_:.6f}")]
 
     def _guard_inference(self, p: int) -> None:
         if self.inference and p > MAX_INFERENCE_PARAMS:
@@ -288,7 +415,7 @@ class _LinearMLE(BaseEstimator):
                 and np.array_equal(self._mask, mask):
             return Start(self._W[mask].copy())
         W = np.zeros(mask.shape)
-        W[:, 0] = family.initial_intercepts(_target_sums(family, y, sw))
+        W[:, 0] = family.initial_intercepts(_target_sums(family, y, sw, problem.offset))
         return Start(W[mask])
 
     def _natural(self, theta, cov):
@@ -309,7 +436,8 @@ class _LinearMLE(BaseEstimator):
         return [""] * self._mask.shape[0]
 
     def cov_params(self) -> np.ndarray:
-        """Covariance of ``params_``: the inverse observed information at the optimum."""
+        """Covariance of ``params_``: the inverse observed information at the optimum
+        (``cov_type="nonrobust"``), else the sandwich of ``cov_type``."""
         self._check_inference()
         return self._cov.copy()
 
@@ -320,12 +448,15 @@ class _LinearMLE(BaseEstimator):
                              "refit with inference=True for standard errors")
 
     def summary(self) -> str:
-        """A text table of the estimates (coef, std err, z, P>|z|, 95% interval)."""
+        """A text table of the model (log-likelihood, information criteria, the tests
+        against the intercept-only model, the covariance type) and of the estimates
+        (coef, std err, z, P>|z|, 95% interval)."""
         self._check_inference()
         lines = [("Model:", type(self).__name__), ("Observations:", str(self.nobs_)),
                  ("Parameters:", str(self.n_params_)), ("alpha:", f"{self.alpha:g}"),
                  ("Log-likelihood:", f"{self.loglik_:.6f}"), ("AIC:", f"{self.aic_:.4f}"),
-                 ("BIC:", f"{self.bic_:.4f}"),
+                 ("BIC:", f"{self.bic_:.4f}"), *self._test_lines(),
+                 ("Covariance Type:", _COV_NAMES[self.cov_type]),
                  ("Converged:", f"{self.converged_} ({self.n_iter_} iterations, {self.solver_})")]
         return summary_table(f"{type(self).__name__} results", self.param_names_,
                              self.params_, self.bse_, lines)
@@ -371,10 +502,10 @@ class _Classifier(_LinearMLE):
 
     def __init__(self, *, fit_intercept=True, alpha=0.0, tol=1e-8, max_iter=200,
                  solver="auto", warm_start=False, class_weight=None, inference=True,
-                 verbose=0):
+                 cov_type="nonrobust", verbose=0):
         super().__init__(fit_intercept=fit_intercept, alpha=alpha, tol=tol, max_iter=max_iter,
                          solver=solver, warm_start=warm_start, inference=inference,
-                         verbose=verbose)
+                         cov_type=cov_type, verbose=verbose)
         self.class_weight = class_weight
 
     def _encode_y(self, y):
@@ -458,6 +589,15 @@ class LogisticRegression(_Classifier):
         Compute the covariance and standard errors (the dense information matrix:
         p^2 numbers and O(n p^2 + p^3) work for p parameters; refused above 5000
         parameters). False fits the coefficients alone, faster.
+    cov_type : {'nonrobust', 'HC0', 'HC1', 'cluster'}, default 'nonrobust'
+        The covariance behind ``bse_`` and ``cov_params()``: the inverse observed
+        information, or the sandwich ``H^-1 (sum_i w_i s_i s_i^T) H^-1`` of the
+        scores s_i (HC0), times n / (n - k) (HC1: n the sum of weights, k the number
+        of parameters), or of the per-cluster sums of the scores (``cluster``: pass
+        ``fit(..., groups=)``), times G / (G - 1) (n - 1) / (n - k) for G clusters.
+        The scores' products are accumulated in the Hessian passes, by row blocks.
+        statsmodels' HC1 for Logit, MNLogit, Poisson and GLM applies no correction
+        (it equals its HC0); its OLS HC1 and every cluster covariance are as here.
     warm_start : bool, default False
         Start from the previous fit's coefficients.
     class_weight : dict, 'balanced' or None
@@ -471,7 +611,11 @@ class LogisticRegression(_Classifier):
     feature_names_in_, loglik_, aic_, bic_, params_ (intercept then coefficients),
     bse_ (their standard errors), param_names_, converged_, nobs_ (the sum of
     ``sample_weight``: weights are frequency weights, as statsmodels' ``freq_weights``;
-    a fit with integer weights equals the fit on the rows repeated).
+    a fit with integer weights equals the fit on the rows repeated); the tests
+    against the intercept-only model, as statsmodels' results: llnull_ (its
+    log-likelihood), llr_ (2 (loglik_ - llnull_)), df_model_, llr_pvalue_ (chi^2 with
+    df_model_ degrees of freedom), pseudo_r2_ (McFadden's 1 - loglik_ / llnull_),
+    deviance_ (GLM's: -2 loglik_ for 0/1 classes).
     """
 
     _multi_class = False
@@ -586,23 +730,27 @@ class GaussianRegression(_LinearMLE):
         'ml': sigma2_ = RSS / n (the MLE); 'ols': RSS / (n - p) and the standard
         errors of statsmodels OLS (homoscedastic, alpha=0 only). ``loglik_`` is the
         maximised log-likelihood either way.
-    fit_intercept, alpha, tol, max_iter, solver, warm_start, inference, verbose
+    fit_intercept, alpha, tol, max_iter, solver, warm_start, inference, cov_type, verbose
         As in :class:`LogisticRegression`; ``alpha`` penalises the NLL, so for a
-        homoscedastic model it equals scikit-learn Ridge's ``alpha / sigma^2``.
+        homoscedastic model it equals scikit-learn Ridge's ``alpha / sigma^2``. The
+        robust covariances of the mean's coefficients are those of statsmodels OLS
+        (``fit(cov_type=...)``): k in their corrections counts the mean's parameters.
 
     Attributes
     ----------
     coef_ (n_features,), intercept_, sigma2_ (homoscedastic), var_coef_ and
     var_intercept_ (the log-variance model, heteroscedastic), params_ (mean model,
-    then sigma2 or the log-variance model), bse_, loglik_, aic_, bic_, ...
+    then sigma2 or the log-variance model), bse_, loglik_, aic_, bic_, r2_ (statsmodels
+    OLS's R^2: 1 - RSS / TSS, TSS centred with an intercept, uncentred without),
+    deviance_ (the weighted RSS, as GLM's Gaussian deviance), df_model_, ...
     """
 
     def __init__(self, *, heteroscedastic=False, variance="ml", fit_intercept=True,
                  alpha=0.0, tol=1e-8, max_iter=200, solver="auto", warm_start=False,
-                 inference=True, verbose=0):
+                 inference=True, cov_type="nonrobust", verbose=0):
         super().__init__(fit_intercept=fit_intercept, alpha=alpha, tol=tol, max_iter=max_iter,
                          solver=solver, warm_start=warm_start, inference=inference,
-                         verbose=verbose)
+                         cov_type=cov_type, verbose=verbose)
         self.heteroscedastic = heteroscedastic
         self.variance = variance
 
@@ -639,13 +787,42 @@ class GaussianRegression(_LinearMLE):
         loglik = math.inf if exact else -0.5 * wsum * (math.log(2.0 * math.pi * ml) + 1.0)
         res = Result(theta, -loglik, np.zeros(theta.size), None, 1, True)
         if not self.inference:
-            return Fit(res, None, np.zeros(theta.size, bool), "lstsq", loglik)
+            return Fit(res, None, np.zeros(theta.size, bool), "lstsq", loglik, rss)
         cov = np.zeros((theta.size, theta.size))
         if not exact:
             cov[:-1, :-1] = s2 * r_covariance(R)[0]
             # var(log sigma2): 2 / n for the MLE, 2 / (n - p) for the unbiased estimate
             cov[-1, -1] = 2.0 / (wsum if self.variance == "ml" else max(wsum - p, 1e-300))
-        return Fit(res, cov, np.append(bad, False), "lstsq", loglik)
+        return Fit(res, cov, np.append(bad, False), "lstsq", loglik, rss)
+
+    def _robust_k(self, mask) -> int:
+        # statsmodels OLS counts the regressors, not sigma^2
+        return int(mask.sum()) - (0 if self.heteroscedastic else 1)
+
+    def _df_model(self, mask, bad) -> int:
+        return int(mask[0].sum() - mask[0, 0] - bad[:int(mask[0].sum())].sum())
+
+    def _model_sums(self, problem, family, y, sw, off, fit) -> dict:
+        if fit.rss is not None:
+            rss = fit.rss
+        else:
+            (rss,) = problem._pass(rss_sums, problem.unpack(fit.result.theta))
+        sums = _target_sums(family, y, sw)
+        if self.fit_intercept:
+            mean = sums[1] / sums[0]
+            tss = float(np.sum(reduce_rows(functools.partial(_weighted_ss, center=mean),
+                                           y, sw)))
+        else:
+            tss = float(sums[2])
+        return {"rss": float(rss), "tss": tss}
+
+    def _set_tests(self, sums, mask, bad) -> None:
+        self.df_model_ = self._df_model(mask, bad)
+        self.deviance_ = sums["rss"]
+        self.r2_ = 1.0 - sums["rss"] / sums["tss"] if sums["tss"] > 0 else float("nan")
+
+    def _test_lines(self) -> list:
+        return [("R-squared:", f"{self.r2_:.6f}"), ("Deviance (RSS):", f"{self.deviance_:.6g}")]
 
     @staticmethod
     def _exact_rss(family, y, sw, p) -> float:
@@ -752,6 +929,132 @@ class GaussianRegression(_LinearMLE):
         total = np.average((y - np.average(y, weights=sample_weight)) ** 2,
                            weights=sample_weight)
         return float(1.0 - resid / total) if total > 0 else float("nan")
+
+
+class PoissonRegression(_LinearMLE):
+    """Poisson regression (log link) by maximum likelihood: counts y >= 0 with mean
+    ``mu = exposure * exp(offset + intercept + X coef)``.
+
+    The NLL of a row is ``mu - y log(mu) + log(y!)``, minimised in one fused pass over
+    X per evaluation (``log(y!)``, a constant, is summed once: ``loglik_`` is the full
+    Poisson log-likelihood, as statsmodels reports). y need not be integer (as in
+    statsmodels and scikit-learn: quasi-likelihood for non-negative rates).
+
+    Parameters
+    ----------
+    fit_intercept, alpha, tol, max_iter, solver, warm_start, inference, cov_type, verbose
+        As in :class:`LogisticRegression`; ``alpha`` penalises the summed NLL, so it is
+        scikit-learn ``PoissonRegressor``'s ``alpha`` times the sum of the weights.
+
+    Attributes
+    ----------
+    coef_ (n_features,), intercept_, params_ (intercept then coefficients), bse_,
+    loglik_, aic_, bic_, llnull_ (the intercept-only model, with the same exposure and
+    offset), llr_, llr_pvalue_, pseudo_r2_, deviance_ (GLM's Poisson deviance), nobs_,
+    n_iter_, converged_, ...
+    """
+
+    def fit(self, X, y, sample_weight=None, exposure=None, offset=None, groups=None):
+        """
+        Fit by penalised maximum likelihood.
+
+        Parameters
+        ----------
+        X, y, sample_weight, groups
+            As in :meth:`LogisticRegression.fit`; y: non-negative counts (or rates).
+        exposure : array_like or Dask array of shape (n_samples,), optional
+            Positive; the mean is proportional to it (``log(exposure)`` is added to
+            the linear predictor, as statsmodels' ``exposure``).
+        offset : array_like or Dask array of shape (n_samples,), optional
+            Added to the linear predictor with coefficient 1.
+
+        Returns
+        -------
+        self
+        """
+        state = dict(self.__dict__)
+        try:
+            return self._fit(X, y, sample_weight, groups, exposure, offset)
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(state)
+            raise
+
+    @staticmethod
+    def _offset(n, exposure, offset):
+        off = None if offset is None else _real_rows(offset, "offset", n)
+        if exposure is not None:
+            e = _real_rows(exposure, "exposure", n)
+            if not all(reduce_rows(_positive, e)):
+                raise ValueError("exposure must be > 0 in every row")
+            log_e = map_rows(np.log, e, dtype=np.float64)
+            off = log_e if off is None else off + log_e
+        return off
+
+    def _encode_y(self, y):
+        if y.dtype.kind not in "biufO":
+            raise ValueError(f"y must be numeric (counts), got dtype {y.dtype}")
+        try:
+            y = y.astype(np.float64)
+        except (TypeError, ValueError):
+            raise ValueError("y must be numeric (counts): it has values that are not "
+                             "numbers") from None
+        if not all(reduce_rows(_all_finite, y)):
+            raise ValueError("y contains NaN or infinity: remove or impute those values")
+        if not all(reduce_rows(_non_negative, y)):
+            raise ValueError("y has negative values: Poisson regression needs counts y >= 0")
+        return y
+
+    def _family(self, d):
+        mask = np.ones((1, d + 1), bool)
+        mask[0, 0] = bool(self.fit_intercept)
+        return _families.Poisson(), mask
+
+    def _set_outputs(self):
+        self.coef_ = self._W[0, 1:].copy()
+        self.intercept_ = float(self._W[0, 0])
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.positive_only = True
+        return tags
+
+    @_rowwise
+    def _log_mean(self, X) -> np.ndarray:
+        return self._linear(X)[:, 0]
+
+    def predict(self, X, exposure=None, offset=None) -> np.ndarray:
+        """The predicted mean ``exposure * exp(offset + intercept + X coef)`` of each
+        row (a Dask array for a Dask X), as statsmodels' ``predict(exog, exposure=,
+        offset=)``: without them, the mean at exposure 1 and offset 0."""
+        eta = self._log_mean(X)
+        n = eta.shape[0]
+        if offset is not None:
+            eta = eta + _real_rows(offset, "offset", n)
+        if exposure is not None:
+            e = _real_rows(exposure, "exposure", n)
+            if not all(reduce_rows(_positive, e)):
+                raise ValueError("exposure must be > 0 in every row")
+            eta = eta + np.log(e)
+        with np.errstate(over="ignore"):
+            return np.exp(eta)
+
+    def score(self, X, y, sample_weight=None) -> float:
+        """D^2, the fraction of the Poisson deviance explained (scikit-learn
+        ``PoissonRegressor.score``): 1 - D(y, mu) / D(y, mean(y))."""
+        y = np.asarray(y, dtype=np.float64).reshape(-1)
+        mu = np.asarray(self.predict(X))
+        w = np.ones_like(y) if sample_weight is None else np.asarray(sample_weight, float)
+
+        def dev(m):
+            return float(w @ (2.0 * (_families._xlogy(y, y / m) - (y - m))))
+
+        null = dev(np.full_like(y, np.average(y, weights=w)))
+        return 1.0 - dev(mu) / null if null > 0 else float("nan")
+
+
+def _non_negative(a) -> bool:
+    return bool((a >= 0).all())
 
 
 _LinearMLE.fit.__doc__ = _FIT_DOC

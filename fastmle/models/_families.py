@@ -15,7 +15,10 @@ and inference, ``hess_weights(Z, y, sw)`` gives the second derivatives
 ``d2NLL/dZ_a dZ_b`` for b <= a, packed as columns ``a * (a + 1) // 2 + b``, or,
 with ``kron_hessian``, ``probabilities(Z)`` feed one Kronecker-structured product.
 ``out_scale`` (k,) is the scale of each predictor's units (1 where they carry
-none). Loss and gradient come from fastmle's fused kernels.
+none). Loss and gradient come from fastmle's fused kernels. ``scores(Z, y)``
+gives each row's unweighted ``dNLL/dZ`` (n, k), for the robust covariances.
+A family with ``offset = True`` (Poisson) takes a per-row ``offset`` in ``fused``
+and ``target_sums`` (added to its linear predictor; Z includes it).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import math
 
 import numpy as np
 
-from .._cpu.linear import bernoulli_pass
+from .._cpu.linear import bernoulli_pass, lgamma1, poisson_pass
 from ..categorical import cross_entropy_value_and_grad, softmax
 from ..gaussian import gaussian_nll_loss_value_and_grad
 
@@ -54,6 +57,27 @@ class Bernoulli:
     def initial_intercepts(self, sums) -> np.ndarray:
         p = min(max(sums[1] / sums[0], 1e-12), 1 - 1e-12)
         return np.array([math.log(p / (1 - p))])
+
+    @staticmethod
+    def null_loglik(sums) -> float:
+        """The log-likelihood of the intercept-only model."""
+        w, wy = sums
+        return float(_xlogy(wy, wy / w) + _xlogy(w - wy, (w - wy) / w))
+
+    @staticmethod
+    def saturated_loglik(sums) -> float:
+        return 0.0
+
+    @staticmethod
+    def nll_constant(sums) -> float:
+        return 0.0
+
+    @staticmethod
+    def scores(Z, y):
+        z = Z[:, 0]
+        e = np.exp(-np.abs(z))
+        p = np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))  # sigmoid without overflow
+        return (p - y)[:, None]
 
     def hess_weights(self, Z, y, sw):
         e = np.exp(-np.abs(Z[:, 0]))
@@ -94,6 +118,19 @@ class Categorical:
         counts = np.maximum(sums / sums.sum(), 1e-12)
         return np.log(counts / counts[0])
 
+    @staticmethod
+    def null_loglik(sums) -> float:
+        """The log-likelihood of the intercept-only model."""
+        return float(np.sum(_xlogy(sums, sums / sums.sum())))
+
+    @staticmethod
+    def saturated_loglik(sums) -> float:
+        return 0.0
+
+    @staticmethod
+    def nll_constant(sums) -> float:
+        return 0.0
+
     def loss_grad(self, Z, y, sw):
         if sw is None:
             loss, g = cross_entropy_value_and_grad(Z, y, reduction="sum", out=Z)
@@ -105,6 +142,11 @@ class Categorical:
     @staticmethod
     def probabilities(Z) -> np.ndarray:
         return softmax(Z, axis=1)
+
+    def scores(self, Z, y):
+        R = softmax(Z, axis=1)
+        R[np.arange(Z.shape[0]), y] -= 1.0
+        return R
 
     def margins(self, Z, y) -> np.ndarray:
         """Each row's own-class score minus the best other class's: > 0 when right."""
@@ -170,6 +212,9 @@ class Gaussian:
             R *= sw[:, None]
         return _weighted(rows, sw), R
 
+    def scores(self, Z, y):
+        return self.loss_grad(Z, y, None)[1]
+
     def hess_weights(self, Z, y, sw):
         inv_var = np.exp(-Z[:, 1])
         r = y - Z[:, 0]
@@ -180,3 +225,75 @@ class Gaussian:
         if sw is not None:
             W *= sw[:, None]
         return W
+
+
+def _xlogy(x, y):
+    """x log y, 0 where x = 0."""
+    return np.where(x == 0, 0.0, x * np.log(np.where(x == 0, 1.0, y)))
+
+
+class Poisson:
+    """y >= 0 (counts); one predictor, the log-mean ``eta = offset + x w``:
+    NLL = mu - y eta (+ log(y!), a constant the solver leaves out: see ``target_sums``),
+    mu = exp(eta)."""
+
+    k = 1
+    classifier = False
+    kron_hessian = False
+    offset = True
+
+    def __init__(self):
+        self.penalty = np.ones((1, 1))
+        self.out_scale = np.ones(1)
+
+    @staticmethod
+    def target_sums(y, sw, offset=None) -> np.ndarray:
+        """Weighted sums of [1, y, log(y!), y log y, exp(offset), y offset]."""
+        o = np.zeros_like(y) if offset is None else offset
+        with np.errstate(over="ignore"):
+            e = np.exp(o)
+        rows = (np.ones_like(y), y, lgamma1(y), _xlogy(y, y), e, y * o)
+        return np.array([_weighted(r, sw) for r in rows])
+
+    def initial_intercepts(self, sums) -> np.ndarray:
+        # the predictor's scale: the information per row is ~ mean(y) x^2, so in units
+        # of 1 / sqrt(mean y) the solver's coordinates and stopping rule are free of the
+        # scale of the counts
+        wy = max(sums[1], 1e-12 * sums[0])
+        self.out_scale = np.array([math.sqrt(wy / sums[0])])
+        # the intercept-only MLE: exp(b) sum w exp(offset) = sum w y
+        return np.array([math.log(wy / sums[4])])
+
+    def fused(self, Xb, W, y, sw, G, counts, Z=None, offset=None) -> float:
+        """NLL of a block (without log(y!)), ``G += gradient`` and the log-means into
+        ``Z`` (n, 1) if given: one read of X."""
+        return poisson_pass(Xb, W, y, sw, G, offset, None if Z is None else Z.reshape(-1))
+
+    @staticmethod
+    def scores(Z, y):
+        with np.errstate(over="ignore"):
+            return (np.exp(Z[:, 0]) - y)[:, None]
+
+    def hess_weights(self, Z, y, sw):
+        # mu; capped where a rejected trial step overflows (its Hessian is not used)
+        h = np.exp(np.minimum(Z[:, 0], 700.0))
+        return (h if sw is None else h * sw)[:, None]
+
+    @staticmethod
+    def null_loglik(sums) -> float:
+        """The log-likelihood of the intercept-only model (offset kept), in closed form."""
+        wy = sums[1]
+        if wy <= 0:
+            return -sums[2]
+        b = math.log(wy / sums[4])
+        return b * wy + sums[5] - wy - sums[2]
+
+    @staticmethod
+    def saturated_loglik(sums) -> float:
+        """The log-likelihood at mu = y."""
+        return sums[3] - sums[1] - sums[2]
+
+    @staticmethod
+    def nll_constant(sums) -> float:
+        """sum w log(y!): the part of the NLL that the fused pass leaves out."""
+        return sums[2]

@@ -11,6 +11,26 @@ def _normal_sf(z: np.ndarray) -> np.ndarray:
     return 0.5 * np.vectorize(math.erfc)(z / math.sqrt(2.0))
 
 
+def chi2_sf(x: float, df: int) -> float:
+    """P(chi^2_df > x): the regularised upper incomplete gamma Q(df / 2, x / 2), summed
+    in closed form (df a positive integer; its terms are positive, so the sum keeps
+    its relative accuracy in the far tail). nan for df < 1."""
+    if df < 1 or math.isnan(x):
+        return float("nan")
+    if x <= 0:
+        return 1.0
+    if math.isinf(x):
+        return 0.0
+    h = 0.5 * x
+    if df % 2 == 0:  # Q(m, h) = exp(-h) sum_{j<m} h^j / j!
+        return float(math.fsum(math.exp(j * math.log(h) - h - math.lgamma(j + 1.0))
+                                for j in range(df // 2)))
+    # Q(m + 1/2, h) = erfc(sqrt h) + exp(-h) sum_{j=1..m} h^(j - 1/2) / Gamma(j + 1/2)
+    return float(math.fsum([math.erfc(math.sqrt(h))] + [
+        math.exp((j - 0.5) * math.log(h) - h - math.lgamma(j + 0.5))
+        for j in range(1, (df - 1) // 2 + 1)]))
+
+
 def wald(params: np.ndarray, bse: np.ndarray) -> dict[str, np.ndarray]:
     """Wald statistics of each parameter: z, the two-sided P>|z| and the 95% interval."""
     z = params / bse

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._cpu.linear import backprop, gram, predictor, softmax_hessian, symmetrize
+from .._cpu.linear import (KRON_BYTES, backprop, gram, group_sums, predictor, softmax_hessian,
+                           symmetrize)
 from .._progress import Bar
 from ._base import ConvergenceWarning, check_finite_block, warning
 from ._families import row_counts
@@ -67,45 +68,51 @@ def block_rows(X, nbytes: int = BLOCK_BYTES) -> int:
 
 
 class RowBlocks:
-    """(X, y, sample_weight) in blocks of rows: iterating gives blocks of about
-    ``BLOCK_BYTES`` of X (they stay in cache between the products of a block),
-    :meth:`sized` blocks of another size. ``progress(rows_done)`` is called after
-    each block."""
+    """(X, y, sample_weight, offset, groups) in blocks of rows (None for an absent
+    offset or groups): iterating gives blocks of about ``BLOCK_BYTES`` of X (they stay
+    in cache between the products of a block), :meth:`sized` blocks of another size.
+    ``progress(rows_done)`` is called after each block."""
 
-    def __init__(self, X, y, sw, progress=None):
+    def __init__(self, X, y, sw, progress=None, offset=None, groups=None):
         self.X, self.y, self.sw, self.progress = X, y, sw, progress
+        self.offset, self.groups = offset, groups
 
     def __iter__(self):
         return self.sized(BLOCK_BYTES)
 
     def sized(self, nbytes: int):
-        X, y, sw = self.X, self.y, self.sw
+        X, y, sw, off, grp = self.X, self.y, self.sw, self.offset, self.groups
         n, rows = X.shape[0], block_rows(X, nbytes)
         for s in range(0, n, rows):
             yield (float_block(X[s:s + rows]), y[s:s + rows],
-                   None if sw is None else sw[s:s + rows])
+                   None if sw is None else sw[s:s + rows],
+                   None if off is None else off[s:s + rows],
+                   None if grp is None else grp[s:s + rows])
             if self.progress:
                 self.progress(min(n, s + rows))
         if self.progress:
             self.progress(None)
 
 
-def row_blocks(X, y, sw) -> RowBlocks:
-    return RowBlocks(X, y, sw)
+def row_blocks(X, y, sw, offset=None, groups=None) -> RowBlocks:
+    return RowBlocks(X, y, sw, offset=offset, groups=groups)
 
 
 # -- the work of one pass, on the blocks of one chunk of rows ------------------------
 # Each returns a tuple of partial sums (floats, arrays or None) that add up over the
 # chunks. ``check``: look for NaN/inf in X (the first pass over the data).
 
-def nll_sums(blocks, check, W, family, layout, hess, count_wrong):
+def nll_sums(blocks, check, W, family, layout, hess, count_wrong, robust=None):
     """(NLL, dNLL/dW, Hessian parts (``layout`` ("pairs", full, vector): the weighted
     Grams of the full pairs, of the vector pairs; ("kron", outputs): the Hessian of
     those outputs' logits, then None), numbers of
     [misclassified, perfectly predicted] rows (counted with ``count_wrong`` or ``hess``,
     for classifiers), weighted column sums of squares of [1, X]); the Hessian parts
     are None without ``hess``, the sums of squares None without ``check`` (they are
-    taken on the first pass, which reads every value anyway)."""
+    taken on the first pass, which reads every value anyway), then, with ``hess`` and
+    ``robust`` (the number of clusters, or 0 for one score per row), the scores' outer
+    products: ``sum_i w_i s_i s_i^T`` over rows (0), else the per-cluster sums
+    ``sum_{i in g} w_i s_i`` of shape (clusters, k (d + 1)), s_i = dNLL_i/dW of row i."""
     k, d1 = W.shape
     G = np.zeros((k, d1))
     Hf = Hv = None
@@ -117,11 +124,15 @@ def nll_sums(blocks, check, W, family, layout, hess, count_wrong):
         Hf = np.zeros((len(full_pairs), d1, d1))
         Hv = np.zeros((len(vec_pairs), d1))
     sq = np.zeros(d1) if check else None
+    meat = None
+    if hess and robust is not None:
+        meat = np.zeros((k * d1, k * d1) if robust == 0 else (robust, k * d1))
     loss, wrong = 0.0, np.zeros(2, np.int64)
     count_wrong = (count_wrong or hess) and family.classifier
     fused = family.fused is not None
     with one_blas_thread() if hess else contextlib.nullcontext():
-        for Xb, yb, swb in blocks if hess or not fused else blocks.sized(FUSED_BLOCK_BYTES):
+        for Xb, yb, swb, ob, gb in (blocks if hess or not fused
+                                    else blocks.sized(FUSED_BLOCK_BYTES)):
             if check:
                 part = _column_squares(Xb, swb)
                 if not np.isfinite(part).all():  # NaN or inf in X (or squares past 1e308)
@@ -129,9 +140,12 @@ def nll_sums(blocks, check, W, family, layout, hess, count_wrong):
                 sq += part
             if fused:  # the loss, gradient and counts in one read of the block
                 Z = np.empty((Xb.shape[0], k)) if hess else None
-                loss += family.fused(Xb, W, yb, swb, G, wrong, Z)
+                loss += (family.fused(Xb, W, yb, swb, G, wrong, Z) if ob is None
+                         else family.fused(Xb, W, yb, swb, G, wrong, Z, offset=ob))
             else:
                 Z = predictor(Xb, W)
+            if meat is not None:
+                _score_products(Xb, family.scores(Z, yb), swb, gb, meat)
             if hess and layout[0] == "kron":
                 softmax_hessian(Xb, family.probabilities(Z)[:, outputs], swb, Hf)
             elif hess:
@@ -146,7 +160,37 @@ def nll_sums(blocks, check, W, family, layout, hess, count_wrong):
                 block_loss, R = family.loss_grad(Z, yb, swb)  # may overwrite Z
                 loss += block_loss
                 backprop(Xb, R, G)
-    return loss, G, Hf, Hv, wrong, sq
+    return loss, G, Hf, Hv, wrong, sq, meat
+
+
+def _score_products(Xb, r, swb, gb, meat) -> None:
+    """meat += sum_i w_i s_i s_i^T (gb None) or meat[g] += sum_{i in g} w_i s_i, for the
+    scores s_i = r_i (x) [1, x_i] of a block's rows, a slice of rows at a time."""
+    k, d1 = r.shape[1], Xb.shape[1] + 1
+    rows = max(1, KRON_BYTES // (8 * k * d1))
+    for s in range(0, Xb.shape[0], rows):
+        Xa = np.empty((min(rows, Xb.shape[0] - s), d1))
+        Xa[:, 0] = 1.0
+        Xa[:, 1:] = Xb[s:s + rows]
+        w = None if swb is None else swb[s:s + rows]
+        M = (r[s:s + rows, :, None] * Xa[:, None, :]).reshape(Xa.shape[0], k * d1)
+        if gb is None:
+            if w is not None:
+                M *= np.sqrt(w)[:, None]
+            meat += M.T @ M  # syrk
+        else:
+            if w is not None:
+                M *= w[:, None]
+            group_sums(gb[s:s + rows], M, meat)
+def rss_sums(blocks, check, W):
+    """(sum w (y - Z_0)^2,): the weighted residual sum of squares of the first output."""
+    rss = 0.0
+    for Xb, yb, swb, *_ in blocks:
+        if check:
+            check_finite_block(Xb)
+        r = yb - predictor(Xb, W)[:, 0]
+        rss += float(r @ r if swb is None else (r * r) @ swb)
+    return (rss,)
 
 
 def one_blas_thread():
@@ -186,7 +230,7 @@ def normal_sums(blocks, check, intercept):
     """(the Gram matrix of sqrt(w) [1, X, y], or of [X, y] without ``intercept``,)."""
     G = 0.0
     with one_blas_thread():
-        for Xb, yb, swb in blocks:
+        for Xb, yb, swb, *_ in blocks:
             if check:
                 check_finite_block(Xb)
             A = _augmented(Xb, yb, swb, intercept)
@@ -202,7 +246,7 @@ def qr_sums(blocks, check, intercept):
     """(R factor of the rows sqrt(w) [1, X, y], or of [X, y] without ``intercept``,):
     each step stacks the running R on the next rows and re-factors (TSQR)."""
     R = None
-    for Xb, yb, swb in blocks:
+    for Xb, yb, swb, *_ in blocks:
         if check:
             check_finite_block(Xb)
         p = Xb.shape[1] + 1 + intercept
@@ -233,10 +277,19 @@ class Problem:
     held elsewhere (``_distributed.DaskProblem``). A problem is a context manager,
     entered for the duration of a fit. The first pass checks X for NaN/inf and
     measures its columns (:meth:`param_scales`); siblings share what it found.
+
+    ``offset``: a known term added to every row's first linear predictor (Poisson's
+    offset + log(exposure)); ``robust``: None, or the number of clusters of the
+    integer codes ``groups`` (0: one cluster per row), for which every Hessian pass
+    also accumulates the outer products of the scores into ``meat`` (see
+    :func:`nll_sums`), restricted to the free parameters.
     """
 
-    def __init__(self, X, y, sw, family, mask, alpha, verbose=0):
+    def __init__(self, X, y, sw, family, mask, alpha, verbose=0, offset=None, groups=None,
+                 robust=None):
         self.X, self.y, self.sw = X, y, sw
+        self.offset, self.groups, self.robust = offset, groups, robust
+        self.meat = None
         self.alpha, self.verbose = float(alpha), verbose
         self.weight_sum = self._weight_sum()
         self._data = {"checked": False, "col_sq": None}
@@ -317,7 +370,7 @@ class Problem:
                 else:
                     bar(done / n)
 
-        return RowBlocks(self.X, self.y, self.sw, progress)
+        return RowBlocks(self.X, self.y, self.sw, progress, self.offset, self.groups)
 
     def evaluate(self, theta, hess=False, count_wrong=False):
         """(objective, gradient, Hessian or None, number of misclassified rows)."""
@@ -326,8 +379,8 @@ class Problem:
         W = self.unpack(theta)
         k, d1 = W.shape
         self.counted = (count_wrong or hess) and fam.classifier
-        loss, G, Hf, Hv, wrong, sq = self._pass(nll_sums, W, fam, self.layout, hess,
-                                                count_wrong)
+        loss, G, Hf, Hv, wrong, sq, meat = self._pass(nll_sums, W, fam, self.layout, hess,
+                                                      count_wrong, self.robust)
         if sq is not None:
             self._data["col_sq"] = sq
         C = W[:, 1:]
@@ -337,6 +390,10 @@ class Problem:
         H = None
         if hess:
             H = self._assemble(Hf, Hv, k, d1)
+        if meat is not None:
+            m = mask.ravel()
+            # per cluster: the sums of the scores, whose Gram matrix is the meat
+            self.meat = meat[np.ix_(m, m)] if self.robust == 0 else meat[:, m].T @ meat[:, m]
         return loss, G[mask], H, wrong
 
     def _assemble(self, Hf, Hv, k, d1):
@@ -417,7 +474,7 @@ GRAM_RSS = 1e-4
 def _columns(blocks, check, fn, cols, intercept):
     """``fn`` on the blocks restricted to the columns ``cols`` of X."""
     blocks = ((Xb if cols.size == Xb.shape[1] else Xb[:, cols], yb, swb)
-              for Xb, yb, swb in blocks)
+              for Xb, yb, swb, *_ in blocks)
     return fn(blocks, check, intercept)
 
 
