@@ -355,8 +355,10 @@ class _LinearMLE(BaseEstimator):
                 "const": family.nll_constant(sums)}
 
     def _df_model(self, mask, bad) -> int:
-        """The model's degrees of freedom: identified parameters beyond the intercepts."""
-        return int(mask.sum() - mask[:, 0].sum() - bad.sum())
+        """The degrees of freedom of the likelihood-ratio test: identified parameters
+        beyond those of the null model (one intercept per free output, with or without
+        ``fit_intercept``, as statsmodels' discrete models)."""
+        return int(mask.sum() - mask.any(axis=1).sum() - bad.sum())
 
     def _set_tests(self, sums, mask, bad) -> None:
         """llnull_, llr_, llr_pvalue_, pseudo_r2_, deviance_, df_model_ (statsmodels'
