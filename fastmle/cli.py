@@ -24,7 +24,7 @@ from . import __version__, bench
 from ._data import FORMATS, DataError, read
 from ._progress import Bar
 
-FAMILIES = ("bernoulli", "categorical", "gaussian", "gaussian-hetero")
+FAMILIES = ("bernoulli", "categorical", "gaussian", "gaussian-hetero", "poisson")
 
 
 class UsageError(ValueError):
@@ -49,11 +49,15 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--family", required=True, choices=FAMILIES,
                    help="bernoulli: logistic regression (2 classes); categorical: softmax "
                    "regression; gaussian: linear regression; gaussian-hetero: linear "
-                   "regression with a log-linear variance")
+                   "regression with a log-linear variance; poisson: Poisson regression of "
+                   "counts (log link)")
     f.add_argument("--features", nargs="+", metavar="COLUMN",
                    help="feature columns (default: every other column); a 2-d .npz array "
                    "stands for all its columns")
     f.add_argument("--weights", metavar="COLUMN", help="a column of sample weights")
+    f.add_argument("--exposure", metavar="COLUMN",
+                   help="--family poisson: a column of positive exposures (the mean is "
+                   "proportional to it: log(exposure) is an offset)")
     f.add_argument("--delimiter", metavar="CHAR",
                    help="CSV field delimiter: one character, or tab, comma, semicolon, pipe "
                    "(default: the one of , tab ; | that splits the header into the most "
@@ -141,14 +145,37 @@ def fit(args: argparse.Namespace) -> int:
 
 def _fit(args: argparse.Namespace, tmp: str | None) -> int:
     t0 = time.perf_counter()
+    exposure_col = getattr(args, "exposure", None)
+    if exposure_col is not None and args.family != "poisson":
+        raise UsageError(f"--exposure is for --family poisson, not {args.family}")
+    if exposure_col is not None and exposure_col in (args.target, args.weights):
+        raise UsageError(f"column {exposure_col!r} cannot be the exposure and also the "
+                         f"{'target' if exposure_col == args.target else 'weights'}")
+    if exposure_col is not None and args.features and exposure_col in args.features:
+        raise UsageError(f"column {exposure_col!r} cannot be the exposure and also a feature")
+    features = args.features + [exposure_col] if args.features and exposure_col else \
+        args.features
+    extra = int(exposure_col is not None)
     bar = Bar(f"reading {args.data}")
     try:
-        data = read(args.data, args.target, args.features, args.weights, progress=bar,
+        data = read(args.data, args.target, features, args.weights, progress=bar,
                     delimiter=args.delimiter, encoding=args.encoding,
-                    before_load=lambda d, n: _check_size(n, d, 1, args, bound=True))
+                    before_load=lambda d, n: _check_size(n, d - extra, 1, args, bound=True))
     finally:
         bar.close()
     read_time = time.perf_counter() - t0
+    exposure = None
+    if exposure_col is not None:  # read as one more column of X, then taken out of it
+        if exposure_col not in data.features:
+            raise UsageError(f"--exposure {exposure_col!r} is not a column of {args.data}")
+        j = data.features.index(exposure_col)
+        exposure = np.array(data.X[:, j], dtype=np.float64)
+        if not (exposure > 0).all():
+            i = int(np.flatnonzero(~(exposure > 0))[0])
+            raise UsageError(f"exposure {exposure_col!r} must be > 0 (got {exposure[i]:g} in "
+                             f"data row {i + 1}, 1-based)")
+        data.X = np.delete(data.X, j, axis=1)
+        data.features = [c for c in data.features if c != exposure_col]
     y = _check_target(data.y, data.target, args.family)
     _check_size(data.X.shape[0], data.X.shape[1],
                 max(1, np.unique(y).size - 1) if args.family == "categorical" else 1, args)
@@ -156,7 +183,10 @@ def _fit(args: argparse.Namespace, tmp: str | None) -> int:
     X = _named(data.X, data.features)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        model.fit(X, y, sample_weight=data.sample_weight)
+        if args.family == "poisson":
+            model.fit(X, y, sample_weight=data.sample_weight, exposure=exposure)
+        else:
+            model.fit(X, y, sample_weight=data.sample_weight)
     for w in caught:
         print(f"fastmle: warning: {str(w.message).splitlines()[0]}", file=sys.stderr)
     n = data.X.shape[0]
@@ -229,6 +259,15 @@ LABEL_LIMIT = 2**53  # whole numbers beyond it are not exact in float64: labels 
 
 
 def _check_target(y: np.ndarray, name: str, family: str) -> np.ndarray:
+    if family == "poisson":
+        if y.dtype.kind not in "biuf":
+            raise UsageError(f"target {name!r} is not numeric (e.g. {_show(y[0])}): --family "
+                             "poisson needs counts")
+        if (y < 0).any():
+            i = int(np.flatnonzero(y < 0)[0])
+            raise UsageError(f"target {name!r} has negative values (e.g. {_show(y[i])} in data "
+                             f"row {i + 1}, 1-based): --family poisson needs counts >= 0")
+        return y
     if family.startswith("gaussian"):
         if y.dtype.kind not in "biuf":
             raise UsageError(f"target {name!r} is not numeric (e.g. {_show(y[0])}): --family "
@@ -283,6 +322,8 @@ def _estimator(args, verbose: int):
         return models.LogisticRegression(**common)
     if args.family == "categorical":
         return models.SoftmaxRegression(**common)
+    if args.family == "poisson":
+        return models.PoissonRegression(**common)
     return models.GaussianRegression(heteroscedastic=args.family == "gaussian-hetero",
                                      **common)
 
@@ -321,6 +362,11 @@ def results(model, args, data, read_time: float) -> dict:
         out["classes"] = [c.item() if hasattr(c, "item") else c for c in model.classes_]
         if args.family == "bernoulli":
             out["modelled_class"] = out["classes"][1]  # P(target = classes[1]) is modelled
+    if args.family == "poisson":
+        out["exposure"] = getattr(args, "exposure", None)
+    for name in ("llnull", "llr", "llr_pvalue", "pseudo_r2", "r2", "deviance"):
+        if hasattr(model, name + "_"):
+            out[name] = float(getattr(model, name + "_"))
     if hasattr(model, "sigma2_"):
         out["sigma2"] = float(model.sigma2_)
     return out

@@ -471,3 +471,60 @@ def test_output_option_is_documented():
     assert r.returncode == 0
     text = " ".join(r.stdout.split())
     assert "strict JSON" in text and "non_finite" in text and "data file" in text
+
+
+# -- --family poisson (issue 16) -----------------------------------------------------------
+
+
+def _poisson_csv(tmp_path, frame):
+    rng = np.random.default_rng(11)
+    n = 2000
+    expo = rng.uniform(0.5, 4.0, n)
+    counts = rng.poisson(expo * np.exp(0.2 + 0.4 * frame["a"][:n] - 0.3 * frame["b"][:n]))
+    cols = {"a": frame["a"][:n], "b": frame["b"][:n], "t": expo, "n": counts.astype(float)}
+    return write_csv(tmp_path / "counts.csv", cols), cols
+
+
+@pytest.mark.skipif(shutil.which("fastmle") is None, reason="the console script is installed "
+                    "by pip install .")
+def test_poisson_with_exposure_through_the_console_script(tmp_path, frame):
+    sm = pytest.importorskip("statsmodels.api")
+    data, cols = _poisson_csv(tmp_path, frame)
+    out_json = tmp_path / "p.json"
+    r = subprocess.run(["fastmle", "fit", data, "--target", "n", "--family", "poisson",
+                        "--exposure", "t", "--output", str(out_json)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "PoissonRegression results" in r.stdout and "LL-Null:" in r.stdout
+    got = json.loads(out_json.read_text())
+    assert got["features"] == ["a", "b"] and got["exposure"] == "t"
+    X = np.column_stack([cols["a"], cols["b"]])
+    ref = sm.GLM(cols["n"], sm.add_constant(X), family=sm.families.Poisson(),
+                 exposure=cols["t"]).fit(tol=1e-13)
+    np.testing.assert_allclose([p["coef"] for p in got["params"]], ref.params, rtol=1e-8)
+    np.testing.assert_allclose([p["std_err"] for p in got["params"]], ref.bse, rtol=1e-8)
+    np.testing.assert_allclose(got["loglik"], ref.llf, rtol=1e-10)
+    np.testing.assert_allclose(got["deviance"], ref.deviance, rtol=1e-8)
+    # the same fit with explicit features
+    r2 = subprocess.run(["fastmle", "fit", data, "--target", "n", "--family", "poisson",
+                         "--exposure", "t", "--features", "a", "b"],
+                        capture_output=True, text=True, timeout=600)
+    assert r2.returncode == 0 and r2.stdout.splitlines()[:20] == r.stdout.splitlines()[:20]
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--family", "poisson", "--exposure", "a"], "must be > 0"),
+    (["--family", "poisson", "--exposure", "zz"], "zz"),
+    (["--family", "gaussian", "--exposure", "t"], "--exposure is for --family poisson"),
+    (["--family", "poisson", "--exposure", "t", "--features", "a", "t"], "also a feature"),
+])
+def test_poisson_cli_errors(tmp_path, frame, capsys, argv, message):
+    data, _ = _poisson_csv(tmp_path, frame)
+    code, out, err = run(["fit", data, "--target", "n", *argv], capsys)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_poisson_negative_counts_are_refused(tmp_path, frame, capsys):
+    data = write_csv(tmp_path / "neg.csv", {"a": frame["a"][:50], "y": frame["a"][:50]})
+    code, out, err = run(["fit", data, "--target", "y", "--family", "poisson"], capsys)
+    assert code == 2 and "negative values" in err and "counts >= 0" in err
