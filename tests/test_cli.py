@@ -328,6 +328,14 @@ def test_demo(tmp_path, capsys):
                 for k in ("MSE", "BCE"))
     best = float(re.search(r"at w_true: (\S+)\)", out)[1])
     assert bce[-1] == pytest.approx(best, abs=2e-3) and mse[-1] > best + 1
+    # section 5: sum Poisson NLL + sum log(y!) = -log L, and the score vanishes at the MLE
+    five = out.split("\n5. ")[1]
+    pairs = re.findall(r"^\s+b = \w+\s+(\S+)\s+(\S+)\s+\S+$", five, re.M)
+    assert len(pairs) == 3 and all(float(a) == pytest.approx(float(b), rel=1e-12)
+                                   for a, b in pairs)
+    ll = re.search(r"loglik_ = (\S+) = .* = (\S+)$", five, re.M)
+    assert float(ll[1]) == pytest.approx(float(ll[2]), rel=1e-10)
+    assert float(re.search(r"/ n = (\S+)$", five, re.M)[1]) < 1e-8
 
 
 def test_demo_is_the_default_command(monkeypatch):
