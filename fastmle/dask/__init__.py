@@ -1,10 +1,12 @@
 """Dask path of fastmle's losses and softmax functions.
 
 ``fastmle.cross_entropy(x, t)`` and its siblings run here, lazily, when any
-argument is a ``dask.array.Array``. This module imports nothing: ``dask`` is
-imported by the first call that receives a Dask array (a check against
-``sys.modules`` tells whether one can exist), and the work is done by
-``fastmle.dask._losses``.
+argument is a ``dask.array.Array`` (``fastmle._dispatch``). This module imports
+nothing: ``dask`` is imported by the first call that receives a Dask array (a check
+against ``sys.modules``, ``fastmle._kinds.is_dask``, tells whether one can exist),
+and the work is done by ``fastmle.dask._backend``: generic runners that map the CPU
+kernels over row chunks, one for every element-wise loss, one for cross-entropy,
+one for the softmax family.
 
 Chunking
     The input is chunked along its first axis (the batch): every task runs the
@@ -22,16 +24,17 @@ Chunking
 
 Results
     Losses with ``reduction='none'`` and gradients are Dask arrays with the
-    input's row chunks (one chunk along other axes; a Gaussian NLL's d_var has
-    the row chunks where var spans the batch, else one chunk), in the NumPy
-    path's dtype. Reduced losses are 0-d Dask arrays that compute to NumPy
-    scalars, as on the NumPy path. ``L_value_and_grad`` returns both from one
-    graph: computing them together (``dask.compute(loss, grad)``) runs the kernel
-    once per chunk. ``out=`` is not supported (TypeError). Values are checked
-    inside the tasks (class indices, probabilities in [0, 1], variances >= 0;
-    a NumPy operand's values when the function is called), so a bad chunk raises
-    the NumPy path's ValueError at compute time (with counts of bad entries
-    within that chunk; a bad class index is reported at its index in the batch).
+    input's row chunks (one chunk along other axes; a derivative with respect to
+    an operand, as a Gaussian NLL's d_var, has the row chunks where that operand
+    spans the batch, else one chunk), in the NumPy path's dtype. Reduced losses
+    are 0-d Dask arrays that compute to NumPy scalars, as on the NumPy path.
+    ``L_value_and_grad`` returns both from one graph: computing them together
+    (``dask.compute(loss, grad)``) runs the kernel once per chunk. ``out=`` is not
+    supported (TypeError). Values are checked inside the tasks (class indices and
+    each loss's ``_calls.ValueRule``: probabilities in [0, 1], variances >= 0; a
+    NumPy operand's values when the function is called), so a bad chunk raises the
+    NumPy path's ValueError at compute time (with counts of bad entries within that
+    chunk; a bad class index is reported at its index in the batch).
 
 Numerics
     Each task returns its float64 partial sums; they are added exactly
@@ -43,7 +46,7 @@ Numerics
     except the gradient of a cross-entropy 'mean' with class weights: its
     denominator (a float sum of weights) may differ in the last bit, and so may
     the gradient.
-    Reduced losses (and d_var summed over the batch) are not bitwise equal: the
+    Reduced losses (and a d_var summed over the batch) are not bitwise equal: the
     NumPy path groups its float64 sums differently, so they agree to float64
     rounding of the sum before the cast to the input's dtype. They are
     deterministic: the same chunks give the same bits on any scheduler and any
@@ -51,34 +54,3 @@ Numerics
 """
 
 from __future__ import annotations
-
-import functools
-import sys
-
-__all__ = ["is_dask_array", "dask_twin"]
-
-
-def is_dask_array(a) -> bool:
-    """Whether ``a`` is a Dask array (checked without importing dask)."""
-    mod = sys.modules.get("dask.array")
-    cls = getattr(mod, "Array", None)
-    return cls is not None and isinstance(a, cls)
-
-
-def dask_twin(name: str):
-    """Decorator: calls with a Dask array among their arguments go to
-    ``fastmle.dask._losses.<name>`` (same arguments); others run the function."""
-
-    def wrap(func):
-        @functools.wraps(func)
-        def dispatch(*args, **kwargs):
-            cls = getattr(sys.modules.get("dask.array"), "Array", None)
-            if cls is not None and any(isinstance(a, cls) for a in (*args, *kwargs.values())):
-                from . import _losses
-
-                return getattr(_losses, name)(*args, **kwargs)
-            return func(*args, **kwargs)
-
-        return dispatch
-
-    return wrap
