@@ -6,7 +6,8 @@ not installed. Both sides fit unpenalised models with an intercept on the same
 data: fastmle ``X(fit_intercept=True, alpha=0.0)`` against scikit-learn
 ``LogisticRegression(C=np.inf, tol=1e-10)`` (binary, and multinomial for 10
 classes; a tight tolerance so that both seek the same optimum, as
-``benchmarks/fits.py`` does) and ``LinearRegression``. fastmle's fit time
+``benchmarks/fits.py`` does), ``LinearRegression`` and ``PoissonRegressor(alpha=0,
+solver="lbfgs", tol=1e-10)``. fastmle's fit time
 includes its standard errors; scikit-learn computes none.
 """
 
@@ -21,7 +22,7 @@ import fastmle
 from . import data
 
 N, D, CLASSES = 2 * 10**3 if data.SMOKE else 2 * 10**5, 20, 10
-MODELS = ("LogisticRegression", "SoftmaxRegression", "GaussianRegression")
+MODELS = ("LogisticRegression", "SoftmaxRegression", "GaussianRegression", "PoissonRegression")
 
 
 def _problem(model: str, seed: int = 0):
@@ -35,6 +36,8 @@ def _problem(model: str, seed: int = 0):
         z = X @ (rng.standard_normal((D, CLASSES)) * 0.3)
         g = rng.gumbel(size=z.shape)  # argmax of logits + Gumbel noise: a softmax draw
         return X, np.argmax(z + g, axis=1)
+    if model == "PoissonRegression":
+        return X, rng.poisson(np.exp(0.5 + X @ rng.standard_normal(D) * 0.1)).astype(float)
     return X, X @ rng.standard_normal(D) + 1.0 + rng.standard_normal(N)
 
 
@@ -46,11 +49,13 @@ def _fastmle(model: str):
 
 def _sklearn(model: str):
     try:
-        from sklearn.linear_model import LinearRegression, LogisticRegression
+        from sklearn.linear_model import LinearRegression, LogisticRegression, PoissonRegressor
     except ImportError:
         raise NotImplementedError("scikit-learn is not installed") from None
     if model == "GaussianRegression":
         return LinearRegression()
+    if model == "PoissonRegression":
+        return PoissonRegressor(alpha=0.0, solver="lbfgs", tol=1e-10, max_iter=1000)
     return LogisticRegression(C=np.inf, tol=1e-10, max_iter=1000)
 
 

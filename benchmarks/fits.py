@@ -49,6 +49,13 @@ def gaussian_data(n, d, seed=2):
     return X, y
 
 
+def poisson_data(n, d, seed=3):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d), dtype=np.float32).astype(np.float64)
+    y = rng.poisson(np.exp(0.5 + X @ (rng.standard_normal(d) * 0.1))).astype(np.float64)
+    return X, y
+
+
 def _sklearn():
     try:
         import sklearn.linear_model as lm
@@ -107,6 +114,26 @@ def cases(quick: bool):
     if lm:
         c["sklearn LinearRegression"] = (lambda X=X, y=y: lm.LinearRegression().fit(X, y), "coef_")
     out.append(c)
+
+    X, y = poisson_data(1_000_000 // s, 50)
+    c = {"name": f"PoissonRegression {X.shape[0]}x{X.shape[1]}",
+         "fastmle float64": (lambda X=X, y=y: fm.PoissonRegression().fit(X, y), "coef_"),
+         "fastmle, no inference": (
+             lambda X=X, y=y: fm.PoissonRegression(inference=False).fit(X, y), "coef_")}
+    if lm:
+        c["sklearn lbfgs float64"] = (
+            lambda X=X, y=y: lm.PoissonRegressor(alpha=0, solver="lbfgs", tol=1e-10,
+                                                 max_iter=1000).fit(X, y), "coef_")
+    if glum:
+        c["glum IRLS"] = (
+            lambda X=X, y=y: glum.GeneralizedLinearRegressor(family="poisson", alpha=0,
+                                                             gradient_tol=1e-10).fit(X, y),
+            "coef_")
+        c["glum IRLS + covariance"] = (
+            lambda X=X, y=y: glum.GeneralizedLinearRegressor(
+                family="poisson", alpha=0, gradient_tol=1e-10).fit(
+                X, y, store_covariance_matrix=True), "coef_")
+    out.append(c)
     return out
 
 
@@ -153,6 +180,7 @@ def main(argv=None) -> int:
     fm.LogisticRegression().fit(*logistic_data(2000, 5))  # compile outside the timings
     fm.SoftmaxRegression().fit(*softmax_data(2000, 5, 3))
     fm.GaussianRegression().fit(*gaussian_data(2000, 5))
+    fm.PoissonRegression().fit(*poisson_data(2000, 5))
     fm.LogisticRegression().fit(*logistic_data(2000, 5, dtype=np.float32))
     rows = run(a.quick, a.repeat)
     print(table(rows))
