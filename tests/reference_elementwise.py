@@ -1,6 +1,6 @@
 """Plain float64 NumPy/SciPy reference implementations of the element-wise losses
 (binary cross-entropy from logits and from probabilities, Gaussian NLL, MSE, KL
-divergence), written straight from their definitions and independent of fastmle.
+divergence, Poisson NLL), written straight from their definitions and independent of fastmle.
 
 Every ``*_ref`` function takes the arguments of its fastmle counterpart and returns
 ``(loss, grad)`` in float64, where ``grad`` is the gradient of the returned loss
@@ -24,6 +24,7 @@ __all__ = [
     "gaussian_nll_loss_ref",
     "mse_loss_ref",
     "kl_div_ref",
+    "poisson_nll_loss_ref",
     "sum_to_shape",
 ]
 
@@ -151,4 +152,26 @@ def kl_div_ref(input, target, reduction="mean", log_target=False):
         loss, (grad,) = _reduce(loss, [grad], "mean", x.shape[0] if x.ndim else 1)
     else:
         loss, (grad,) = _reduce(loss, [grad], reduction, x.size)
+    return loss, grad
+
+
+# --- Poisson NLL ---------------------------------------------------------------------
+
+
+def poisson_nll_loss_ref(input, target, log_input=True, full=False, eps=1e-8,
+                         reduction="mean"):
+    """l = exp(x) - t x (log_input) or x - t log(x + eps); dl/dx = exp(x) - t or
+    1 - t / (x + eps). ``full`` adds log(t!) ~ t log t - t + log(2 pi t) / 2 where t > 1
+    (the Stirling term, written with scipy's xlogy)."""
+    x = _f64(input)
+    t = _operand(target, x.shape)
+    if log_input:
+        loss, grad = np.exp(x) - t * x, np.exp(x) - t
+    else:
+        loss, grad = x - t * np.log(x + eps), 1.0 - t / (x + eps)
+    if full:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            stirling = xlogy(t, t) - t + 0.5 * np.log(2.0 * math.pi * t)
+        loss = loss + np.where(t > 1.0, stirling, 0.0)
+    loss, (grad,) = _reduce(loss, [grad], reduction, x.size)
     return loss, grad

@@ -30,8 +30,8 @@ pytestmark = pytest.mark.skipif(
 )
 
 RUN = textwrap.dedent("""
-    import json, numpy as np, fastmle as fm, importlib
-    ce = importlib.import_module("fastmle.cross_entropy")
+    import json, numpy as np, fastmle as fm
+    from fastmle._cpu import cross_entropy as ce
     loss = float(fm.cross_entropy(np.ones((4, 100), np.float32), np.array([0, 1, 2, 0])))
     print(json.dumps({"file": fm.__file__, "loss": loss,
                       "cache": ce._ce_index_kernel._cache.cache_path}))

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fastmle import _linear
+from fastmle._cpu import linear as _linear
 
 
 def _augmented(X):

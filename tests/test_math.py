@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from numba import njit
 
-from fastmle import _math as M
+from fastmle._cpu import numerics as M
 
 
 @njit

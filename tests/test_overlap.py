@@ -1,6 +1,6 @@
 """``out=`` that overlaps an argument (issue 17, item 7).
 
-The rule (``fastmle._validation.check_no_overlap``, on every device): ``out`` may
+The rule (``fastmle._rules.check_no_overlap``, on every device): ``out`` may
 be exactly the input (same data pointer, shape, strides and dtype: the documented
 in-place gradient), and may share no memory with the input in any other way or
 with any other argument. Anything else raises ValueError naming ``out``: a float

@@ -123,8 +123,7 @@ def test_threads_and_fork_survive_in_a_fresh_process(layer, tmp_path):
 _CACHE_SCRIPT = textwrap.dedent("""
     import json, numpy as np
     import fastmle as fm
-    import importlib
-    ce = importlib.import_module("fastmle.cross_entropy")
+    from fastmle._cpu import cross_entropy as ce
     assert not ce._ce_index_kernel.signatures  # nothing compiled at import
     assert not ce._ce_short_rows_kernel.signatures
     x = np.ones((4, 100), np.float32); t = np.array([0, 1, 2, 0])  # C >= 64: row kernel
@@ -227,7 +226,7 @@ _STARTUP_SCRIPT = textwrap.dedent("""
     caching.IndexDataCacheFile._load_index = counting_li
     import numpy as np
     import fastmle as fm
-    from fastmle import _jit
+    from fastmle._cpu import jit as _jit
     t1 = time.perf_counter()
     fm.cross_entropy(np.ones((4, 100), np.float32), np.array([0, 1, 2, 0]))
     t2 = time.perf_counter()
@@ -357,7 +356,7 @@ def test_value_and_grad_allocates_only_the_gradient(case):
     # kernels use chunk-sized scratch buffers, a few per thread, independent of N
     import numba
 
-    from fastmle._elementwise import CHUNK
+    from fastmle._cpu.elementwise import CHUNK
 
     slack = 256 * 1024 + numba.get_num_threads() * 8 * CHUNK * x.itemsize
     peak, (loss, grad) = _peak_extra(lambda: call())

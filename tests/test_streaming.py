@@ -3,17 +3,16 @@ same bits as the cached-store path, at any alignment, size and thread count."""
 
 from __future__ import annotations
 
-import importlib
 
 import numpy as np
 import pytest
 from numba import njit
 
 import fastmle as fm
-from fastmle import _rows
-from fastmle._math import store_fence, stream_copy
+from fastmle._cpu import rows as _rows
+from fastmle._cpu.numerics import store_fence, stream_copy
 
-ce = importlib.import_module("fastmle.cross_entropy")
+from fastmle._cpu import cross_entropy as ce
 
 
 @njit(cache=False)
