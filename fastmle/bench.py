@@ -41,6 +41,7 @@ import numba
 import numpy as np
 
 import fastmle as fm
+from fastmle._cpu.threads import threading_layer
 
 #: the kernels, by the name of their fastmle function
 KERNELS = (
@@ -50,6 +51,7 @@ KERNELS = (
     "gaussian_nll_loss",
     "mse_loss",
     "kl_div",
+    "poisson_nll_loss",
     "logsumexp",
     "log_softmax",
     "softmax",
@@ -197,7 +199,8 @@ def make_inputs(kernel: str, size: int, dtype=np.float32, n_classes: int = 1000,
         family, ``(input, target[, var])`` for the element-wise losses: logits
         and means standard normal, labels uniform, binary targets 0/1,
         probabilities in [0.01, 0.99], variances in [0.5, 2], KL input the log of
-        a probability.
+        a probability, Poisson log-rates with rates in [0.1, 10] and counts drawn
+        from them.
     """
     rng = np.random.default_rng(seed)
     dtype = np.dtype(dtype)
@@ -220,6 +223,9 @@ def make_inputs(kernel: str, size: int, dtype=np.float32, n_classes: int = 1000,
     if kernel == "kl_div":
         return (np.log(rng.uniform(0.01, 1.0, size)).astype(dtype),
                 rng.uniform(0.01, 1.0, size).astype(dtype))
+    if kernel == "poisson_nll_loss":
+        rate = rng.uniform(0.1, 10.0, size)
+        return np.log(rate).astype(dtype), rng.poisson(rate).astype(dtype)
     raise ValueError(f"unknown kernel {kernel!r}")
 
 
@@ -262,6 +268,11 @@ def numpy_mse_loss(x, y):
 def numpy_kl_div(x, t, reduction="batchmean"):
     loss = np.sum(t * (np.log(t) - x)) / x.shape[0]
     return loss, -t / x.shape[0]
+
+
+def numpy_poisson_nll_loss(x, t):
+    ex = np.exp(x)
+    return np.mean(ex - t * x), (ex - t) / x.size
 
 
 def numpy_logsumexp(x):
@@ -358,6 +369,8 @@ def jax_loss(jax, kernel: str) -> Callable:
         return lambda x, y: jnp.mean((x - y) ** 2)
     if kernel == "kl_div":
         return lambda x, t: jnp.sum(jax.scipy.special.xlogy(t, t) - t * x) / x.shape[0]
+    if kernel == "poisson_nll_loss":
+        return lambda x, t: jnp.mean(jnp.exp(x) - t * x)
     if kernel == "logsumexp":
         return lambda x: jax.nn.logsumexp(x, axis=-1)
     if kernel == "log_softmax":
@@ -628,7 +641,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     torch = torch_module()
     jax = jax_module() if with_jax else None
     print(f"fastmle {fm.__version__}, numba {numba.__version__} "
-          f"({numba.get_num_threads()} threads, {fm._threading.threading_layer()} layer, "
+          f"({numba.get_num_threads()} threads, {threading_layer()} layer, "
           f"target CPU {_cpu_name()}), numpy {np.__version__}, "
           f"torch {torch.__version__ if torch else 'not installed'}, "
           f"jax {jax.__version__ if jax else 'not installed'}")

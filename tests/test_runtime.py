@@ -87,7 +87,7 @@ _SCRIPT = textwrap.dedent("""
     ok_threads = all(v == [expected[k % 4]] * 10 for k, v in out.items())
     with mp.get_context("fork").Pool(2) as pool:
         ok_fork = pool.map(work, range(4)) == expected
-    print(json.dumps({"layer": fm._threading.threading_layer(), "threads": ok_threads,
+    print(json.dumps({"layer": fm._cpu.threads.threading_layer(), "threads": ok_threads,
                       "fork": ok_fork}))
 """)
 
