@@ -1,10 +1,8 @@
-"""asv benchmarks of fastmle on a GPU: skipped until fastmle has a GPU path.
-
-They are written against the planned API: the public functions accepting device
-arrays (Numba device arrays here) and returning device arrays. ``setup`` raises
-NotImplementedError, which asv reports as skipped, when Numba's CUDA support is
-missing, no GPU is usable, or fastmle refuses the device array (TypeError) or
-computes on the host (a NumPy result). CUDA is never touched at import time:
+"""asv benchmarks of fastmle on a GPU (the ``fastmle.cuda`` backend): the public
+functions on device arrays (Numba device arrays here), returning device arrays.
+``setup`` raises NotImplementedError, which asv reports as skipped, when Numba's
+CUDA support is missing, no GPU is usable, or fastmle refuses the device array
+(TypeError) or computes on the host (a NumPy result). CUDA is never touched at import time:
 ``numba.cuda`` is imported in ``setup``.
 
 ``time_`` benchmarks synchronise inside the timed function; ``track_`` benchmarks

@@ -69,6 +69,7 @@ KERNEL_PATHS = {
     "elementwise/gaussian": "Gaussian negative log-likelihood (heteroscedastic)",
     "elementwise/mse": "mean squared error",
     "elementwise/kl": "KL divergence",
+    "elementwise/poisson": "Poisson negative log-likelihood (log rate)",
 }
 
 
@@ -164,6 +165,7 @@ def cases(elements: int, dtypes) -> list[dict]:
             ("elementwise/gaussian", "gaussian_nll_loss_value_and_grad", 3, 2),
             ("elementwise/mse", "mse_loss_value_and_grad", 2, 1),
             ("elementwise/kl", "kl_div_value_and_grad", 2, 1),
+            ("elementwise/poisson", "poisson_nll_loss_value_and_grad", 2, 1),
         ):
             add(path, fn, shape, dt, lambda n, s, k=n_in: k * n * s,
                 lambda n, s, k=n_out: k * n * s)
@@ -291,6 +293,8 @@ def _data(torch, case, dev="cuda"):
     if fn.startswith("kl_div"):
         return torch.log_softmax(x, -1), torch.softmax(
             torch.randn(shape, dtype=dt, device=dev, generator=g), -1)
+    if fn.startswith("poisson"):  # log rates, counts
+        return x / 3, torch.poisson(torch.exp(x / 3), generator=g)
     return (x,) if fn in ("softmax", "log_softmax", "logsumexp") else \
         (x, torch.randn(shape, dtype=dt, device=dev, generator=g))
 
@@ -314,6 +318,7 @@ def _torch_ref(torch, case, args):
         "gaussian_nll_loss_value_and_grad": lambda x, y, v: F.gaussian_nll_loss(x, y, v),
         "mse_loss_value_and_grad": lambda x, y: F.mse_loss(x, y),
         "kl_div_value_and_grad": lambda x, y: F.kl_div(x, y, reduction="mean"),
+        "poisson_nll_loss_value_and_grad": lambda x, y: F.poisson_nll_loss(x, y),
     }[fn]
     xr = args[0].detach().requires_grad_(True)
     rest = list(args[1:])

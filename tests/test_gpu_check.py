@@ -46,7 +46,7 @@ def test_cases_cover_every_kernel_path_and_public_function():
     assert fns <= set(fastmle.__all__)
     # every loss family's fused value-and-grad and the three row functions
     for f in ("cross_entropy", "binary_cross_entropy_with_logits", "binary_cross_entropy",
-              "gaussian_nll_loss", "mse_loss", "kl_div"):
+              "gaussian_nll_loss", "mse_loss", "kl_div", "poisson_nll_loss"):
         assert f + "_value_and_grad" in fns
     assert {"softmax", "log_softmax", "logsumexp"} <= fns
 

@@ -1,10 +1,12 @@
-"""GPU (CUDA) path of fastmle's public functions, on numba-cuda.
+"""The GPU (CUDA) backend of fastmle's public functions, on numba-cuda.
 
 ``fastmle.cross_entropy(x, ...)`` and its siblings run here when ``input`` is a
 CUDA device array (anything exposing ``__cuda_array_interface__``: numba device
-arrays, CuPy arrays, torch CUDA tensors). This module is imported by fastmle but
-imports nothing heavy: ``numba.cuda`` is imported, and CUDA initialised, only by
-the first call that receives a device array.
+arrays, CuPy arrays, torch CUDA tensors; ``fastmle._dispatch`` picks the backend).
+This package is imported by fastmle but imports nothing heavy: ``numba.cuda`` is
+imported, and CUDA initialised, only by the first call that receives a device
+array. ``_backend`` holds the entry points, ``_device`` the device interop and the
+error record, ``_kernels`` the kernels.
 
 Public helpers (each imports the GPU machinery on first use):
 
@@ -19,53 +21,22 @@ Public helpers (each imports the GPU machinery on first use):
 
 from __future__ import annotations
 
-__all__ = ["is_device", "on_device", "check_errors", "set_strict", "stream"]
-
-
-def is_device(x) -> bool:
-    """Whether ``x`` lives on a CUDA device (checked without importing numba.cuda)."""
-    return hasattr(x, "__cuda_array_interface__") or type(x).__module__.startswith(
-        "numba.cuda.simulator"
-    )
-
-
-def on_device(name, *args, **kwargs):
-    """Run public function ``name`` on the GPU."""
-    from . import _api
-
-    return getattr(_api, name)(*args, **kwargs)
+__all__ = ["check_errors", "set_strict", "stream"]
 
 
 def check_errors() -> None:
-    from . import _api
+    from . import _device
 
-    _api.check_errors()
+    _device.check_errors()
 
 
 def set_strict(flag: bool = True) -> None:
-    from . import _api
+    from . import _device
 
-    _api.set_strict(flag)
+    _device.set_strict(flag)
 
 
 def stream(s):
-    from . import _api
+    from . import _device
 
-    return _api.stream(s)
-
-
-def gpu_twin(name):
-    """Decorator: calls whose first argument is a device array go to the GPU
-    function ``name`` (same arguments); everything else runs the CPU function."""
-    import functools
-
-    def wrap(cpu):
-        @functools.wraps(cpu)
-        def dispatch(*args, **kwargs):
-            if args and is_device(args[0]):
-                return on_device(name, *args, **kwargs)
-            return cpu(*args, **kwargs)
-
-        return dispatch
-
-    return wrap
+    return _device.stream(s)

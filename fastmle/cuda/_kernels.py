@@ -32,6 +32,9 @@ import math
 import numpy as np
 from numba import cuda, float64
 
+from .._calls import (BCE_LOGITS, BCE_PROBS, COL, FULL, GAUSSIAN, KL, LOSSES, LSE, MSE,
+                      POISSON, ROW, SOFTMAX)
+
 # block size (a power of two) and the dynamic shared memory a block may use for
 # cached rows (48 KB per block minus the static reduction buffers, 10 KB at 256
 # threads): a float32 row of up to 9216 classes is cached
@@ -39,17 +42,11 @@ THREADS = 256
 SMEM_BYTES = 36 * 1024
 MAX_BLOCKS = 1024  # element-wise and reduction grids
 
-# error record slots
-ERR_LABELS, ERR_FIRST_LABEL, ERR_PROBS, ERR_VAR = 0, 1, 2, 3
-ERR_SLOTS = 4
+# error record slots: bad class indices (count, first row), then one count per
+# element-wise loss of the values outside its ValueRule (fastmle._calls.LOSSES)
+ERR_LABELS, ERR_FIRST_LABEL, ERR_VALUES = 0, 1, 2
+ERR_SLOTS = ERR_VALUES + len(LOSSES)
 NO_ROW = np.iinfo(np.int64).max
-
-# element-wise losses
-BCE_LOGITS, BCE_PROBS, GAUSSIAN, MSE, KL = 0, 1, 2, 3, 4
-# operand kinds (as in fastmle._elementwise)
-FULL, COL, ROW, SCALAR = 0, 1, 2, 3
-# row modes
-LSE, SOFTMAX, LOG_SOFTMAX = 0, 1, 2
 
 _TORCH_EPSILON = float(np.float32(1e-12))
 _cache: dict = {}
@@ -503,6 +500,7 @@ def softmax_kernel(dt):
 
 @cuda.jit(device=True)
 def _opval(a, kind, k, l_):
+    """Element k of the input's (R, L) view of an operand of layout ``kind``."""
     if kind == FULL:
         return a[k]
     if kind == COL:
@@ -512,44 +510,168 @@ def _opval(a, kind, k, l_):
     return a[0]
 
 
+@cuda.jit(device=True)
+def _first_use(kind, k, l_):
+    """Whether element k is the first to read its entry of an operand of layout
+    ``kind``: counted there, a bad entry is counted once, as on the CPU."""
+    if kind == FULL:
+        return True
+    if kind == COL:
+        return k < l_
+    if kind == ROW:
+        return k % l_ == 0
+    return k == 0
+
+
+def _point(loss_id, nt):
+    """The point formula of element-wise loss ``loss_id`` in dtype ``nt``, as a device
+    function ``(x, y, b, c, scale, params) -> (loss, scale * d/dx, scale * d/db)``:
+    y, b, c are its operands in the order of ``LOSSES[loss_id].operands`` (unused ones
+    are x), ``params`` the record's ``Pointwise.params``, named where they are read.
+    The formulas mirror ``fastmle._cpu.elementwise`` operation for operation."""
+    if loss_id == BCE_LOGITS:
+
+        @cuda.jit(device=True)
+        def point(xj, yj, wj, pw, scale, params):  # target, weight, pos_weight
+            one = nt(1.0)
+            zero = nt(0.0)
+            ax = xj if xj >= zero else -xj
+            e = nt(math.exp(-ax)) if ax == ax else xj
+            t = nt(math.log1p(e))
+            rr = one / (one + e)
+            aa = yj * pw
+            bb = one - yj
+            la = aa * (t + (-xj if -xj > zero else zero)) if aa != zero else zero
+            lb = bb * (t + (xj if xj > zero else zero)) if bb != zero else zero
+            if xj >= zero:
+                gj = rr * (bb - aa * e)
+            else:
+                gj = rr * (bb * e - aa)
+            # a NaN logit stays NaN even where both coefficients are 0 (y = 1,
+            # pos_weight = 0), as on the CPU and in PyTorch
+            return wj * (la + lb if xj == xj else xj), nt(scale) * wj * gj, zero
+
+    elif loss_id == BCE_PROBS:
+
+        @cuda.jit(device=True)
+        def point(xj, yj, wj, unused, scale, params):  # target, weight
+            one = nt(1.0)
+            zero = nt(0.0)
+            floor = nt(-100.0)
+            lp = nt(math.log(xj)) if xj > zero else nt(-math.inf)
+            lq = nt(math.log1p(-xj)) if xj < one else nt(-math.inf)
+            if xj != xj:
+                lp = xj
+                lq = xj
+            lp = lp if (lp > floor or lp != lp) else floor  # PyTorch's clamp at -100
+            lq = lq if (lq > floor or lq != lq) else floor
+            den = (one - xj) * xj
+            tiny = nt(_TORCH_EPSILON)
+            den = den if (den > tiny or den != den) else tiny
+            return -wj * (yj * lp + (one - yj) * lq), nt(scale) * wj * (xj - yj) / den, zero
+
+    elif loss_id == GAUSSIAN:
+
+        @cuda.jit(device=True)
+        def point(xj, tj, vj, unused, scale, params):  # target, var
+            eps, const = params  # the clamp of var, the 'full' constant
+            one = nt(1.0)
+            half = nt(0.5)
+            sc = nt(scale)
+            epsv = nt(eps)
+            v = epsv if vj < epsv else vj
+            d = xj - tj
+            r = one / v
+            d2r = d * d * r
+            lv = nt(math.log(v)) if v == v else v
+            return half * (lv + d2r) + nt(const), sc * (d * r), sc * (half * r * (one - d2r))
+
+    elif loss_id == MSE:
+
+        @cuda.jit(device=True)
+        def point(xj, tj, unused1, unused2, scale, params):  # target
+            d = xj - tj
+            return d * d, nt(2.0 * scale) * d, nt(0.0)
+
+    elif loss_id == KL:
+
+        @cuda.jit(device=True)
+        def point(xj, tj, unused1, unused2, scale, params):  # target
+            log_target = params[0] != 0.0
+            zero = nt(0.0)
+            sc = nt(scale)
+            if log_target:
+                et = nt(math.exp(tj)) if tj == tj else tj
+                return et * (tj - xj), -sc * et, zero
+            if tj == zero:
+                lj = zero if xj == xj else xj  # 0 * NaN input is NaN (CPU, torch)
+            elif tj > zero:
+                lj = tj * (nt(math.log(tj)) - xj)
+            else:
+                lj = nt(math.nan)
+            return lj, -sc * tj, zero
+
+    elif loss_id == POISSON:
+
+        @cuda.jit(device=True)
+        def stirling(tj):
+            """The Stirling term of log(t!) that ``full`` adds where t > 1 (else 0)."""
+            if not tj > nt(1.0):
+                return nt(0.0)
+            lt = nt(math.log(tj))
+            return tj * lt - tj + nt(0.5) * lt + nt(HALF_LOG_2PI)
+
+        @cuda.jit(device=True)
+        def point(xj, tj, unused1, unused2, scale, params):  # target
+            flags, eps = params  # flags: 1 = log_input, 2 = full (summed)
+            log_input = flags == 1.0 or flags == 3.0
+            full = flags >= 2.0
+            zero = nt(0.0)
+            sc = nt(scale)
+            st = stirling(tj) if full else zero
+            if log_input:
+                # exp(x) - t*x: exp(x) > 0 and overflows only where the value does
+                ex = nt(math.exp(xj))
+                return ex - tj * xj + st, sc * (ex - tj), zero
+            xe = xj + nt(eps)
+            # log(0) = -inf, log(< 0) = NaN (the simulator's math.log would raise)
+            lx = nt(math.log(xe)) if xe > zero else (nt(-math.inf) if xe == zero else
+                                                     nt(math.nan))
+            return xj - tj * lx + st, sc * (nt(1.0) - tj / xe), zero
+
+    else:
+        raise ValueError(f"no CUDA point formula for element-wise loss id {loss_id}")
+    return point
+
+
+HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
 def elementwise_kernel(loss_id, dt):
     """Fixed-grid element-wise loss: partial[block] = float64 sum of the block's
-    losses; per-element loss, gradient (times scale) and d/d(operand b) on request."""
+    losses; per-element loss, gradient (times scale) and d/d(operand b) on request.
+    Values outside the loss's ValueRule (``LOSSES[loss_id].rule``) give NaN and are
+    counted in ``err`` (each entry of the checked argument once)."""
     dt = np.dtype(dt)
+    loss = LOSSES[loss_id]
+    n_ops = len(loss.operands)
+    checked = loss.rule is not None
+    rule_at = loss.rule.position if checked else 0
+    lo = loss.rule.lo if checked else 0.0
+    hi = loss.rule.hi if checked else 0.0
 
     def build():
         from numba import from_dtype
 
         nt = from_dtype(dt)
+        point = _point(loss_id, nt)
 
         @cuda.jit
-        def k(
-            x,
-            a,
-            ka,
-            b,
-            kb,
-            c3,
-            kc,
-            l_,
-            p0,
-            p1,
-            scale,
-            grad,
-            want_grad,
-            loss_el,
-            want_el,
-            dv,
-            want_dv,
-            partial,
-            err,
-        ):
+        def k(x, a, ka, b, kb, c3, kc, l_, params, scale, grad, want_grad, loss_el, want_el,
+              dv, want_dv, partial, err):
             buf = cuda.shared.array(THREADS, float64)
             tid = cuda.threadIdx.x
             n = x.size
-            one = nt(1.0)
-            zero = nt(0.0)
-            sc = nt(scale)
             nan = nt(math.nan)
             acc = 0.0
             k_ = cuda.blockIdx.x * THREADS + tid
@@ -557,84 +679,24 @@ def elementwise_kernel(loss_id, dt):
             while k_ < n:
                 xj = x[k_]
                 yj = _opval(a, ka, k_, l_)
-                gj = zero
-                dvj = zero
-                if loss_id == BCE_LOGITS:
-                    wj = _opval(b, kb, k_, l_)
-                    pw = _opval(c3, kc, k_, l_)
-                    ax = xj if xj >= zero else -xj
-                    e = nt(math.exp(-ax)) if ax == ax else xj
-                    t = nt(math.log1p(e))
-                    rr = one / (one + e)
-                    aa = yj * pw
-                    bb = one - yj
-                    la = (
-                        aa * (t + (-xj if -xj > zero else zero)) if aa != zero else zero
-                    )
-                    lb = bb * (t + (xj if xj > zero else zero)) if bb != zero else zero
-                    if xj >= zero:
-                        gj = rr * (bb - aa * e)
-                    else:
-                        gj = rr * (bb * e - aa)
-                    # a NaN logit stays NaN even where both coefficients are 0 (y = 1,
-                    # pos_weight = 0), as on the CPU and in PyTorch
-                    lj = wj * (la + lb if xj == xj else xj)
-                    gj = sc * wj * gj
-                elif loss_id == BCE_PROBS:
-                    wj = _opval(b, kb, k_, l_)
-                    if xj < zero or xj > one:
-                        cuda.atomic.add(err, ERR_PROBS, 1)
-                        lj = nan
-                        gj = nan
-                    else:
-                        floor = nt(-100.0)
-                        lp = nt(math.log(xj)) if xj > zero else nt(-math.inf)
-                        lq = nt(math.log1p(-xj)) if xj < one else nt(-math.inf)
-                        if xj != xj:
-                            lp = xj
-                            lq = xj
-                        lp = lp if (lp > floor or lp != lp) else floor
-                        lq = lq if (lq > floor or lq != lq) else floor
-                        lj = -wj * (yj * lp + (one - yj) * lq)
-                        den = (one - xj) * xj
-                        tiny = nt(_TORCH_EPSILON)
-                        den = den if (den > tiny or den != den) else tiny
-                        gj = sc * wj * (xj - yj) / den
-                elif loss_id == GAUSSIAN:
-                    vj = _opval(b, kb, k_, l_)
-                    if vj < zero:
-                        cuda.atomic.add(err, ERR_VAR, 1)
-                        lj = nan
-                        gj = nan
-                        dvj = nan
-                    else:
-                        epsv = nt(p0)
-                        v = epsv if vj < epsv else vj
-                        d = xj - yj
-                        r = one / v
-                        d2r = d * d * r
-                        half = nt(0.5)
-                        lv = nt(math.log(v)) if v == v else v
-                        lj = half * (lv + d2r) + nt(p1)
-                        gj = sc * (d * r)
-                        dvj = sc * (half * r * (one - d2r))
-                elif loss_id == MSE:
-                    d = xj - yj
-                    lj = d * d
-                    gj = nt(2.0 * scale) * d
-                else:  # KL
-                    if p0 != 0.0:
-                        et = nt(math.exp(yj)) if yj == yj else yj
-                        lj = et * (yj - xj)
-                        gj = -sc * et
-                    else:
-                        if yj == zero:
-                            lj = zero if xj == xj else xj  # 0 * NaN input is NaN (CPU, torch)
-                        elif yj > zero:
-                            lj = yj * (nt(math.log(yj)) - xj)
-                        else:
-                            lj = nan
-                        gj = -sc * yj
+                bj = _opval(b, kb, k_, l_) if n_ops >= 2 else xj
+                cj = _opval(c3, kc, k_, l_) if n_ops >= 3 else xj
+                bad = False
+                if checked:
+                    v = xj if rule_at == 0 else (yj if rule_at == 1 else (
+                        bj if rule_at == 2 else cj))
+                    kv = FULL if rule_at == 0 else (ka if rule_at == 1 else (
+                        kb if rule_at == 2 else kc))
+                    if v < nt(lo) or v > nt(hi):
+                        bad = True
+                        if _first_use(kv, k_, l_):
+                            cuda.atomic.add(err, ERR_VALUES + loss_id, 1)
+                if bad:
+                    lj = nan
+                    gj = nan
+                    dvj = nan
+                else:
+                    lj, gj, dvj = point(xj, yj, bj, cj, scale, params)
                 if want_el:
                     loss_el[k_] = lj
                 if want_grad:

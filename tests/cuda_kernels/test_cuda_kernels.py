@@ -21,11 +21,16 @@ SIM = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
 if SIM:
     sys.setswitchinterval(1e-4)
 
+from pathlib import Path  # noqa: E402
+
 import numpy as np  # noqa: E402
 from numba import cuda  # noqa: E402
 
 import fastmle as fm  # noqa: E402
 from fastmle.cuda import _kernels as K  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the loss registry
+import registry  # noqa: E402
 
 if SIM:
     K.THREADS = 8
@@ -247,6 +252,28 @@ def test_softmax_nonfinite_rows():
 # --- element-wise losses ------------------------------------------------------
 
 REDS = ["mean", "sum", "none"]
+
+
+def _ids(case):
+    loss, g, dt, _ = case
+    return f"{loss.name}-{'-'.join(f'{k}={v}' for k, v in g.items()) or 'default'}-" \
+           f"{np.dtype(dt).name}"
+
+
+@pytest.mark.parametrize("case", list(registry.cases()), ids=_ids)
+def test_elementwise_registry(case):
+    """Every row and grid point of tests/registry.py (a new element-wise loss enrols
+    itself): value, gradient and (Gaussian) d/d var on the device against the CPU, for
+    every reduction the loss takes."""
+    loss, _, dt, (x, args, kw) = case
+    on_dev = lambda v: dev(v) if isinstance(v, np.ndarray) else v  # noqa: E731
+    for red in loss.reductions:
+        lc, gc = loss.value_and_grad(x, *args, **kw, reduction=red)
+        lg, gg = loss.value_and_grad(dev(x), *map(on_dev, args),
+                                     **{k: on_dev(v) for k, v in kw.items()}, reduction=red)
+        close(lg, lc, dt)
+        for g, c in zip(gg, gc) if loss.d_operand else [(gg, gc)]:
+            close(g, c, dt)
 
 
 @pytest.mark.parametrize("dt", DTYPES)
