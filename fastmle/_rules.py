@@ -44,11 +44,21 @@ def float_dtype(a: np.ndarray) -> np.dtype:
     return np.dtype(np.float64)
 
 
+def as_array(a, name: str) -> np.ndarray:
+    """Host data as a NumPy array. A masked array is refused: its masked elements would
+    be computed as if they were data."""
+    if isinstance(a, np.ma.MaskedArray):
+        raise TypeError(
+            f"{name} is a masked array: fastmle would compute its masked elements too; pass "
+            f"{name}.compressed() or {name}.filled(value), or select the unmasked rows")
+    return np.asarray(a)
+
+
 def as_float_array(a, name: str, dtype=None) -> np.ndarray:
     """Host data ``a`` as a C-contiguous float32/float64 NumPy array, copied only if it
     must be. ``dtype=None`` keeps float32/float64 and picks :func:`float_dtype`
     otherwise."""
-    arr = np.asarray(a)
+    arr = as_array(a, name)
     reject_non_numeric(arr, name)
     dt = float_dtype(arr) if dtype is None else np.dtype(dtype)
     return np.asarray(arr, dtype=dt, order="C")  # keeps 0-d (ascontiguousarray would not)
@@ -119,13 +129,22 @@ def check_no_overlap(out, input, operands: dict, name: str = "out") -> None:
                 f"{name}: pass a separate buffer as {name} (only {name}=input may alias)")
 
 
-def check_finite_scalar(value, name: str) -> float:
+def as_real(value, name: str) -> float:
+    """A Python real number as a float (inf and nan kept); an int beyond the float range
+    (``10**400``) raises ValueError, a non-number TypeError."""
     if isinstance(value, (str, bytes)):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     try:
-        v = float(value)
+        return float(value)
+    except OverflowError:
+        raise ValueError(f"{name} is beyond the float64 range (an int of "
+                         f"{len(str(abs(int(value))))} digits)") from None
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}") from None
+
+
+def check_finite_scalar(value, name: str) -> float:
+    v = as_real(value, name)
     if not np.isfinite(v):
         raise ValueError(f"{name} must be finite, got {v}")
     return v
@@ -255,11 +274,17 @@ def check_class_args(shape: tuple[int, ...], ignore_index,
     if shape[-1] == 0:
         raise ValueError("input has no classes (C = 0)")
     try:
-        eps = float(label_smoothing)
-    except (TypeError, ValueError):
+        eps = as_real(label_smoothing, "label_smoothing")
+    except TypeError:
         raise TypeError("label_smoothing must be a float in [0, 1]") from None
     if not 0.0 <= eps <= 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
     if not isinstance(ignore_index, (int, np.integer)) or isinstance(ignore_index, bool):
         raise TypeError(f"ignore_index must be an int, got {type(ignore_index).__name__}")
+    if not _INT64.min <= ignore_index <= _INT64.max:
+        raise ValueError(f"ignore_index = {ignore_index} is outside the int64 range of class "
+                         "indices")
     return shape[-1], int(ignore_index), eps
+
+
+_INT64 = np.iinfo(np.int64)

@@ -13,7 +13,7 @@ import numpy as np
 from ._calls import GAUSSIAN, MSE, Pointwise
 from ._dispatch import backend, broadcast_operand
 from ._docs import triple
-from ._rules import check_positive, check_reduction, is_real_scalar, var_shape
+from ._rules import as_real, check_positive, check_reduction, is_real_scalar, var_shape
 
 __all__ = [
     "gaussian_nll_loss",
@@ -32,7 +32,7 @@ def _gaussian(input, target, var, full, eps, reduction, want_loss, want_grad, ou
     t = broadcast_operand(be, target, "target", x)
     eps = check_positive(eps, "eps")
     if is_real_scalar(var):  # one variance; negative values are rejected with the arrays'
-        v = be.operand(np.full(1, var, x.dtype), "var", x.dtype)
+        v = be.operand(np.full(1, as_real(var, "var"), x.dtype), "var", x.dtype)
         shaped, d_shape = v.reshape(()), None
     else:
         v = be.operand(var, "var", x.dtype)

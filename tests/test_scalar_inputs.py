@@ -283,3 +283,54 @@ def test_cuda_0d_inputs():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                        cwd=ROOT, timeout=300)
     assert r.returncode == 0 and "ok" in r.stdout, r.stdout + r.stderr[-3000:]
+
+
+# --- internal errors that used to leak (issue 17 item 14) ------------------------------
+
+
+@pytest.mark.parametrize("bad", [np.matrix, np.ma.zeros, np.ma.array])
+def test_out_of_a_numpy_subclass_is_refused(bad):
+    x = np.random.default_rng(0).standard_normal((4, 3))
+    out = bad(np.zeros((4, 3))) if bad is not np.ma.zeros else bad((4, 3))
+    for call in (lambda: fm.mse_loss_value_and_grad(x, x, out=out),
+                 lambda: fm.cross_entropy_value_and_grad(x, np.array([0, 1, 2, 0]), out=out)):
+        with pytest.raises(TypeError, match="out must be a NumPy array"):
+            call()
+
+
+def test_memmap_out_is_accepted(tmp_path):
+    x = np.random.default_rng(0).standard_normal((4, 3))
+    mm = np.memmap(tmp_path / "g", dtype=np.float64, mode="w+", shape=(4, 3))
+    loss, g = fm.mse_loss_value_and_grad(x, 0 * x, out=mm)
+    assert g is mm and np.array_equal(np.asarray(mm), 2 * x / x.size)
+
+
+def test_masked_arrays_are_refused():
+    x = np.random.default_rng(0).standard_normal((4, 3))
+    m = np.ma.masked_array(x, x > 0)
+    with pytest.raises(TypeError, match="input is a masked array"):
+        fm.mse_loss(m, x)
+    with pytest.raises(TypeError, match="target is a masked array"):
+        fm.binary_cross_entropy_with_logits(x, m)
+    with pytest.raises(TypeError, match="target is a masked array"):
+        fm.cross_entropy(x, np.ma.masked_array([0, 1, 2, 0], [0, 1, 0, 0]))
+
+
+@pytest.mark.parametrize("call,name", [
+    (lambda x, t: fm.cross_entropy(x, t, label_smoothing=10**400), "label_smoothing"),
+    (lambda x, t: fm.gaussian_nll_loss(x, x, 1.0, eps=10**400), "eps"),
+    (lambda x, t: fm.gaussian_nll_loss(x, x, 10**400), "var"),
+    (lambda x, t: fm.poisson_nll_loss(x, x, eps=10**400), "eps"),
+])
+def test_ints_beyond_the_float_range_name_the_argument(call, name):
+    x = np.random.default_rng(0).standard_normal((4, 3))
+    with pytest.raises(ValueError, match=f"{name} is beyond the float64 range"):
+        call(x, np.array([0, 1, 2, 0]))
+
+
+def test_ignore_index_beyond_int64_is_refused():
+    x = np.random.default_rng(0).standard_normal((4, 3))
+    with pytest.raises(ValueError, match="ignore_index .* int64"):
+        fm.cross_entropy(x, np.array([0, 1, 2, 0]), ignore_index=2**70)
+    assert np.isfinite(fm.cross_entropy(x, np.array([0, 1, 2, 0]),
+                                        ignore_index=np.iinfo(np.int64).min))

@@ -9,7 +9,7 @@ import numpy as np
 
 from .._calls import LOSSES, LSE, CrossEntropy, Pointwise, Softmax, ValueRule
 from .._reduction import grad_scale, reduce_total
-from .._rules import as_float_array, check_no_overlap
+from .._rules import as_array, as_float_array, check_no_overlap
 from . import cross_entropy as _ce
 from . import elementwise as _ew
 from . import softmax as _sm
@@ -24,8 +24,8 @@ def operand(a, name: str, dtype) -> np.ndarray:
     return as_float_array(a, name, dtype)
 
 
-def array(a) -> np.ndarray:
-    return np.asarray(a)
+def array(a, name: str = "target") -> np.ndarray:
+    return as_array(a, name)
 
 
 def ones(n: int, dtype) -> np.ndarray:
@@ -39,8 +39,9 @@ def check_out(out, shape: tuple[int, ...], dtype: np.dtype, name: str = "out", *
     ``input`` and ``operands`` (a dict name -> array: what the kernel reads) are
     checked by :func:`check_no_overlap`.
     """
-    if not isinstance(out, np.ndarray):
-        raise TypeError(f"{name} must be a NumPy array, got {type(out).__name__}")
+    if type(out) not in (np.ndarray, np.memmap):
+        raise TypeError(f"{name} must be a NumPy array (numpy.ndarray or numpy.memmap), got "
+                        f"{type(out).__module__}.{type(out).__name__}")
     if out.shape != tuple(shape):
         raise ValueError(f"{name} has shape {out.shape}, the gradient has shape {tuple(shape)}")
     if out.dtype != dtype:
