@@ -24,7 +24,7 @@ da = pytest.importorskip("dask.array")
 dask = pytest.importorskip("dask")
 
 import fastmle as fm  # noqa: E402
-from fastmle.models import _distributed  # noqa: E402
+from fastmle.models import _chunks, _distributed  # noqa: E402
 
 WORKER_MEMORY = 800e6  # a worker with fastmle's kernels loaded takes ~230 MB; at 600 MB
 # a CI run crossed distributed's 70% process-memory spill threshold (433 MB peak)
@@ -132,16 +132,16 @@ EMBEDDED = textwrap.dedent("""
     import numpy as np
 
     import fastmle as fm
-    from fastmle.models import _distributed
+    from fastmle.models import _chunks
 
     if __name__ == "__main__":
         rng = np.random.default_rng(0)
         X = rng.standard_normal((4000, 3))
         y = (X[:, 0] + rng.logistic(size=4000) > 0).astype(int)
         a = fm.LogisticRegression().fit(da.from_array(X, chunks=(1000, 3)), y)
-        first = _distributed._embedded
+        first = _chunks._embedded
         fm.GaussianRegression().fit(da.from_array(X, chunks=(1000, 3)), X[:, 1] + y)
-        assert _distributed._embedded is first  # reused
+        assert _chunks._embedded is first  # reused
         try:
             distributed.get_client()
             raise AssertionError("the embedded client became the default")
@@ -162,14 +162,14 @@ def test_embedded_cluster_without_a_client(tmp_path):
                          timeout=120, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     workers, diff = out.stdout.split()
-    assert int(workers) == _distributed._cores() and float(diff) < 1e-8
+    assert int(workers) == _chunks._cores() and float(diff) < 1e-8
 
 
 def test_persist_rule(client):
     small = da.zeros((1000, 10), chunks=(500, 10))
     big = da.zeros((int(1.1 * WORKER_MEMORY / 8), 2), chunks=(10**6, 2))  # > half of 2 x 800 MB
-    assert _distributed._should_persist(small, client)
-    assert not _distributed._should_persist(big, client)
+    assert _chunks._should_persist(small, client)
+    assert not _chunks._should_persist(big, client)
 
 
 def test_results_travel_but_X_is_never_gathered(client, monkeypatch):
@@ -282,7 +282,7 @@ def test_out_of_core(client, tmp_path):
     np.save(ypath, y)
     del X
     Xd, yd = _npy_dask(xpath, 75_000), _npy_dask(ypath, 75_000)  # 30 MB chunks of X
-    assert not _distributed._should_persist(Xd, client)
+    assert not _chunks._should_persist(Xd, client)
     rss = _Peak()
     with rss:
         got = fm.LogisticRegression().fit(Xd, yd)

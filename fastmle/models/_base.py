@@ -49,7 +49,7 @@ def reduce_rows(fn, *arrays) -> list:
     """``[fn(*arrays)]`` for NumPy arrays (or None); for Dask arrays chunked alike, fn
     of each chunk, computed on the cluster, in chunk order."""
     if any(is_dask(a) for a in arrays):
-        from ._distributed import reduce_chunks
+        from ._chunks import reduce_chunks
 
         return reduce_chunks(fn, *arrays)
     return [fn(*arrays)]
@@ -58,7 +58,7 @@ def reduce_rows(fn, *arrays) -> list:
 def map_rows(fn, *arrays, dtype, **kwargs):
     """``fn(*arrays, **kwargs)``, lazily chunk by chunk for Dask arrays (of ``dtype``)."""
     if any(is_dask(a) for a in arrays):
-        from ._distributed import map_chunks
+        from ._chunks import map_chunks
 
         return map_chunks(fn, *arrays, dtype=dtype, **kwargs)
     return fn(*arrays, **kwargs)
@@ -111,7 +111,7 @@ class BaseEstimator:
             raise TypeError(
                 "sparse input is not supported: pass a dense array (X.toarray())")
         if is_dask(X):
-            from ._distributed import check_X
+            from ._chunks import check_X
 
             X = check_X(X)
         elif type(X).__module__.startswith("dask"):

@@ -69,6 +69,12 @@ def _distributed():
     return _distributed
 
 
+def _chunks():
+    from . import _chunks
+
+    return _chunks
+
+
 def _rowwise(method):
     """The method also takes a Dask X, and then returns a Dask array: the method on
     each chunk of rows (computed when the user computes it)."""
@@ -248,7 +254,7 @@ class _LinearMLE(BaseEstimator):
                              f"groups is only used with cov_type='cluster' (cov_type="
                              f"{self.cov_type!r})")
         if is_dask(X):
-            y, sample_weight, exposure, offset, groups = _distributed().rows_like(
+            y, sample_weight, exposure, offset, groups = _chunks().rows_like(
                 X, y, sample_weight, exposure, offset, groups)
         else:
             y, sample_weight, exposure, offset, groups = (
@@ -472,7 +478,7 @@ class _LinearMLE(BaseEstimator):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # feature names: checked above
             probe = getattr(self, name)(np.zeros((1, X.shape[1])))
-        return _distributed().map_rows_2d(functools.partial(_call, self, name), X, probe,
+        return _chunks().map_rows_2d(functools.partial(_call, self, name), X, probe,
                                           token=name)
 
     def _linear(self, X) -> np.ndarray:
