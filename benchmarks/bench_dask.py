@@ -56,7 +56,8 @@ class DaskFit:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             self.cluster = distributed.LocalCluster(
-                n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None)
+                n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+            )
         self.client = distributed.Client(self.cluster)
         self.X, self.y = _problem(model)
         step = -(-self.X.shape[0] // CHUNKS)
@@ -77,4 +78,3 @@ class DaskFit:
         return dask_s / memory_s
 
     track_ratio_to_in_memory.unit = "x the in-memory fit time"
-

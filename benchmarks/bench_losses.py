@@ -72,9 +72,13 @@ class TimeCrossEntropy(_Loss):
 
 # One Time class per element-wise loss of the registry (data.ELEMENTWISE); the
 # names of the first five are kept so that their asv history continues.
-_NAMES = {"binary_cross_entropy_with_logits": "TimeBCEWithLogits",
-          "binary_cross_entropy": "TimeBCE", "gaussian_nll_loss": "TimeGaussianNLL",
-          "mse_loss": "TimeMSE", "kl_div": "TimeKLDiv"}
+_NAMES = {
+    "binary_cross_entropy_with_logits": "TimeBCEWithLogits",
+    "binary_cross_entropy": "TimeBCE",
+    "gaussian_nll_loss": "TimeGaussianNLL",
+    "mse_loss": "TimeMSE",
+    "kl_div": "TimeKLDiv",
+}
 for _kernel in data.ELEMENTWISE:
     _name = _NAMES.get(_kernel) or "Time" + "".join(w.title() for w in _kernel.split("_"))
     globals()[_name] = type(_name, (_Loss,), {"kernel": _kernel, "__module__": __name__})

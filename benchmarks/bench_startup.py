@@ -44,8 +44,13 @@ def _child_env(cache_dir: str) -> dict:
 def first_result(cache_dir: str) -> tuple[float, float]:
     """Run the child once; (whole process seconds, in-child import + call seconds)."""
     t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", CHILD], env=_child_env(cache_dir),
-                         check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD],
+        env=_child_env(cache_dir),
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     return time.perf_counter() - t0, float(out.split()[-1])
 
 

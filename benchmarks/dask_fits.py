@@ -49,19 +49,23 @@ def cases(n: int):
     X, y = logistic_data(n, FEATURES)
     peers = {}
     if dl:
-        peers["dask-ml newton"] = lambda: dl.LogisticRegression(solver="newton", tol=1e-8,
-                                                                max_iter=100)
-        peers["dask-ml lbfgs"] = lambda: dl.LogisticRegression(solver="lbfgs", C=1e12, tol=1e-8,
-                                                               max_iter=1000)
+        peers["dask-ml newton"] = lambda: dl.LogisticRegression(
+            solver="newton", tol=1e-8, max_iter=100
+        )
+        peers["dask-ml lbfgs"] = lambda: dl.LogisticRegression(
+            solver="lbfgs", C=1e12, tol=1e-8, max_iter=1000
+        )
     out = [(f"LogisticRegression {n}x{FEATURES}", X, y, fm.LogisticRegression, peers)]
     X, y = softmax_data(n // 4, FEATURES, 10)
-    out.append((f"SoftmaxRegression {n // 4}x{FEATURES}, 10 classes", X, y,
-                fm.SoftmaxRegression, {}))
+    out.append(
+        (f"SoftmaxRegression {n // 4}x{FEATURES}, 10 classes", X, y, fm.SoftmaxRegression, {})
+    )
     X, y = gaussian_data(n, FEATURES)
     peers = {}
     if dl:
-        peers["dask-ml newton"] = lambda: dl.LinearRegression(solver="newton", tol=1e-8,
-                                                              max_iter=100)
+        peers["dask-ml newton"] = lambda: dl.LinearRegression(
+            solver="newton", tol=1e-8, max_iter=100
+        )
     out.append((f"GaussianRegression {n}x{FEATURES}", X, y, fm.GaussianRegression, peers))
     return out
 
@@ -80,8 +84,10 @@ def run(client, n: int, chunks: int, repeat: int):
             warnings.filterwarnings("ignore", message="Sending large graph")
             Xd = client.persist(da.from_array(X, chunks=(step, -1)))
             yd = client.persist(da.from_array(y, chunks=(step,)))
-        contenders = {"fastmle Dask": lambda make=make, Xd=Xd, yd=yd: make().fit(Xd, yd),
-                      "fastmle in memory": lambda make=make, X=X, y=y: make().fit(X, y)}
+        contenders = {
+            "fastmle Dask": lambda make=make, Xd=Xd, yd=yd: make().fit(Xd, yd),
+            "fastmle in memory": lambda make=make, X=X, y=y: make().fit(X, y),
+        }
         for peer, build in peers.items():
             contenders[peer] = lambda build=build, Xd=Xd, yd=yd: build().fit(Xd, yd)
         best = {k: np.inf for k in contenders}
@@ -96,21 +102,34 @@ def run(client, n: int, chunks: int, repeat: int):
         ref = models["fastmle in memory"]
         for k in contenders:
             coef = _coef(models[k])
-            diff = (float(np.max(np.abs(coef - _coef(ref))) / np.max(np.abs(_coef(ref))))
-                    if coef.size == _coef(ref).size else float("nan"))
-            rows.append({"case": name, "contender": k, "seconds": best[k],
-                         "vs_in_memory": best[k] / best["fastmle in memory"], "coef_diff": diff,
-                         "passes": getattr(models[k], "n_iter_", None)})
+            diff = (
+                float(np.max(np.abs(coef - _coef(ref))) / np.max(np.abs(_coef(ref))))
+                if coef.size == _coef(ref).size
+                else float("nan")
+            )
+            rows.append(
+                {
+                    "case": name,
+                    "contender": k,
+                    "seconds": best[k],
+                    "vs_in_memory": best[k] / best["fastmle in memory"],
+                    "coef_diff": diff,
+                    "passes": getattr(models[k], "n_iter_", None),
+                }
+            )
         del Xd, yd
     return rows
 
 
 def table(rows) -> str:
-    lines = [f"{'case':<44} {'contender':<18} {'seconds':>8} {'vs in-memory':>12} "
-             f"{'coef diff':>10}"]
+    lines = [
+        f"{'case':<44} {'contender':<18} {'seconds':>8} {'vs in-memory':>12} {'coef diff':>10}"
+    ]
     for r in rows:
-        lines.append(f"{r['case']:<44} {r['contender']:<18} {r['seconds']:>8.3f} "
-                     f"{r['vs_in_memory']:>11.2f}x {r['coef_diff']:>10.1e}")
+        lines.append(
+            f"{r['case']:<44} {r['contender']:<18} {r['seconds']:>8.3f} "
+            f"{r['vs_in_memory']:>11.2f}x {r['coef_diff']:>10.1e}"
+        )
     return "\n".join(lines)
 
 
@@ -126,16 +145,20 @@ def main(argv=None) -> int:
     import distributed
 
     n = a.rows // 10 if a.quick else a.rows
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                       dashboard_address=None)
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    )
     with distributed.Client(cluster) as client:
         # compile / load the kernels here and on the workers, outside the timings
-        for data, make in ((logistic_data(4000, 5), fm.LogisticRegression),
-                           (softmax_data(4000, 5, 3), fm.SoftmaxRegression),
-                           (gaussian_data(4000, 5), fm.GaussianRegression)):
+        for data, make in (
+            (logistic_data(4000, 5), fm.LogisticRegression),
+            (softmax_data(4000, 5, 3), fm.SoftmaxRegression),
+            (gaussian_data(4000, 5), fm.GaussianRegression),
+        ):
             make().fit(*data)
-            make().fit(da.from_array(data[0], chunks=(2000, -1)),
-                       da.from_array(data[1], chunks=2000))
+            make().fit(
+                da.from_array(data[0], chunks=(2000, -1)), da.from_array(data[1], chunks=2000)
+            )
         rows = run(client, n, a.chunks, a.repeat)
     cluster.close()
     print(table(rows))

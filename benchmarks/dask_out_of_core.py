@@ -33,13 +33,18 @@ def write_data(directory: str, n: int, d: int, fmt: str, chunk_rows: int, seed: 
     beta = rng.uniform(-0.3, 0.3, d)
     y = np.empty(n)
     if fmt == "npy":
-        X = np.lib.format.open_memmap(os.path.join(directory, "X.npy"), mode="w+",
-                                      dtype=np.float64, shape=(n, d))
+        X = np.lib.format.open_memmap(
+            os.path.join(directory, "X.npy"), mode="w+", dtype=np.float64, shape=(n, d)
+        )
     else:
         import zarr
 
-        X = zarr.create_array(os.path.join(directory, "X.zarr"), shape=(n, d),
-                              chunks=(chunk_rows, d), dtype=np.float64)
+        X = zarr.create_array(
+            os.path.join(directory, "X.zarr"),
+            shape=(n, d),
+            chunks=(chunk_rows, d),
+            dtype=np.float64,
+        )
     for s in range(0, n, ROWS_WRITTEN):
         e = min(n, s + ROWS_WRITTEN)
         block = rng.standard_normal((e - s, d), dtype=np.float32).astype(np.float64)
@@ -62,17 +67,26 @@ def npy_dask_array(path: str, rows: int):
 
     m = np.load(path, mmap_mode="r")
     n = m.shape[0]
-    return da.concatenate([
-        da.from_delayed(dask.delayed(_npy_rows)(path, s, min(n, s + rows)),
-                        (min(n, s + rows) - s,) + m.shape[1:], m.dtype)
-        for s in range(0, n, rows)])
+    return da.concatenate(
+        [
+            da.from_delayed(
+                dask.delayed(_npy_rows)(path, s, min(n, s + rows)),
+                (min(n, s + rows) - s,) + m.shape[1:],
+                m.dtype,
+            )
+            for s in range(0, n, rows)
+        ]
+    )
 
 
 def dask_data(directory: str, fmt: str, chunk_rows: int):
     import dask.array as da
 
-    X = (npy_dask_array(os.path.join(directory, "X.npy"), chunk_rows) if fmt == "npy"
-         else da.from_zarr(os.path.join(directory, "X.zarr")))
+    X = (
+        npy_dask_array(os.path.join(directory, "X.npy"), chunk_rows)
+        if fmt == "npy"
+        else da.from_zarr(os.path.join(directory, "X.zarr"))
+    )
     return X, npy_dask_array(os.path.join(directory, "y.npy"), chunk_rows)
 
 
@@ -99,8 +113,10 @@ class PeakRSS:
 
 def worker_memory(dask_worker) -> dict:
     """A worker's peak resident memory (its monitor's samples) and spilled keys."""
-    return {"peak": max(dask_worker.monitor.quantities["memory"]),
-            "spilled": len(getattr(dask_worker.data, "slow", ()))}
+    return {
+        "peak": max(dask_worker.monitor.quantities["memory"]),
+        "spilled": len(getattr(dask_worker.data, "slow", ())),
+    }
 
 
 def main(argv=None) -> int:
@@ -114,8 +130,9 @@ def main(argv=None) -> int:
     p.add_argument("--solver", default="auto")
     p.add_argument("--dir", default=None, help="where to write the data (default: a temp dir)")
     p.add_argument("--keep", action="store_true", help="keep the data files")
-    p.add_argument("--in-memory", action="store_true",
-                   help="also fit the memmap in this process and compare")
+    p.add_argument(
+        "--in-memory", action="store_true", help="also fit the memmap in this process and compare"
+    )
     a = p.parse_args(argv)
 
     import distributed
@@ -129,12 +146,18 @@ def main(argv=None) -> int:
     try:
         t0 = time.perf_counter()
         write_data(directory, n, d, a.format, chunk_rows)
-        print(f"X: {n} x {d} float64, {n * d * 8 / 1e9:.2f} GB ({a.format}), "
-              f"{chunk_rows} rows ({chunk_rows * d * 8 / 1e6:.0f} MB) a chunk; written in "
-              f"{time.perf_counter() - t0:.1f} s")
-        cluster = distributed.LocalCluster(n_workers=a.workers, threads_per_worker=1,
-                                           processes=True, memory_limit=a.worker_memory,
-                                           dashboard_address=None)
+        print(
+            f"X: {n} x {d} float64, {n * d * 8 / 1e9:.2f} GB ({a.format}), "
+            f"{chunk_rows} rows ({chunk_rows * d * 8 / 1e6:.0f} MB) a chunk; written in "
+            f"{time.perf_counter() - t0:.1f} s"
+        )
+        cluster = distributed.LocalCluster(
+            n_workers=a.workers,
+            threads_per_worker=1,
+            processes=True,
+            memory_limit=a.worker_memory,
+            dashboard_address=None,
+        )
         with distributed.Client(cluster) as client:
             X, y = dask_data(directory, a.format, chunk_rows)
             fm.LogisticRegression().fit(X[:20000], y[:20000])  # warm the workers up
@@ -145,20 +168,27 @@ def main(argv=None) -> int:
             workers = client.run(worker_memory)
             limit = next(iter(client.scheduler_info()["workers"].values()))["memory_limit"]
         cluster.close()
-        print(f"Dask fit: {seconds:.1f} s, {model.n_iter_} iterations ({model.solver_}), "
-              f"loglik {model.loglik_:.6f}")
+        print(
+            f"Dask fit: {seconds:.1f} s, {model.n_iter_} iterations ({model.solver_}), "
+            f"loglik {model.loglik_:.6f}"
+        )
         for addr, w in workers.items():
-            print(f"  worker {addr}: peak RSS {w['peak'] / 1e6:.0f} MB of a "
-                  f"{limit / 1e6:.0f} MB limit, {w['spilled']} keys spilled to disk")
+            print(
+                f"  worker {addr}: peak RSS {w['peak'] / 1e6:.0f} MB of a "
+                f"{limit / 1e6:.0f} MB limit, {w['spilled']} keys spilled to disk"
+            )
         print(f"  client: RSS {rss.start / 1e6:.0f} MB -> peak {rss.peak / 1e6:.0f} MB")
         if a.in_memory and a.format == "npy":
             t0 = time.perf_counter()
             ref = fm.LogisticRegression(solver=a.solver).fit(
                 np.load(os.path.join(directory, "X.npy"), mmap_mode="r"),
-                np.load(os.path.join(directory, "y.npy")))
+                np.load(os.path.join(directory, "y.npy")),
+            )
             diff = np.max(np.abs(ref.params_ - model.params_)) / np.max(np.abs(ref.params_))
-            print(f"in-memory fit of the memmap: {time.perf_counter() - t0:.1f} s; "
-                  f"max |params difference| / max |params| = {diff:.1e}")
+            print(
+                f"in-memory fit of the memmap: {time.perf_counter() - t0:.1f} s; "
+                f"max |params difference| / max |params| = {diff:.1e}"
+            )
     finally:
         if a.keep:
             print(f"data kept in {directory}")

@@ -32,8 +32,16 @@ try:
     from fastmle.bench import KERNELS as _KERNELS
     from fastmle.bench import ROW_KERNELS as _ROWS
 except ImportError:
-    _KERNELS, _ROWS = ("binary_cross_entropy_with_logits", "binary_cross_entropy",
-                       "gaussian_nll_loss", "mse_loss", "kl_div"), ()
+    _KERNELS, _ROWS = (
+        (
+            "binary_cross_entropy_with_logits",
+            "binary_cross_entropy",
+            "gaussian_nll_loss",
+            "mse_loss",
+            "kl_div",
+        ),
+        (),
+    )
 ELEMENTWISE = tuple(k for k in _KERNELS if k not in _ROWS)
 #: size of the track_ and peakmem_ benchmarks (large enough to leave the caches)
 TRACK_SIZE = 10**5 if SMOKE else 10**7
@@ -92,13 +100,18 @@ def elementwise(kernel: str, size: int, dtype="float32", seed: int = 0) -> tuple
         p = rng.uniform(0.01, 0.99, size).astype(dtype)
         return p, (rng.random(size) < p).astype(dtype)
     if kernel == "gaussian_nll_loss":
-        return (_normal(rng, size, dtype), _normal(rng, size, dtype),
-                rng.uniform(0.5, 2.0, size).astype(dtype))
+        return (
+            _normal(rng, size, dtype),
+            _normal(rng, size, dtype),
+            rng.uniform(0.5, 2.0, size).astype(dtype),
+        )
     if kernel == "mse_loss":
         return _normal(rng, size, dtype), _normal(rng, size, dtype)
     if kernel == "kl_div":
-        return (np.log(rng.uniform(0.01, 1.0, size)).astype(dtype),
-                rng.uniform(0.01, 1.0, size).astype(dtype))
+        return (
+            np.log(rng.uniform(0.01, 1.0, size)).astype(dtype),
+            rng.uniform(0.01, 1.0, size).astype(dtype),
+        )
     if kernel == "poisson_nll_loss":
         rate = rng.uniform(0.1, 10.0, size)
         return np.log(rate).astype(dtype), rng.poisson(rate).astype(dtype)

@@ -79,60 +79,87 @@ def cases(quick: bool):
 
     X, y = logistic_data(1_000_000 // s, 50)
     X32 = X.astype(np.float32)
-    c = {"name": f"LogisticRegression {X.shape[0]}x{X.shape[1]}",
-         "fastmle float64": (lambda X=X, y=y: fm.LogisticRegression().fit(X, y), "coef_"),
-         "fastmle float32": (lambda X32=X32, y=y: fm.LogisticRegression().fit(X32, y), "coef_"),
-         "fastmle, no inference": (
-             lambda X=X, y=y: fm.LogisticRegression(inference=False).fit(X, y), "coef_")}
+    c = {
+        "name": f"LogisticRegression {X.shape[0]}x{X.shape[1]}",
+        "fastmle float64": (lambda X=X, y=y: fm.LogisticRegression().fit(X, y), "coef_"),
+        "fastmle float32": (lambda X32=X32, y=y: fm.LogisticRegression().fit(X32, y), "coef_"),
+        "fastmle, no inference": (
+            lambda X=X, y=y: fm.LogisticRegression(inference=False).fit(X, y),
+            "coef_",
+        ),
+    }
     if lm:
         c["sklearn lbfgs float64"] = (
             lambda X=X, y=y: lm.LogisticRegression(C=np.inf, tol=1e-10, max_iter=1000).fit(X, y),
-            "coef_")
+            "coef_",
+        )
     out.append(c)
 
     X, y = softmax_data(300_000 // s, 50, 10)
-    c = {"name": f"SoftmaxRegression {X.shape[0]}x{X.shape[1]}, 10 classes",
-         "fastmle float64": (lambda X=X, y=y: fm.SoftmaxRegression().fit(X, y), "coef_"),
-         "fastmle, no inference": (
-             lambda X=X, y=y: fm.SoftmaxRegression(inference=False).fit(X, y), "coef_")}
+    c = {
+        "name": f"SoftmaxRegression {X.shape[0]}x{X.shape[1]}, 10 classes",
+        "fastmle float64": (lambda X=X, y=y: fm.SoftmaxRegression().fit(X, y), "coef_"),
+        "fastmle, no inference": (
+            lambda X=X, y=y: fm.SoftmaxRegression(inference=False).fit(X, y),
+            "coef_",
+        ),
+    }
     if lm:
         c["sklearn lbfgs float64"] = (
             lambda X=X, y=y: lm.LogisticRegression(C=np.inf, tol=1e-10, max_iter=1000).fit(X, y),
-            "coef_")
+            "coef_",
+        )
     out.append(c)
 
     X, y = gaussian_data(1_000_000 // s, 50)
-    c = {"name": f"GaussianRegression {X.shape[0]}x{X.shape[1]} (with standard errors)",
-         "fastmle float64": (lambda X=X, y=y: fm.GaussianRegression().fit(X, y), "coef_")}
+    c = {
+        "name": f"GaussianRegression {X.shape[0]}x{X.shape[1]} (with standard errors)",
+        "fastmle float64": (lambda X=X, y=y: fm.GaussianRegression().fit(X, y), "coef_"),
+    }
     if glum:
         c["glum IRLS + covariance"] = (
             lambda X=X, y=y: glum.GeneralizedLinearRegressor(family="normal", alpha=0).fit(
-                X, y, store_covariance_matrix=True), "coef_")
+                X, y, store_covariance_matrix=True
+            ),
+            "coef_",
+        )
         c["glum IRLS"] = (
             lambda X=X, y=y: glum.GeneralizedLinearRegressor(family="normal", alpha=0).fit(X, y),
-            "coef_")
+            "coef_",
+        )
     if lm:
         c["sklearn LinearRegression"] = (lambda X=X, y=y: lm.LinearRegression().fit(X, y), "coef_")
     out.append(c)
 
     X, y = poisson_data(1_000_000 // s, 50)
-    c = {"name": f"PoissonRegression {X.shape[0]}x{X.shape[1]}",
-         "fastmle float64": (lambda X=X, y=y: fm.PoissonRegression().fit(X, y), "coef_"),
-         "fastmle, no inference": (
-             lambda X=X, y=y: fm.PoissonRegression(inference=False).fit(X, y), "coef_")}
+    c = {
+        "name": f"PoissonRegression {X.shape[0]}x{X.shape[1]}",
+        "fastmle float64": (lambda X=X, y=y: fm.PoissonRegression().fit(X, y), "coef_"),
+        "fastmle, no inference": (
+            lambda X=X, y=y: fm.PoissonRegression(inference=False).fit(X, y),
+            "coef_",
+        ),
+    }
     if lm:
         c["sklearn lbfgs float64"] = (
-            lambda X=X, y=y: lm.PoissonRegressor(alpha=0, solver="lbfgs", tol=1e-10,
-                                                 max_iter=1000).fit(X, y), "coef_")
+            lambda X=X, y=y: lm.PoissonRegressor(
+                alpha=0, solver="lbfgs", tol=1e-10, max_iter=1000
+            ).fit(X, y),
+            "coef_",
+        )
     if glum:
         c["glum IRLS"] = (
-            lambda X=X, y=y: glum.GeneralizedLinearRegressor(family="poisson", alpha=0,
-                                                             gradient_tol=1e-10).fit(X, y),
-            "coef_")
+            lambda X=X, y=y: glum.GeneralizedLinearRegressor(
+                family="poisson", alpha=0, gradient_tol=1e-10
+            ).fit(X, y),
+            "coef_",
+        )
         c["glum IRLS + covariance"] = (
             lambda X=X, y=y: glum.GeneralizedLinearRegressor(
-                family="poisson", alpha=0, gradient_tol=1e-10).fit(
-                X, y, store_covariance_matrix=True), "coef_")
+                family="poisson", alpha=0, gradient_tol=1e-10
+            ).fit(X, y, store_covariance_matrix=True),
+            "coef_",
+        )
     out.append(c)
     return out
 
@@ -158,16 +185,25 @@ def run(quick=False, repeat=3):
                 diff = float(np.max(np.abs(coef - ref)) / np.max(np.abs(ref)))
             else:
                 diff = float("nan")
-            rows.append({"case": case["name"], "contender": k, "seconds": best[k],
-                         "vs_fastmle_float64": best[k] / base, "coef_diff": diff})
+            rows.append(
+                {
+                    "case": case["name"],
+                    "contender": k,
+                    "seconds": best[k],
+                    "vs_fastmle_float64": best[k] / base,
+                    "coef_diff": diff,
+                }
+            )
     return rows
 
 
 def table(rows) -> str:
     lines = [f"{'case':<52} {'contender':<24} {'time / fastmle f64':>18} {'coef diff':>10}"]
     for r in rows:
-        lines.append(f"{r['case']:<52} {r['contender']:<24} {r['vs_fastmle_float64']:>17.2f}x "
-                     f"{r['coef_diff']:>10.1e}")
+        lines.append(
+            f"{r['case']:<52} {r['contender']:<24} {r['vs_fastmle_float64']:>17.2f}x "
+            f"{r['coef_diff']:>10.1e}"
+        )
     return "\n".join(lines)
 
 

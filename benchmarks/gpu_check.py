@@ -82,19 +82,33 @@ def parse_args(argv=None) -> argparse.Namespace:
         description="Time every fastmle GPU kernel path against a device copy and torch.",
     )
     p.add_argument("outdir", help="directory for gpu_check.json (created if missing)")
-    p.add_argument("--quick", action="store_true",
-                   help="small inputs (2**22 elements), 5 repeats: a smoke run")
-    p.add_argument("--repeat", type=int, default=None,
-                   help="timed calls per case (default 30, 5 with --quick)")
-    p.add_argument("--dtypes", default="float32,float64",
-                   help="comma-separated, from float32,float64 (default both)")
-    p.add_argument("--elements", type=int, default=None,
-                   help="elements of the large operand per case (default 2**26, a "
-                        "256 MB float32 array; 2**22 with --quick)")
-    p.add_argument("--budget-s", type=float, default=240.0,
-                   help="wall-clock budget: cases after it are skipped (default 240)")
-    p.add_argument("--no-torch-compile", action="store_true",
-                   help="skip the torch.compile comparisons")
+    p.add_argument(
+        "--quick", action="store_true", help="small inputs (2**22 elements), 5 repeats: a smoke run"
+    )
+    p.add_argument(
+        "--repeat", type=int, default=None, help="timed calls per case (default 30, 5 with --quick)"
+    )
+    p.add_argument(
+        "--dtypes",
+        default="float32,float64",
+        help="comma-separated, from float32,float64 (default both)",
+    )
+    p.add_argument(
+        "--elements",
+        type=int,
+        default=None,
+        help="elements of the large operand per case (default 2**26, a "
+        "256 MB float32 array; 2**22 with --quick)",
+    )
+    p.add_argument(
+        "--budget-s",
+        type=float,
+        default=240.0,
+        help="wall-clock budget: cases after it are skipped (default 240)",
+    )
+    p.add_argument(
+        "--no-torch-compile", action="store_true", help="skip the torch.compile comparisons"
+    )
     a = p.parse_args(argv)
     dts = [d.strip() for d in a.dtypes.split(",") if d.strip()]
     bad = [d for d in dts if d not in ("float32", "float64")]
@@ -125,41 +139,74 @@ def cases(elements: int, dtypes) -> list[dict]:
     def add(path, fn, shape, dt, read, write, **extra):
         s = ITEMSIZE[dt]
         n = math.prod(shape)
-        out.append({
-            "name": f"{path} {dt} {'x'.join(map(str, shape))}",
-            "path": path,
-            "function": fn,
-            "shape": list(shape),
-            "dtype": dt,
-            "bytes": int(read(n, s) + write(n, s)),
-            **extra,
-        })
+        out.append(
+            {
+                "name": f"{path} {dt} {'x'.join(map(str, shape))}",
+                "path": path,
+                "function": fn,
+                "shape": list(shape),
+                "dtype": dt,
+                "bytes": int(read(n, s) + write(n, s)),
+                **extra,
+            }
+        )
 
     for dt in dtypes:
-        for c, path in ((4096, "ce_index/cached"), (32768, "ce_index/uncached"),
-                        (128, "ce_index/short_rows")):
+        for c, path in (
+            (4096, "ce_index/cached"),
+            (32768, "ce_index/uncached"),
+            (128, "ce_index/short_rows"),
+        ):
             rows = max(1, elements // c)
             # logits read, gradient written, int64 labels read
-            add(path, "cross_entropy_value_and_grad", (rows, c), dt,
-                lambda n, s, r=rows: n * s + r * 8, lambda n, s: n * s, target="labels")
+            add(
+                path,
+                "cross_entropy_value_and_grad",
+                (rows, c),
+                dt,
+                lambda n, s, r=rows: n * s + r * 8,
+                lambda n, s: n * s,
+                target="labels",
+            )
         rows = max(1, elements // 4096)
-        add("ce_index/loss_only", "cross_entropy", (rows, 4096), dt,
-            lambda n, s, r=rows: n * s + r * 8, lambda n, s: 0, target="labels")
-        add("ce_prob", "cross_entropy_value_and_grad", (rows, 4096), dt,
-            lambda n, s: 2 * n * s, lambda n, s: n * s, target="probs")
-        add("softmax/cached", "softmax", (rows, 4096), dt,
-            lambda n, s: n * s, lambda n, s: n * s)
+        add(
+            "ce_index/loss_only",
+            "cross_entropy",
+            (rows, 4096),
+            dt,
+            lambda n, s, r=rows: n * s + r * 8,
+            lambda n, s: 0,
+            target="labels",
+        )
+        add(
+            "ce_prob",
+            "cross_entropy_value_and_grad",
+            (rows, 4096),
+            dt,
+            lambda n, s: 2 * n * s,
+            lambda n, s: n * s,
+            target="probs",
+        )
+        add("softmax/cached", "softmax", (rows, 4096), dt, lambda n, s: n * s, lambda n, s: n * s)
         r2 = max(1, elements // 32768)
-        add("softmax/uncached", "softmax", (r2, 32768), dt,
-            lambda n, s: n * s, lambda n, s: n * s)
-        add("log_softmax", "log_softmax", (rows, 4096), dt,
-            lambda n, s: n * s, lambda n, s: n * s)
-        add("logsumexp", "logsumexp", (rows, 4096), dt,
-            lambda n, s, r=rows: n * s, lambda n, s, r=rows: r * s)
+        add("softmax/uncached", "softmax", (r2, 32768), dt, lambda n, s: n * s, lambda n, s: n * s)
+        add("log_softmax", "log_softmax", (rows, 4096), dt, lambda n, s: n * s, lambda n, s: n * s)
+        add(
+            "logsumexp",
+            "logsumexp",
+            (rows, 4096),
+            dt,
+            lambda n, s, r=rows: n * s,
+            lambda n, s, r=rows: r * s,
+        )
         shape = (max(1, elements // 1024), 1024)
         for path, fn, n_in, n_out in (
-            ("elementwise/bce_with_logits", "binary_cross_entropy_with_logits_value_and_grad",
-             2, 1),
+            (
+                "elementwise/bce_with_logits",
+                "binary_cross_entropy_with_logits_value_and_grad",
+                2,
+                1,
+            ),
             ("elementwise/bce", "binary_cross_entropy_value_and_grad", 2, 1),
             # input, target, var read; gradient and d/dvar written
             ("elementwise/gaussian", "gaussian_nll_loss_value_and_grad", 3, 2),
@@ -167,8 +214,9 @@ def cases(elements: int, dtypes) -> list[dict]:
             ("elementwise/kl", "kl_div_value_and_grad", 2, 1),
             ("elementwise/poisson", "poisson_nll_loss_value_and_grad", 2, 1),
         ):
-            add(path, fn, shape, dt, lambda n, s, k=n_in: k * n * s,
-                lambda n, s, k=n_out: k * n * s)
+            add(
+                path, fn, shape, dt, lambda n, s, k=n_in: k * n * s, lambda n, s, k=n_out: k * n * s
+            )
     return out
 
 
@@ -183,8 +231,10 @@ def _fmt(v, spec, missing="-"):
 
 def format_table(report: dict) -> str:
     """The per-case table of a report (as written to the JSON)."""
-    head = (f"{'case':<50}{'ms':>9}{'GB/s':>8}{'%copy':>7}{'torch ms':>10}"
-            f"{'vs torch':>9}{'rel err':>9}{'compile ms':>11}")
+    head = (
+        f"{'case':<50}{'ms':>9}{'GB/s':>8}{'%copy':>7}{'torch ms':>10}"
+        f"{'vs torch':>9}{'rel err':>9}{'compile ms':>11}"
+    )
     lines = []
     meta = report.get("meta", {})
     if meta:
@@ -233,8 +283,9 @@ def _json_default(o):
     return str(o)
 
 
-def derived(case: dict, seconds: float | None, copy_seconds: float | None,
-            torch_seconds: float | None) -> dict:
+def derived(
+    case: dict, seconds: float | None, copy_seconds: float | None, torch_seconds: float | None
+) -> dict:
     """GB/s, % of the copy of the same bytes and the speed ratio to torch."""
     out = {"gbps": None, "copy_gbps": None, "pct_copy": None, "vs_torch": None}
     if seconds and seconds > 0:
@@ -285,18 +336,26 @@ def _data(torch, case, dev="cuda"):
     if fn.startswith("binary_cross_entropy_with_logits"):
         return x, torch.rand(shape, dtype=dt, device=dev, generator=g)
     if fn.startswith("binary_cross_entropy"):
-        return torch.rand(shape, dtype=dt, device=dev, generator=g).clamp_(1e-3, 1 - 1e-3), \
-            torch.rand(shape, dtype=dt, device=dev, generator=g)
+        return torch.rand(shape, dtype=dt, device=dev, generator=g).clamp_(
+            1e-3, 1 - 1e-3
+        ), torch.rand(shape, dtype=dt, device=dev, generator=g)
     if fn.startswith("gaussian"):
-        return x, torch.randn(shape, dtype=dt, device=dev, generator=g), \
-            torch.rand(shape, dtype=dt, device=dev, generator=g) + 0.1
+        return (
+            x,
+            torch.randn(shape, dtype=dt, device=dev, generator=g),
+            torch.rand(shape, dtype=dt, device=dev, generator=g) + 0.1,
+        )
     if fn.startswith("kl_div"):
         return torch.log_softmax(x, -1), torch.softmax(
-            torch.randn(shape, dtype=dt, device=dev, generator=g), -1)
+            torch.randn(shape, dtype=dt, device=dev, generator=g), -1
+        )
     if fn.startswith("poisson"):  # log rates, counts
         return x / 3, torch.poisson(torch.exp(x / 3), generator=g)
-    return (x,) if fn in ("softmax", "log_softmax", "logsumexp") else \
-        (x, torch.randn(shape, dtype=dt, device=dev, generator=g))
+    return (
+        (x,)
+        if fn in ("softmax", "log_softmax", "logsumexp")
+        else (x, torch.randn(shape, dtype=dt, device=dev, generator=g))
+    )
 
 
 def _torch_ref(torch, case, args):
@@ -312,8 +371,9 @@ def _torch_ref(torch, case, args):
         return (lambda: F.cross_entropy(*args)), (lambda: F.cross_entropy(*args))
     loss = {
         "cross_entropy_value_and_grad": lambda x, *r: F.cross_entropy(x, *r),
-        "binary_cross_entropy_with_logits_value_and_grad":
-            lambda x, y: F.binary_cross_entropy_with_logits(x, y),
+        "binary_cross_entropy_with_logits_value_and_grad": lambda x, y: (
+            F.binary_cross_entropy_with_logits(x, y)
+        ),
         "binary_cross_entropy_value_and_grad": lambda x, y: F.binary_cross_entropy(x, y),
         "gaussian_nll_loss_value_and_grad": lambda x, y, v: F.gaussian_nll_loss(x, y, v),
         "mse_loss_value_and_grad": lambda x, y: F.mse_loss(x, y),
@@ -423,11 +483,13 @@ def run_device(args) -> dict:
             ref_call, ref_result = _torch_ref(torch, case, data)
             rec["torch_seconds"] = timeit(ref_call)
             rec["rel_err"] = _rel_err(torch, result(), ref_result())
-            rec.update(derived(case, rec["seconds"], rec["copy_seconds"],
-                               rec["torch_seconds"]))
-            if (compile_left and case["path"] == "ce_index/cached"
-                    and case["dtype"] == "float32"
-                    and time.perf_counter() < deadline - 60):
+            rec.update(derived(case, rec["seconds"], rec["copy_seconds"], rec["torch_seconds"]))
+            if (
+                compile_left
+                and case["path"] == "ce_index/cached"
+                and case["dtype"] == "float32"
+                and time.perf_counter() < deadline - 60
+            ):
                 try:
                     cfn = torch.compile(ref_call)
                     rec["torch_compile_seconds"] = timeit(cfn)
@@ -468,8 +530,9 @@ def _fit_check(deadline) -> dict:
         gpu = LogisticRegression().fit(Xd, yd)
         cp.cuda.Device().synchronize()
         res["cupy_seconds"] = time.perf_counter() - t
-        res["max_coef_diff"] = float(np.max(np.abs(
-            np.asarray(getattr(gpu.coef_, "get", lambda: gpu.coef_)()) - cpu.coef_)))
+        res["max_coef_diff"] = float(
+            np.max(np.abs(np.asarray(getattr(gpu.coef_, "get", lambda: gpu.coef_)()) - cpu.coef_))
+        )
     except Exception as e:
         res["error"] = f"{type(e).__name__}: {e}"
     return res

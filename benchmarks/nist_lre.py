@@ -39,8 +39,15 @@ def _fit(ds):
 
 
 def measure(ds):
-    row = {"name": ds.name, "n": ds.n, "p": ds.p, "qr": nist.qr_lre(ds),
-           "difficulty": ds.difficulty or "", "notes": [], "fails": []}
+    row = {
+        "name": ds.name,
+        "n": ds.n,
+        "p": ds.p,
+        "qr": nist.qr_lre(ds),
+        "difficulty": ds.difficulty or "",
+        "notes": [],
+        "fails": [],
+    }
     try:
         model, caught, convention = _fit(ds)
     except Exception as exc:  # noqa: BLE001 - reported in the table
@@ -49,7 +56,7 @@ def measure(ds):
         row["fails"].append("fit")
         return row
     sigma2 = float(model.sigma2_)
-    bse = np.asarray(model.bse_, dtype=np.float64)[:ds.p]
+    bse = np.asarray(model.bse_, dtype=np.float64)[: ds.p]
     if convention == "ml":  # RSS / n -> RSS / (n - p)
         c = ds.n / (ds.n - ds.p)
         sigma2, bse = sigma2 * c, bse * math.sqrt(c)
@@ -67,8 +74,10 @@ def measure(ds):
         row["fails"].append(f"coef < {nist.coef_threshold(ds):.2f}")
     if ds.exact:
         if not (model.sigma2_ == 0 and np.all(bse == 0) and model.loglik_ == math.inf):
-            row["fails"].append(f"exact fit: sigma2_ {model.sigma2_!r}, loglik_ "
-                                f"{model.loglik_!r}, max bse {float(np.max(np.abs(bse)))!r}")
+            row["fails"].append(
+                f"exact fit: sigma2_ {model.sigma2_!r}, loglik_ "
+                f"{model.loglik_!r}, max bse {float(np.max(np.abs(bse)))!r}"
+            )
     else:
         need_rsd, need_se = nist.sd_threshold(ds)
         if not row["rsd"] >= need_rsd:
@@ -84,24 +93,34 @@ def main():
     import fastmle
 
     rows = [measure(ds) for ds in nist.load().values()]
-    print(f"NIST StRD linear regression, fastmle {getattr(fastmle, '__version__', '?')}, "
-          f"NumPy {np.__version__}: correct digits (LRE, at most {nist.MAX_LRE:g})\n")
-    print("| data set | n | p | fastmle coef LRE (min) | QR coef LRE | fastmle residual SD LRE "
-          "| fastmle SE LRE (min) | NIST difficulty |")
+    print(
+        f"NIST StRD linear regression, fastmle {getattr(fastmle, '__version__', '?')}, "
+        f"NumPy {np.__version__}: correct digits (LRE, at most {nist.MAX_LRE:g})\n"
+    )
+    print(
+        "| data set | n | p | fastmle coef LRE (min) | QR coef LRE | fastmle residual SD LRE "
+        "| fastmle SE LRE (min) | NIST difficulty |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---|")
     for r in rows:
-        print(f"| {r['name']} | {r['n']} | {r['p']} | {r['coef']:.1f} | {r['qr']:.1f} | "
-              f"{r['rsd']:.1f} | {r['se']:.1f} | {r['difficulty'] or '–'} |")
-    print("\nWampler1/2 are exact fits (certified residual SD and SEs 0): LRE there is "
-          "-log10 of the absolute error, 15 when exactly 0.")
+        print(
+            f"| {r['name']} | {r['n']} | {r['p']} | {r['coef']:.1f} | {r['qr']:.1f} | "
+            f"{r['rsd']:.1f} | {r['se']:.1f} | {r['difficulty'] or '–'} |"
+        )
+    print(
+        "\nWampler1/2 are exact fits (certified residual SD and SEs 0): LRE there is "
+        "-log10 of the absolute error, 15 when exactly 0."
+    )
     notes = [(r["name"], n) for r in rows for n in r["notes"]]
     if notes:
         print("\nNotes:")
         for name, n in notes:
             print(f"- {name}: {n}")
     fails = [(r["name"], f) for r in rows for f in r["fails"]]
-    print("\nAgainst the thresholds of tests/test_certified.py: "
-          + ("all met." if not fails else "missed:"))
+    print(
+        "\nAgainst the thresholds of tests/test_certified.py: "
+        + ("all met." if not fails else "missed:")
+    )
     for name, f in fails:
         print(f"- {name}: {f}")
 

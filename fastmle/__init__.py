@@ -42,8 +42,14 @@ from .gaussian import (
 
 __version__ = "0.1.0"
 
-_MODELS = ("LogisticRegression", "SoftmaxRegression", "GaussianRegression", "PoissonRegression",
-           "ConvergenceWarning", "DataConversionWarning")
+_MODELS = (
+    "LogisticRegression",
+    "SoftmaxRegression",
+    "GaussianRegression",
+    "PoissonRegression",
+    "ConvergenceWarning",
+    "DataConversionWarning",
+)
 
 
 def __getattr__(name):

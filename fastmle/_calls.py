@@ -36,11 +36,22 @@ class Loss(NamedTuple):
 BCE_LOGITS, BCE_PROBS, GAUSSIAN, MSE, KL, POISSON = range(6)
 LOSSES = {
     BCE_LOGITS: Loss("binary_cross_entropy_with_logits", ("target", "weight", "pos_weight")),
-    BCE_PROBS: Loss("binary_cross_entropy", ("target", "weight"), ValueRule(
-        0, 0.0, 1.0, "input holds {} value(s) outside [0, 1]: binary_cross_entropy takes "
-        "probabilities (use binary_cross_entropy_with_logits for logits)")),
-    GAUSSIAN: Loss("gaussian_nll_loss", ("target", "var"), ValueRule(
-        2, 0.0, math.inf, "var has {} negative entry/entries: variances must be >= 0")),
+    BCE_PROBS: Loss(
+        "binary_cross_entropy",
+        ("target", "weight"),
+        ValueRule(
+            0,
+            0.0,
+            1.0,
+            "input holds {} value(s) outside [0, 1]: binary_cross_entropy takes "
+            "probabilities (use binary_cross_entropy_with_logits for logits)",
+        ),
+    ),
+    GAUSSIAN: Loss(
+        "gaussian_nll_loss",
+        ("target", "var"),
+        ValueRule(2, 0.0, math.inf, "var has {} negative entry/entries: variances must be >= 0"),
+    ),
     MSE: Loss("mse_loss", ("target",)),
     KL: Loss("kl_div", ("target",)),
     POISSON: Loss("poisson_nll_loss", ("target",)),

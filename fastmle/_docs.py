@@ -8,8 +8,10 @@ OUT = """    out : ndarray, optional
 """
 
 LOSS = "loss : scalar of the computation dtype, or an array for reduction='none'"
-GRAD = ("grad : ndarray of the input's shape (for reduction='none' the gradient of the "
-        "summed element losses)")
+GRAD = (
+    "grad : ndarray of the input's shape (for reduction='none' the gradient of the "
+    "summed element losses)"
+)
 BOTH = "(loss, grad) : as returned by the value and the gradient functions"
 
 
@@ -24,7 +26,12 @@ def compose(summary: str, template: str, returns: str, out: bool = False) -> str
 
 def triple(value, grad, both, template: str, summary: str, grad_returns: str = GRAD) -> None:
     value.__doc__ = compose(summary, template, LOSS)
-    grad.__doc__ = compose(f"Gradient of :func:`{value.__name__}` with respect to ``input``.",
-                           template, grad_returns)
-    both.__doc__ = compose(f"Loss and gradient of :func:`{value.__name__}` in one pass over "
-                           "the data.", template, BOTH, out=True)
+    grad.__doc__ = compose(
+        f"Gradient of :func:`{value.__name__}` with respect to ``input``.", template, grad_returns
+    )
+    both.__doc__ = compose(
+        f"Loss and gradient of :func:`{value.__name__}` in one pass over the data.",
+        template,
+        BOTH,
+        out=True,
+    )

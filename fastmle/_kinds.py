@@ -13,7 +13,8 @@ def is_device(a) -> bool:
     ``__cuda_array_interface__`` (numba device arrays, CuPy, torch CUDA tensors), or a
     device array of Numba's CUDA simulator."""
     return hasattr(a, "__cuda_array_interface__") or type(a).__module__.startswith(
-        "numba.cuda.simulator")
+        "numba.cuda.simulator"
+    )
 
 
 def is_dask(a) -> bool:

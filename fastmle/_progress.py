@@ -21,8 +21,7 @@ class Bar:
         if not self.on or time.perf_counter() - self.t0 < self.after:
             return
         fraction = min(max(fraction, 0.0), 1.0)
-        self.stream.write(f"\r{self.label} [{'#' * int(30 * fraction):<30}] "
-                          f"{100 * fraction:5.1f}%")
+        self.stream.write(f"\r{self.label} [{'#' * int(30 * fraction):<30}] {100 * fraction:5.1f}%")
         self.stream.flush()
         self.drawn = True
 

@@ -50,7 +50,8 @@ def as_array(a, name: str) -> np.ndarray:
     if isinstance(a, np.ma.MaskedArray):
         raise TypeError(
             f"{name} is a masked array: fastmle would compute its masked elements too; pass "
-            f"{name}.compressed() or {name}.filled(value), or select the unmasked rows")
+            f"{name}.compressed() or {name}.filled(value), or select the unmasked rows"
+        )
     return np.asarray(a)
 
 
@@ -67,8 +68,12 @@ def as_float_array(a, name: str, dtype=None) -> np.ndarray:
 def _same_view(a, b) -> bool:
     """Whether a and b are the same elements: data pointer, shape, strides, dtype."""
     ia, ib = a.__array_interface__, b.__array_interface__
-    return (ia["data"][0] == ib["data"][0] and a.shape == b.shape and a.strides == b.strides
-            and a.dtype == b.dtype)
+    return (
+        ia["data"][0] == ib["data"][0]
+        and a.shape == b.shape
+        and a.strides == b.strides
+        and a.dtype == b.dtype
+    )
 
 
 def _device_span(a):
@@ -105,8 +110,12 @@ def _same(out, a) -> bool:
     if ho is not None and ha is not None:
         return _same_view(ho, ha)
     co, ca = out.__cuda_array_interface__, a.__cuda_array_interface__
-    return (co["data"][0] == ca["data"][0] and tuple(co["shape"]) == tuple(ca["shape"])
-            and co["typestr"] == ca["typestr"] and co.get("strides") == ca.get("strides"))
+    return (
+        co["data"][0] == ca["data"][0]
+        and tuple(co["shape"]) == tuple(ca["shape"])
+        and co["typestr"] == ca["typestr"]
+        and co.get("strides") == ca.get("strides")
+    )
 
 
 def check_no_overlap(out, input, operands: dict, name: str = "out") -> None:
@@ -121,12 +130,14 @@ def check_no_overlap(out, input, operands: dict, name: str = "out") -> None:
             raise ValueError(
                 f"{name} overlaps the memory of input without being input itself (same "
                 f"data, shape, strides and dtype): pass {name}=input for an in-place "
-                f"gradient, or a separate buffer")
+                f"gradient, or a separate buffer"
+            )
     for arg, a in operands.items():
         if a is not None and _overlap(out, a):
             raise ValueError(
                 f"{name} shares memory with {arg}, which the kernel reads while writing "
-                f"{name}: pass a separate buffer as {name} (only {name}=input may alias)")
+                f"{name}: pass a separate buffer as {name} (only {name}=input may alias)"
+            )
 
 
 def as_real(value, name: str) -> float:
@@ -137,8 +148,9 @@ def as_real(value, name: str) -> float:
     try:
         return float(value)
     except OverflowError:
-        raise ValueError(f"{name} is beyond the float64 range (an int of "
-                         f"{len(str(abs(int(value))))} digits)") from None
+        raise ValueError(
+            f"{name} is beyond the float64 range (an int of {len(str(abs(int(value))))} digits)"
+        ) from None
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}") from None
 
@@ -168,7 +180,8 @@ def check_broadcasts(a, name: str, shape: tuple[int, ...]):
 def check_same_shape(a, name: str, shape: tuple[int, ...]):
     if tuple(a.shape) != tuple(shape):
         raise ValueError(
-            f"{name} has shape {tuple(a.shape)}; it must have the input's shape {tuple(shape)}")
+            f"{name} has shape {tuple(a.shape)}; it must have the input's shape {tuple(shape)}"
+        )
     return a
 
 
@@ -185,8 +198,10 @@ def var_shape(v_shape: tuple[int, ...], x_shape: tuple[int, ...]) -> tuple[int, 
     if v_shape != x_shape:
         if x_shape and v_shape == x_shape[:-1]:
             shaped = v_shape + (1,)
-        elif not (len(v_shape) == len(x_shape) and sum(
-                vs for xs, vs in zip(x_shape, v_shape) if xs != vs) == 1):
+        elif not (
+            len(v_shape) == len(x_shape)
+            and sum(vs for xs, vs in zip(x_shape, v_shape) if xs != vs) == 1
+        ):
             raise ValueError(
                 f"var has shape {v_shape}, which is not valid for input of shape {x_shape}: "
                 "use the input's shape (heteroscedastic), the input's shape without its last "
@@ -195,8 +210,9 @@ def var_shape(v_shape: tuple[int, ...], x_shape: tuple[int, ...]) -> tuple[int, 
     try:
         np.broadcast_shapes(shaped, x_shape)
     except ValueError:
-        raise ValueError(f"var has shape {v_shape}, which does not broadcast to the input's "
-                         f"shape {x_shape}") from None
+        raise ValueError(
+            f"var has shape {v_shape}, which does not broadcast to the input's shape {x_shape}"
+        ) from None
     return shaped
 
 
@@ -226,8 +242,8 @@ def check_axis(ndim: int, axis) -> int | None:
 def check_class_weight(w, n_classes: int):
     if tuple(w.shape) != (n_classes,):
         raise ValueError(
-            f"weight has shape {tuple(w.shape)}; it needs one entry per class: shape "
-            f"({n_classes},)")
+            f"weight has shape {tuple(w.shape)}; it needs one entry per class: shape ({n_classes},)"
+        )
     return w
 
 
@@ -259,8 +275,9 @@ def target_is_probs(t, x_shape: tuple[int, ...], ignore_index: int) -> bool:
     )
 
 
-def check_class_args(shape: tuple[int, ...], ignore_index,
-                     label_smoothing) -> tuple[int, int, float]:
+def check_class_args(
+    shape: tuple[int, ...], ignore_index, label_smoothing
+) -> tuple[int, int, float]:
     """Cross-entropy's shape and scalar arguments, the same on every device.
 
     Returns (number of classes, ignore_index as an int, label smoothing as a float).
@@ -282,8 +299,9 @@ def check_class_args(shape: tuple[int, ...], ignore_index,
     if not isinstance(ignore_index, (int, np.integer)) or isinstance(ignore_index, bool):
         raise TypeError(f"ignore_index must be an int, got {type(ignore_index).__name__}")
     if not _INT64.min <= ignore_index <= _INT64.max:
-        raise ValueError(f"ignore_index = {ignore_index} is outside the int64 range of class "
-                         "indices")
+        raise ValueError(
+            f"ignore_index = {ignore_index} is outside the int64 range of class indices"
+        )
     return shape[-1], int(ignore_index), eps
 
 

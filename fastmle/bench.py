@@ -103,7 +103,7 @@ def _parallel_copy(dst, src):
     n = src.size
     step = 1 << 16
     for c in numba.prange((n + step - 1) // step):
-        dst[c * step:min(n, (c + 1) * step)] = src[c * step:min(n, (c + 1) * step)]
+        dst[c * step : min(n, (c + 1) * step)] = src[c * step : min(n, (c + 1) * step)]
 
 
 def copy_floor(nbytes: int, parallel: bool = False) -> Callable[[], None]:
@@ -165,6 +165,7 @@ def jax_module():
     float32), or None when it is not installed. Its contenders run on the CPU."""
     try:
         import jax
+
         jax.devices("cpu")
     except Exception:  # not installed, or no CPU backend
         return None
@@ -175,8 +176,9 @@ def jax_module():
 # --- inputs ---------------------------------------------------------------------
 
 
-def make_inputs(kernel: str, size: int, dtype=np.float32, n_classes: int = 1000,
-                seed: int = 0) -> tuple:
+def make_inputs(
+    kernel: str, size: int, dtype=np.float32, n_classes: int = 1000, seed: int = 0
+) -> tuple:
     """Positional arguments of ``kernel`` with about ``size`` elements.
 
     Parameters
@@ -221,8 +223,10 @@ def make_inputs(kernel: str, size: int, dtype=np.float32, n_classes: int = 1000,
     if kernel == "mse_loss":
         return x, rng.standard_normal(size).astype(dtype)
     if kernel == "kl_div":
-        return (np.log(rng.uniform(0.01, 1.0, size)).astype(dtype),
-                rng.uniform(0.01, 1.0, size).astype(dtype))
+        return (
+            np.log(rng.uniform(0.01, 1.0, size)).astype(dtype),
+            rng.uniform(0.01, 1.0, size).astype(dtype),
+        )
     if kernel == "poisson_nll_loss":
         rate = rng.uniform(0.1, 10.0, size)
         return np.log(rate).astype(dtype), rng.poisson(rate).astype(dtype)
@@ -308,9 +312,11 @@ def torch_contender(torch, kernel: str, args: tuple) -> Callable[[], None]:
     kwargs = KWARGS.get(kernel, {})
     tensors = [torch.from_numpy(a) for a in args]
     if kernel in ("logsumexp", "log_softmax", "softmax"):
-        fn = {"logsumexp": lambda x: torch.logsumexp(x, dim=-1),
-              "log_softmax": lambda x: F.log_softmax(x, dim=-1),
-              "softmax": lambda x: F.softmax(x, dim=-1)}[kernel]
+        fn = {
+            "logsumexp": lambda x: torch.logsumexp(x, dim=-1),
+            "log_softmax": lambda x: F.log_softmax(x, dim=-1),
+            "softmax": lambda x: F.softmax(x, dim=-1),
+        }[kernel]
 
         def forward():
             with torch.no_grad():
@@ -349,19 +355,25 @@ def jax_loss(jax, kernel: str) -> Callable:
     if kernel == "cross_entropy":
         if optax is not None:
             return lambda x, t: optax.softmax_cross_entropy_with_integer_labels(x, t).mean()
-        return lambda x, t: jnp.mean(jax.nn.logsumexp(x, axis=-1)
-                                     - jnp.take_along_axis(x, t[:, None], axis=-1)[:, 0])
+        return lambda x, t: jnp.mean(
+            jax.nn.logsumexp(x, axis=-1) - jnp.take_along_axis(x, t[:, None], axis=-1)[:, 0]
+        )
     if kernel == "binary_cross_entropy_with_logits":
         if optax is not None:
             return lambda x, y: optax.sigmoid_binary_cross_entropy(x, y).mean()
         return lambda x, y: jnp.mean(jax.nn.softplus(x) - x * y)
     if kernel == "binary_cross_entropy":
-        return lambda p, y: -jnp.mean(y * jnp.maximum(jnp.log(p), -100.0)
-                                      + (1 - y) * jnp.maximum(jnp.log1p(-p), -100.0))
+        return lambda p, y: (
+            -jnp.mean(
+                y * jnp.maximum(jnp.log(p), -100.0) + (1 - y) * jnp.maximum(jnp.log1p(-p), -100.0)
+            )
+        )
     if kernel == "gaussian_nll_loss":
+
         def gaussian(x, y, v):
             v = jnp.maximum(v, 1e-6)
             return jnp.mean(0.5 * (jnp.log(v) + (x - y) ** 2 / v))
+
         return gaussian
     if kernel == "mse_loss":
         if optax is not None:
@@ -391,8 +403,9 @@ def jax_contender(jax, kernel: str, args: tuple) -> Callable[[], None]:
     if kernel in ("logsumexp", "log_softmax", "softmax"):
         fn = jax.jit(loss)
     else:
-        fn = jax.jit(jax.value_and_grad(loss, argnums=(0, 2) if kernel == "gaussian_nll_loss"
-                                        else 0))
+        fn = jax.jit(
+            jax.value_and_grad(loss, argnums=(0, 2) if kernel == "gaussian_nll_loss" else 0)
+        )
 
     def call():
         return jax.block_until_ready(fn(*arrays))
@@ -512,8 +525,13 @@ def make_case(kernel: str, args: tuple, torch=None, jax=None) -> Case:
     return case
 
 
-def cases(quick: bool = False, more: bool = False, torch=None, jax=None,
-          only: tuple[str, ...] | None = None) -> Iterator[Case]:
+def cases(
+    quick: bool = False,
+    more: bool = False,
+    torch=None,
+    jax=None,
+    only: tuple[str, ...] | None = None,
+) -> Iterator[Case]:
     """The cases of the table, one at a time (each holds hundreds of MB).
 
     Every kernel in float32 on 2·10^7 elements (row kernels: 65536 x 1000), ten
@@ -542,8 +560,13 @@ def _min(*values):
     return min(values) if values else None
 
 
-def run(quick: bool = False, repeat: int = 7, more: bool = False,
-        only: tuple[str, ...] | None = None, with_jax: bool = True) -> list[dict]:
+def run(
+    quick: bool = False,
+    repeat: int = 7,
+    more: bool = False,
+    only: tuple[str, ...] | None = None,
+    with_jax: bool = True,
+) -> list[dict]:
     """Check and time every case; one dict of times (s) and ratios per case."""
     torch = torch_module()
     jax = jax_module() if with_jax else None
@@ -564,15 +587,26 @@ def run(quick: bool = False, repeat: int = 7, more: bool = False,
             fns["read_floor"] = copy_floor(case.r_bytes)
         t = race(fns, repeat)
         row = {"kernel": case.name}
-        for key in ("fastmle", "fastmle_loss", "numpy", "torch", "jax", "copy_floor",
-                    "parallel_copy_floor", "add_floor", "parallel_add_floor", "read_floor"):
+        for key in (
+            "fastmle",
+            "fastmle_loss",
+            "numpy",
+            "torch",
+            "jax",
+            "copy_floor",
+            "parallel_copy_floor",
+            "add_floor",
+            "parallel_add_floor",
+            "read_floor",
+        ):
             row[key + "_s"] = t.get(key)
         main = row["fastmle_s"] if row["fastmle_s"] is not None else row["fastmle_loss_s"]
         # the floor of the targets: the faster of one thread and Numba's threads,
         # of a copy (row kernels) or an add (element-wise losses)
         row["floor"] = "add" if elementwise else "copy"
-        row["floor_s"] = _min(row[row["floor"] + "_floor_s"],
-                              row["parallel_" + row["floor"] + "_floor_s"])
+        row["floor_s"] = _min(
+            row[row["floor"] + "_floor_s"], row["parallel_" + row["floor"] + "_floor_s"]
+        )
         row["x_floor"] = _ratio(row["fastmle_s"], row["floor_s"])
         row["x_copy_floor"] = _ratio(row["fastmle_s"], row["copy_floor_s"])
         row["x_parallel_copy_floor"] = _ratio(row["fastmle_s"], row["parallel_copy_floor_s"])
@@ -587,6 +621,7 @@ def run(quick: bool = False, repeat: int = 7, more: bool = False,
 
 def table(rows: list[dict]) -> str:
     """The rows of :func:`run` as a Markdown table."""
+
     def fmt(v, spec, suffix="x"):
         return "n/a" if v is None else f"{v:{spec}}{suffix}"
 
@@ -595,17 +630,25 @@ def table(rows: list[dict]) -> str:
             return "n/a"
         return f"{v:.1f}x faster" if v >= 1 else f"{1 / v:.1f}x slower"
 
-    lines = [("| kernel | value+grad / floor | value+grad / copy floor | loss / read floor | "
-              "value+grad / parallel copy | GB/s | vs NumPy | vs torch | vs JAX |"),
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        (
+            "| kernel | value+grad / floor | value+grad / copy floor | loss / read floor | "
+            "value+grad / parallel copy | GB/s | vs NumPy | vs torch | vs JAX |"
+        ),
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        floor = (f"{fmt(r.get('x_floor'), '.2f')} ({r['floor']})" if r.get("x_floor") is not None
-                 else "n/a")
+        floor = (
+            f"{fmt(r.get('x_floor'), '.2f')} ({r['floor']})"
+            if r.get("x_floor") is not None
+            else "n/a"
+        )
         lines.append(
             f"| {r['kernel']} | {floor} | {fmt(r['x_copy_floor'], '.2f')} | "
             f"{fmt(r['loss_x_read_floor'], '.2f')} | {fmt(r['x_parallel_copy_floor'], '.2f')} | "
             f"{r['gb_per_s']:.1f} | {speedup(r['speedup_vs_numpy'])} | "
-            f"{speedup(r['speedup_vs_torch'])} | {speedup(r.get('speedup_vs_jax'))} |")
+            f"{speedup(r['speedup_vs_torch'])} | {speedup(r.get('speedup_vs_jax'))} |"
+        )
     return "\n".join(lines)
 
 
@@ -620,10 +663,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """The benchmark's options (shared by ``python -m fastmle.bench`` and ``fastmle bench``)."""
     p.add_argument("--quick", action="store_true", help="10x smaller arrays")
     p.add_argument("--repeat", type=int, default=7, help="rounds (default 7)")
-    p.add_argument("--more", action="store_true",
-                   help="also cross-entropy with 10 and 32768 classes, and float64")
-    p.add_argument("--only", metavar="K1,K2",
-                   help="only these kernels (fastmle function names, comma-separated)")
+    p.add_argument(
+        "--more",
+        action="store_true",
+        help="also cross-entropy with 10 and 32768 classes, and float64",
+    )
+    p.add_argument(
+        "--only",
+        metavar="K1,K2",
+        help="only these kernels (fastmle function names, comma-separated)",
+    )
     p.add_argument("--no-jax", action="store_true", help="leave JAX out even if installed")
     p.add_argument("--json", metavar="FILE", help="also write the rows (times in s) as JSON")
 
@@ -640,11 +689,13 @@ def run_from_args(args: argparse.Namespace) -> int:
     rows = run(args.quick, args.repeat, args.more, only, with_jax)
     torch = torch_module()
     jax = jax_module() if with_jax else None
-    print(f"fastmle {fm.__version__}, numba {numba.__version__} "
-          f"({numba.get_num_threads()} threads, {threading_layer()} layer, "
-          f"target CPU {_cpu_name()}), numpy {np.__version__}, "
-          f"torch {torch.__version__ if torch else 'not installed'}, "
-          f"jax {jax.__version__ if jax else 'not installed'}")
+    print(
+        f"fastmle {fm.__version__}, numba {numba.__version__} "
+        f"({numba.get_num_threads()} threads, {threading_layer()} layer, "
+        f"target CPU {_cpu_name()}), numpy {np.__version__}, "
+        f"torch {torch.__version__ if torch else 'not installed'}, "
+        f"jax {jax.__version__ if jax else 'not installed'}"
+    )
     print(table(rows))
     if args.json:
         with open(args.json, "w") as f:
@@ -665,8 +716,9 @@ def main(argv: list[str] | None = None) -> int:
     int
         The exit status, 0.
     """
-    p = argparse.ArgumentParser(prog="python -m fastmle.bench",
-                                description=__doc__.splitlines()[0].strip("`: "))
+    p = argparse.ArgumentParser(
+        prog="python -m fastmle.bench", description=__doc__.splitlines()[0].strip("`: ")
+    )
     add_arguments(p)
     return run_from_args(p.parse_args(argv))
 

@@ -18,8 +18,7 @@ __all__ = [
 ]
 
 
-def _bce(loss, input, target, weight, reduction, want_loss, want_grad, out=None,
-         pos_weight=None):
+def _bce(loss, input, target, weight, reduction, want_loss, want_grad, out=None, pos_weight=None):
     be = backend(input, target, weight, pos_weight)
     reduction = check_reduction(reduction)
     x = be.input(input)
@@ -29,8 +28,9 @@ def _bce(loss, input, target, weight, reduction, want_loss, want_grad, out=None,
     if loss == BCE_LOGITS:
         ops += (broadcast_operand(be, pos_weight, "pos_weight", x),)
         params = (0.0, 1.0 if weight is None and pos_weight is None else 0.0)
-    return be.pointwise(Pointwise(loss, x, ops, params, reduction, x.size, want_loss,
-                                  want_grad, out))[:2]
+    return be.pointwise(
+        Pointwise(loss, x, ops, params, reduction, x.size, want_loss, want_grad, out)
+    )[:2]
 
 
 _LOGITS_DOC = """
@@ -80,19 +80,22 @@ _PROBS_DOC = """
     PyTorch for small p.
 """
 
-def binary_cross_entropy_with_logits(input, target, weight=None, reduction: str = "mean",
-                                     pos_weight=None):
+
+def binary_cross_entropy_with_logits(
+    input, target, weight=None, reduction: str = "mean", pos_weight=None
+):
     return _bce(BCE_LOGITS, input, target, weight, reduction, True, False, None, pos_weight)[0]
 
 
-def binary_cross_entropy_with_logits_grad(input, target, weight=None, reduction: str = "mean",
-                                          pos_weight=None):
+def binary_cross_entropy_with_logits_grad(
+    input, target, weight=None, reduction: str = "mean", pos_weight=None
+):
     return _bce(BCE_LOGITS, input, target, weight, reduction, False, True, None, pos_weight)[1]
 
 
-def binary_cross_entropy_with_logits_value_and_grad(input, target, weight=None,
-                                                    reduction: str = "mean", pos_weight=None,
-                                                    out=None):
+def binary_cross_entropy_with_logits_value_and_grad(
+    input, target, weight=None, reduction: str = "mean", pos_weight=None, out=None
+):
     return _bce(BCE_LOGITS, input, target, weight, reduction, True, True, out, pos_weight)
 
 
@@ -104,13 +107,23 @@ def binary_cross_entropy_grad(input, target, weight=None, reduction: str = "mean
     return _bce(BCE_PROBS, input, target, weight, reduction, False, True)[1]
 
 
-def binary_cross_entropy_value_and_grad(input, target, weight=None, reduction: str = "mean",
-                                        out=None):
+def binary_cross_entropy_value_and_grad(
+    input, target, weight=None, reduction: str = "mean", out=None
+):
     return _bce(BCE_PROBS, input, target, weight, reduction, True, True, out)
 
 
-triple(binary_cross_entropy_with_logits, binary_cross_entropy_with_logits_grad,
-       binary_cross_entropy_with_logits_value_and_grad, _LOGITS_DOC,
-       "Binary cross-entropy between logits and targets (the Bernoulli NLL).")
-triple(binary_cross_entropy, binary_cross_entropy_grad, binary_cross_entropy_value_and_grad,
-       _PROBS_DOC, "Binary cross-entropy between probabilities and targets.")
+triple(
+    binary_cross_entropy_with_logits,
+    binary_cross_entropy_with_logits_grad,
+    binary_cross_entropy_with_logits_value_and_grad,
+    _LOGITS_DOC,
+    "Binary cross-entropy between logits and targets (the Bernoulli NLL).",
+)
+triple(
+    binary_cross_entropy,
+    binary_cross_entropy_grad,
+    binary_cross_entropy_value_and_grad,
+    _PROBS_DOC,
+    "Binary cross-entropy between probabilities and targets.",
+)

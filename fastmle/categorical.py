@@ -44,20 +44,25 @@ __all__ = [
 ]
 
 
-def _run(input, target, weight, ignore_index, reduction, label_smoothing, want_loss, want_grad,
-         out=None):
+def _run(
+    input, target, weight, ignore_index, reduction, label_smoothing, want_loss, want_grad, out=None
+):
     be = backend(input, target, weight)
     reduction = check_reduction(reduction)
     x = be.input(input)
     n_classes, ignore_index, eps = check_class_args(x.shape, ignore_index, label_smoothing)
-    w = (be.ones(n_classes, x.dtype) if weight is None
-         else check_class_weight(be.operand(weight, "weight", x.dtype), n_classes))
+    w = (
+        be.ones(n_classes, x.dtype)
+        if weight is None
+        else check_class_weight(be.operand(weight, "weight", x.dtype), n_classes)
+    )
     t = be.array(target)
     probs = target_is_probs(t, x.shape, ignore_index)
     if probs:
         t = be.operand(t, "target", x.dtype)
-    return be.cross_entropy(CrossEntropy(x, t, probs, w, ignore_index, eps, reduction,
-                                         want_loss, want_grad, out))
+    return be.cross_entropy(
+        CrossEntropy(x, t, probs, w, ignore_index, eps, reduction, want_loss, want_grad, out)
+    )
 
 
 _COMMON = """
@@ -96,26 +101,49 @@ _NOTES = """
 """
 
 
-def cross_entropy(input, target, weight=None, ignore_index: int = -100,
-                  reduction: str = "mean", label_smoothing: float = 0.0):
+def cross_entropy(
+    input,
+    target,
+    weight=None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+):
     return _run(input, target, weight, ignore_index, reduction, label_smoothing, True, False)[0]
 
 
-def cross_entropy_grad(input, target, weight=None, ignore_index: int = -100,
-                       reduction: str = "mean", label_smoothing: float = 0.0):
+def cross_entropy_grad(
+    input,
+    target,
+    weight=None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+):
     return _run(input, target, weight, ignore_index, reduction, label_smoothing, False, True)[1]
 
 
-def cross_entropy_value_and_grad(input, target, weight=None, ignore_index: int = -100,
-                                 reduction: str = "mean", label_smoothing: float = 0.0,
-                                 out=None):
+def cross_entropy_value_and_grad(
+    input,
+    target,
+    weight=None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    out=None,
+):
     return _run(input, target, weight, ignore_index, reduction, label_smoothing, True, True, out)
 
 
-triple(cross_entropy, cross_entropy_grad, cross_entropy_value_and_grad, _COMMON + _NOTES,
-       "Softmax cross-entropy between logits and targets (the categorical NLL).",
-       grad_returns="grad : ndarray of the input's shape; with reduction='none' row i holds "
-       "d loss_i / d input_i")
+triple(
+    cross_entropy,
+    cross_entropy_grad,
+    cross_entropy_value_and_grad,
+    _COMMON + _NOTES,
+    "Softmax cross-entropy between logits and targets (the categorical NLL).",
+    grad_returns="grad : ndarray of the input's shape; with reduction='none' row i holds "
+    "d loss_i / d input_i",
+)
 
 
 # --- KL divergence ----------------------------------------------------------------
@@ -132,8 +160,19 @@ def _kl(input, target, reduction, log_target, want_loss, want_grad, out=None):
         reduction, denom = "mean", (x.shape[0] if x.ndim else 1)
     else:
         denom = x.size
-    return be.pointwise(Pointwise(KL, x, (t,), (1.0 if log_target else 0.0, 0.0), reduction,
-                                  denom, want_loss, want_grad, out))[:2]
+    return be.pointwise(
+        Pointwise(
+            KL,
+            x,
+            (t,),
+            (1.0 if log_target else 0.0, 0.0),
+            reduction,
+            denom,
+            want_loss,
+            want_grad,
+            out,
+        )
+    )[:2]
 
 
 _KL_DOC = """
@@ -167,13 +206,19 @@ def kl_div_grad(input, target, reduction: str = "mean", log_target: bool = False
     return _kl(input, target, reduction, log_target, False, True)[1]
 
 
-def kl_div_value_and_grad(input, target, reduction: str = "mean", log_target: bool = False,
-                          out=None):
+def kl_div_value_and_grad(
+    input, target, reduction: str = "mean", log_target: bool = False, out=None
+):
     return _kl(input, target, reduction, log_target, True, True, out)
 
 
-triple(kl_div, kl_div_grad, kl_div_value_and_grad, _KL_DOC,
-       "Kullback-Leibler divergence KL(target || model) from log-probabilities ``input``.")
+triple(
+    kl_div,
+    kl_div_grad,
+    kl_div_value_and_grad,
+    _KL_DOC,
+    "Kullback-Leibler divergence KL(target || model) from log-probabilities ``input``.",
+)
 
 
 # --- logsumexp, softmax, log_softmax ----------------------------------------------

@@ -27,8 +27,9 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 
 
 def _params_table(names, truth, model) -> str:
-    lines = [f"    {'parameter':<18} {'true':>9} {'estimate':>10} {'std err':>9} "
-             f"{'(est-true)/se':>14}"]
+    lines = [
+        f"    {'parameter':<18} {'true':>9} {'estimate':>10} {'std err':>9} {'(est-true)/se':>14}"
+    ]
     for nm, t, e, s in zip(names, truth, model.params_, model.bse_):
         lines.append(f"    {nm:<18} {t:>9.4f} {e:>10.4f} {s:>9.4f} {(e - t) / s:>14.2f}")
     return "\n".join(lines)
@@ -38,9 +39,11 @@ def _fit(title: str, model, X, y, truth) -> str:
     model.fit(X[:1000], y[:1000])  # compile (or load the cache) outside the timed fit
     model.fit(X, y)
     n, d = X.shape
-    head = (f"  {title}: {n:,} rows x {d} features, fitted in {model.fit_time_:.2f} s "
-            f"({n / model.fit_time_ / 1e6:.1f} M rows/s), {model.solver_} iterations: "
-            f"{model.n_iter_}, log-likelihood {model.loglik_:.1f}")
+    head = (
+        f"  {title}: {n:,} rows x {d} features, fitted in {model.fit_time_:.2f} s "
+        f"({n / model.fit_time_ / 1e6:.1f} M rows/s), {model.solver_} iterations: "
+        f"{model.n_iter_}, log-likelihood {model.loglik_:.1f}"
+    )
     return head + "\n" + _params_table(model.param_names_, truth, model)
 
 
@@ -58,8 +61,9 @@ def fits(rng: np.random.Generator, rows: int) -> list[str]:
     logits = W[:, 0] + X @ W[:, 1:].T
     c = (rng.random(n)[:, None] > np.cumsum(fm.softmax(logits), axis=1)).sum(axis=1)
     truth = (W[1:] - W[0]).ravel()  # params_ are contrasts to class 0
-    out.append(_fit("Categorical (softmax regression, 3 classes)", fm.SoftmaxRegression(),
-                    X, c, truth))
+    out.append(
+        _fit("Categorical (softmax regression, 3 classes)", fm.SoftmaxRegression(), X, c, truth)
+    )
 
     X = rng.standard_normal((rows, 4))
     b = np.array([1.0, 2.0, 0.0, -1.0, 0.5])
@@ -70,11 +74,16 @@ def fits(rng: np.random.Generator, rows: int) -> list[str]:
 
     X = rng.standard_normal((n, 2))
     mean, logvar = np.array([0.0, 1.0, -1.0]), np.array([-0.5, 0.8, 0.0])
-    y = mean[0] + X @ mean[1:] + np.exp(0.5 * (logvar[0] + X @ logvar[1:])) \
-        * rng.standard_normal(n)
-    out.append(_fit("Gaussian, heteroscedastic (log-linear variance)",
-                    fm.GaussianRegression(heteroscedastic=True), X, y,
-                    np.concatenate([mean, logvar])))
+    y = mean[0] + X @ mean[1:] + np.exp(0.5 * (logvar[0] + X @ logvar[1:])) * rng.standard_normal(n)
+    out.append(
+        _fit(
+            "Gaussian, heteroscedastic (log-linear variance)",
+            fm.GaussianRegression(heteroscedastic=True),
+            X,
+            y,
+            np.concatenate([mean, logvar]),
+        )
+    )
     return out
 
 
@@ -110,19 +119,22 @@ def kl_vs_cross_entropy(rng: np.random.Generator, rows: int) -> list[str]:
 
     ce_log, kl_log = [], []
     q_ce, q_kl = newton(cross_entropy, ce_log), newton(kl, kl_log)
-    out = [f"  {rows:,} labels from p_true; p_data = their frequencies, "
-           f"H(p_data) = {entropy:.12f}",
-           "  Newton's method from z = 0 on each objective (loss and gradient from fastmle):",
-           f"    {'iter':>4} {'cross-entropy':>16} {'KL(p_data||q)':>16} {'difference':>16}"]
+    out = [
+        f"  {rows:,} labels from p_true; p_data = their frequencies, H(p_data) = {entropy:.12f}",
+        "  Newton's method from z = 0 on each objective (loss and gradient from fastmle):",
+        f"    {'iter':>4} {'cross-entropy':>16} {'KL(p_data||q)':>16} {'difference':>16}",
+    ]
     for it, (a, b) in enumerate(zip(ce_log, kl_log)):
         out.append(f"    {it:>4} {a:>16.12f} {b:>16.12f} {a - b:>16.12f}")
-    out.append(f"    {'class':>5} {'p_true':>9} {'p_data':>14} {'argmin CE':>14} "
-               f"{'argmin KL':>14}")
+    out.append(f"    {'class':>5} {'p_true':>9} {'p_data':>14} {'argmin CE':>14} {'argmin KL':>14}")
     for k in range(p_true.size):
-        out.append(f"    {k:>5} {p_true[k]:>9.4f} {p_data[k]:>14.10f} {q_ce[k]:>14.10f} "
-                   f"{q_kl[k]:>14.10f}")
-    out.append(f"  max |argmin CE - argmin KL| = {np.abs(q_ce - q_kl).max():.1e}: the same "
-               "optimum, the maximum-likelihood estimate p_data")
+        out.append(
+            f"    {k:>5} {p_true[k]:>9.4f} {p_data[k]:>14.10f} {q_ce[k]:>14.10f} {q_kl[k]:>14.10f}"
+        )
+    out.append(
+        f"  max |argmin CE - argmin KL| = {np.abs(q_ce - q_kl).max():.1e}: the same "
+        "optimum, the maximum-likelihood estimate p_data"
+    )
     return out
 
 
@@ -132,22 +144,31 @@ def nll_vs_mse(rng: np.random.Generator, rows: int) -> list[str]:
     y = 0.5 + X @ np.array([1.0, -1.0, 2.0]) + rng.standard_normal(rows)
     var = 2.0
     const = 0.5 * np.log(2 * np.pi * var)
-    out = [f"  {rows:,} rows, variance fixed at {var}: NLL(mu) = MSE(mu) / (2 var) + "
-           f"log(2 pi var) / 2 = MSE / 4 + {const:.6f}",
-           f"    {'mu':<22} {'Gaussian NLL':>16} {'MSE/4 + const':>16} {'difference':>11}"]
-    for name, beta in [("0", np.zeros(4)), ("the truth", np.array([0.5, 1.0, -1.0, 2.0])),
-                       ("random", rng.standard_normal(4))]:
+    out = [
+        f"  {rows:,} rows, variance fixed at {var}: NLL(mu) = MSE(mu) / (2 var) + "
+        f"log(2 pi var) / 2 = MSE / 4 + {const:.6f}",
+        f"    {'mu':<22} {'Gaussian NLL':>16} {'MSE/4 + const':>16} {'difference':>11}",
+    ]
+    for name, beta in [
+        ("0", np.zeros(4)),
+        ("the truth", np.array([0.5, 1.0, -1.0, 2.0])),
+        ("random", rng.standard_normal(4)),
+    ]:
         mu = beta[0] + X @ beta[1:]
         nll = float(fm.gaussian_nll_loss(mu, y, var, full=True))
         mse = float(fm.mse_loss(mu, y))
-        out.append(f"    X beta, beta = {name:<10} {nll:>16.10f} {mse / (2 * var) + const:>16.10f} "
-                   f"{nll - mse / (2 * var) - const:>11.1e}")
+        out.append(
+            f"    X beta, beta = {name:<10} {nll:>16.10f} {mse / (2 * var) + const:>16.10f} "
+            f"{nll - mse / (2 * var) - const:>11.1e}"
+        )
     m = fm.GaussianRegression().fit(X, y)
     A = np.column_stack([np.ones(rows), X])
     lsq = np.linalg.lstsq(A, y, rcond=None)[0]
     fitted = np.concatenate([[m.intercept_], m.coef_])
-    out.append(f"  GaussianRegression (max likelihood) vs np.linalg.lstsq (least squares): "
-               f"max |difference| = {np.abs(fitted - lsq).max():.1e}")
+    out.append(
+        f"  GaussianRegression (max likelihood) vs np.linalg.lstsq (least squares): "
+        f"max |difference| = {np.abs(fitted - lsq).max():.1e}"
+    )
     return out
 
 
@@ -159,8 +180,10 @@ def mse_on_sigmoid(rng: np.random.Generator, rows: int, steps: int = 200):
     # d(MSE/2)/dz = (p - y) p (1 - p): MSE's gradient in p times the sigmoid's slope
     g_mse = 0.5 * fm.mse_loss_grad(p, y, reduction="sum") * p * (1 - p)
     g_bce = fm.binary_cross_entropy_with_logits_grad(z, y, reduction="sum")
-    out = ["  target y = 1, output p = sigmoid(z); gradients with respect to z:",
-           f"    {'z':>6} {'p':>10} {'|MSE/2 grad|':>14} {'|BCE grad|':>12} {'ratio':>10}"]
+    out = [
+        "  target y = 1, output p = sigmoid(z); gradients with respect to z:",
+        f"    {'z':>6} {'p':>10} {'|MSE/2 grad|':>14} {'|BCE grad|':>12} {'ratio':>10}",
+    ]
     for a, b, c, d in zip(z, p, np.abs(g_mse), np.abs(g_bce)):
         out.append(f"    {a:>6.0f} {b:>10.3e} {c:>14.3e} {d:>12.3e} {d / c:>10.3g}")
 
@@ -181,8 +204,10 @@ def mse_on_sigmoid(rng: np.random.Generator, rows: int, steps: int = 200):
         curves[name] = np.array(nll)
     best = float(fm.binary_cross_entropy_with_logits(X @ w_true, t))
     marks = [0, 10, 20, 50, steps]
-    out.append(f"  gradient descent (step 1) on {rows:,} rows from w = -3 w_true (saturated at "
-               f"the wrong answer): mean NLL (BCE) after")
+    out.append(
+        f"  gradient descent (step 1) on {rows:,} rows from w = -3 w_true (saturated at "
+        f"the wrong answer): mean NLL (BCE) after"
+    )
     out.append("    " + f"{'steps':<14}" + "".join(f"{s:>8}" for s in marks))
     for name, nll in curves.items():
         out.append("    " + f"{'on ' + name:<14}" + "".join(f"{nll[s]:>8.3f}" for s in marks))
@@ -207,8 +232,11 @@ def plot(path: str, data) -> None:
     a.semilogy(z, np.abs(p - 1), label="BCE: |p - y|")
     a.scatter(zs, g_mse, s=12)
     a.scatter(zs, g_bce, s=12)
-    a.set(xlabel="logit z (target y = 1)", ylabel="|dloss/dz|",
-          title="Gradient through a sigmoid output")
+    a.set(
+        xlabel="logit z (target y = 1)",
+        ylabel="|dloss/dz|",
+        title="Gradient through a sigmoid output",
+    )
     a.legend()
     for name, nll in curves.items():
         b.plot(nll, label=f"gradient descent on {name}")
@@ -228,30 +256,40 @@ def poisson_counts(rng: np.random.Generator, rows: int) -> list[str]:
     exposure = rng.uniform(0.5, 2.0, rows)
     beta = np.array([0.3, 0.5, -0.25, 0.1])
     y = rng.poisson(exposure * np.exp(beta[0] + X @ beta[1:])).astype(float)
-    log_fact = float(np.sum([lgamma(v + 1.0) for v in np.unique(y)]
-                            @ np.unique(y, return_counts=True)[1]))
-    out = [f"  {rows:,} counts y ~ Poisson(exposure exp(x b)); eta = log(exposure) + x b:",
-           "  sum of poisson_nll_loss(eta, y) = sum(exp(eta) - y eta) = -log L(b) - sum log(y!)",
-           f"    {'coefficients':<16} {'-log L(b)':>20} {'NLL + sum log(y!)':>20} "
-           f"{'relative diff':>14}"]
+    log_fact = float(
+        np.sum([lgamma(v + 1.0) for v in np.unique(y)] @ np.unique(y, return_counts=True)[1])
+    )
+    out = [
+        f"  {rows:,} counts y ~ Poisson(exposure exp(x b)); eta = log(exposure) + x b:",
+        "  sum of poisson_nll_loss(eta, y) = sum(exp(eta) - y eta) = -log L(b) - sum log(y!)",
+        f"    {'coefficients':<16} {'-log L(b)':>20} {'NLL + sum log(y!)':>20} "
+        f"{'relative diff':>14}",
+    ]
     for name, b in [("zero", np.zeros(4)), ("true", beta), ("random", rng.normal(size=4) / 4)]:
         eta = np.log(exposure) + b[0] + X @ b[1:]
         mu = np.exp(eta)
         direct = -float(np.sum(y * np.log(mu) - mu)) + log_fact  # -sum log P(y | mu)
         nll = float(fm.poisson_nll_loss(eta, y, reduction="sum")) + log_fact
-        out.append(f"    b = {name:<12} {direct:>20.6f} {nll:>20.6f} "
-                   f"{abs(nll - direct) / abs(direct):>14.1e}")
+        out.append(
+            f"    b = {name:<12} {direct:>20.6f} {nll:>20.6f} "
+            f"{abs(nll - direct) / abs(direct):>14.1e}"
+        )
     m = fm.PoissonRegression().fit(X, y, exposure=exposure)
     eta = np.log(exposure) + m.intercept_ + X @ m.coef_
     g = fm.poisson_nll_loss_grad(eta, y, reduction="sum")  # dNLL/deta = exp(eta) - y
     score = np.concatenate([[g.sum()], g @ X])
-    out.append(f"  PoissonRegression: loglik_ = {m.loglik_:.6f} = -(sum NLL + sum log(y!)) "
-               f"= {-(float(fm.poisson_nll_loss(eta, y, reduction='sum')) + log_fact):.6f}")
-    out.append("  at its optimum the NLL's gradient, back-propagated to the coefficients, "
-               "vanishes:")
+    out.append(
+        f"  PoissonRegression: loglik_ = {m.loglik_:.6f} = -(sum NLL + sum log(y!)) "
+        f"= {-(float(fm.poisson_nll_loss(eta, y, reduction='sum')) + log_fact):.6f}"
+    )
+    out.append(
+        "  at its optimum the NLL's gradient, back-propagated to the coefficients, vanishes:"
+    )
     out.append(f"    max |[1, X]^T (exp(eta) - y)| / n = {np.abs(score).max() / rows:.1e}")
-    out.append("  estimates (truth): " + ", ".join(
-        f"{p:.4f} ({t:g}) +- {s:.4f}" for p, t, s in zip(m.params_, beta, m.bse_)))
+    out.append(
+        "  estimates (truth): "
+        + ", ".join(f"{p:.4f} ({t:g}) +- {s:.4f}" for p, t, s in zip(m.params_, beta, m.bse_))
+    )
     return out
 
 

@@ -38,9 +38,21 @@ def _gaussian(input, target, var, full, eps, reduction, want_loss, want_grad, ou
         v = be.operand(var, "var", x.dtype)
         shaped, d_shape = v.reshape(var_shape(v.shape, x.shape)), tuple(v.shape)
     const = 0.5 * math.log(2 * math.pi) if full else 0.0
-    loss, grad, dvar = be.pointwise(Pointwise(
-        GAUSSIAN, x, (t, shaped), (eps, const), reduction, x.size, want_loss, want_grad, out,
-        d_operand=1 if want_grad else None, d_shape=d_shape))
+    loss, grad, dvar = be.pointwise(
+        Pointwise(
+            GAUSSIAN,
+            x,
+            (t, shaped),
+            (eps, const),
+            reduction,
+            x.size,
+            want_loss,
+            want_grad,
+            out,
+            d_operand=1 if want_grad else None,
+            d_shape=d_shape,
+        )
+    )
     return loss, (grad, dvar) if want_grad else None
 
 
@@ -73,24 +85,32 @@ _GAUSS_DOC = """
 """
 
 
-def gaussian_nll_loss(input, target, var, full: bool = False, eps: float = 1e-6,
-                      reduction: str = "mean"):
+def gaussian_nll_loss(
+    input, target, var, full: bool = False, eps: float = 1e-6, reduction: str = "mean"
+):
     return _gaussian(input, target, var, full, eps, reduction, True, False)[0]
 
 
-def gaussian_nll_loss_grad(input, target, var, full: bool = False, eps: float = 1e-6,
-                           reduction: str = "mean"):
+def gaussian_nll_loss_grad(
+    input, target, var, full: bool = False, eps: float = 1e-6, reduction: str = "mean"
+):
     return _gaussian(input, target, var, full, eps, reduction, False, True)[1]
 
 
-def gaussian_nll_loss_value_and_grad(input, target, var, full: bool = False, eps: float = 1e-6,
-                                     reduction: str = "mean", out=None):
+def gaussian_nll_loss_value_and_grad(
+    input, target, var, full: bool = False, eps: float = 1e-6, reduction: str = "mean", out=None
+):
     return _gaussian(input, target, var, full, eps, reduction, True, True, out)
 
 
-triple(gaussian_nll_loss, gaussian_nll_loss_grad, gaussian_nll_loss_value_and_grad, _GAUSS_DOC,
-       "Gaussian negative log-likelihood.",
-       grad_returns="(d_input, d_var) : d_input of the input's shape, d_var of var's shape")
+triple(
+    gaussian_nll_loss,
+    gaussian_nll_loss_grad,
+    gaussian_nll_loss_value_and_grad,
+    _GAUSS_DOC,
+    "Gaussian negative log-likelihood.",
+    grad_returns="(d_input, d_var) : d_input of the input's shape, d_var of var's shape",
+)
 
 
 def _mse(input, target, reduction, want_loss, want_grad, out=None):
@@ -98,8 +118,9 @@ def _mse(input, target, reduction, want_loss, want_grad, out=None):
     reduction = check_reduction(reduction)
     x = be.input(input)
     t = broadcast_operand(be, target, "target", x)
-    return be.pointwise(Pointwise(MSE, x, (t,), (0.0, 0.0), reduction, x.size, want_loss,
-                                  want_grad, out))[:2]
+    return be.pointwise(
+        Pointwise(MSE, x, (t,), (0.0, 0.0), reduction, x.size, want_loss, want_grad, out)
+    )[:2]
 
 
 _MSE_DOC = """

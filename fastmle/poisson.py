@@ -17,8 +17,9 @@ def _poisson(input, target, log_input, full, eps, reduction, want_loss, want_gra
     t = broadcast_operand(be, target, "target", x)
     flags = (1.0 if log_input else 0.0) + (2.0 if full else 0.0)
     params = (flags, check_positive(eps, "eps"))
-    return be.pointwise(Pointwise(POISSON, x, (t,), params, reduction, x.size, want_loss,
-                                  want_grad, out))[:2]
+    return be.pointwise(
+        Pointwise(POISSON, x, (t,), params, reduction, x.size, want_loss, want_grad, out)
+    )[:2]
 
 
 _DOC = """
@@ -51,20 +52,44 @@ _DOC = """
 """
 
 
-def poisson_nll_loss(input, target, log_input: bool = True, full: bool = False,
-                     eps: float = 1e-8, reduction: str = "mean"):
+def poisson_nll_loss(
+    input,
+    target,
+    log_input: bool = True,
+    full: bool = False,
+    eps: float = 1e-8,
+    reduction: str = "mean",
+):
     return _poisson(input, target, log_input, full, eps, reduction, True, False)[0]
 
 
-def poisson_nll_loss_grad(input, target, log_input: bool = True, full: bool = False,
-                          eps: float = 1e-8, reduction: str = "mean"):
+def poisson_nll_loss_grad(
+    input,
+    target,
+    log_input: bool = True,
+    full: bool = False,
+    eps: float = 1e-8,
+    reduction: str = "mean",
+):
     return _poisson(input, target, log_input, full, eps, reduction, False, True)[1]
 
 
-def poisson_nll_loss_value_and_grad(input, target, log_input: bool = True, full: bool = False,
-                                    eps: float = 1e-8, reduction: str = "mean", out=None):
+def poisson_nll_loss_value_and_grad(
+    input,
+    target,
+    log_input: bool = True,
+    full: bool = False,
+    eps: float = 1e-8,
+    reduction: str = "mean",
+    out=None,
+):
     return _poisson(input, target, log_input, full, eps, reduction, True, True, out)
 
 
-triple(poisson_nll_loss, poisson_nll_loss_grad, poisson_nll_loss_value_and_grad, _DOC,
-       "Poisson negative log-likelihood of counts ``target`` given the rate ``input``.")
+triple(
+    poisson_nll_loss,
+    poisson_nll_loss_grad,
+    poisson_nll_loss_value_and_grad,
+    _DOC,
+    "Poisson negative log-likelihood of counts ``target`` given the rate ``input``.",
+)

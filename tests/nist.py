@@ -45,12 +45,12 @@ SD_CAP = 10.0
 @dataclass(frozen=True)
 class NistSet:
     name: str
-    X: np.ndarray          # (n, d) float64 predictors, no intercept column
-    y: np.ndarray          # (n,) float64
+    X: np.ndarray  # (n, d) float64 predictors, no intercept column
+    y: np.ndarray  # (n,) float64
     intercept: bool
-    beta: tuple            # certified coefficients (decimal strings), b0 first if intercept
-    sd: tuple              # certified standard errors (decimal strings)
-    rsd: str               # certified residual standard deviation
+    beta: tuple  # certified coefficients (decimal strings), b0 first if intercept
+    sd: tuple  # certified standard errors (decimal strings)
+    rsd: str  # certified residual standard deviation
     r2: str
     difficulty: str | None  # NIST's level of difficulty, where the data file gives it
 
@@ -91,12 +91,20 @@ def load(path: Path | str = DATA) -> dict[str, NistSet]:
             X = flat.reshape(y.size, flat.size // y.size)
         else:
             x = _floats(s["x"])
-            X = np.column_stack([x ** k for k in range(1, int(s["degree"]) + 1)])
-        ds = NistSet(name, X, y, bool(s["intercept"]), tuple(s["beta"]), tuple(s["sd"]),
-                     s["rsd"], s["r2"], s.get("difficulty") or s.get("level"))
+            X = np.column_stack([x**k for k in range(1, int(s["degree"]) + 1)])
+        ds = NistSet(
+            name,
+            X,
+            y,
+            bool(s["intercept"]),
+            tuple(s["beta"]),
+            tuple(s["sd"]),
+            s["rsd"],
+            s["r2"],
+            s.get("difficulty") or s.get("level"),
+        )
         if len(ds.beta) != ds.p or len(ds.sd) != ds.p:
-            raise ValueError(f"{name}: {len(ds.beta)} certified coefficients for "
-                             f"{ds.p} parameters")
+            raise ValueError(f"{name}: {len(ds.beta)} certified coefficients for {ds.p} parameters")
         sets[name] = ds
     return sets
 
@@ -146,7 +154,7 @@ def qr_sd(ds: NistSet) -> tuple[float, np.ndarray]:
         r = ds.y - A @ b
         rsd = math.sqrt(float(r @ r) / (ds.n - ds.p))
         Rinv = solve_triangular(R, np.eye(ds.p))
-        return rsd, rsd * np.sqrt(np.sum(Rinv ** 2, axis=1))
+        return rsd, rsd * np.sqrt(np.sum(Rinv**2, axis=1))
 
 
 def qr_sd_lre(ds: NistSet) -> tuple[float, float]:

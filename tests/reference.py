@@ -71,8 +71,7 @@ def softmax_ref(a, axis=-1):
 # --- softmax cross-entropy ----------------------------------------------------------
 
 
-def cross_entropy_ref(x, t, weight=None, ignore_index=-100, reduction="mean",
-                      label_smoothing=0.0):
+def cross_entropy_ref(x, t, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
     """Softmax cross-entropy and its gradient with PyTorch semantics, in float64.
 
     x: logits (N, C) or (C,). t: integer class indices (N,) (0-d for 1-D x), or

@@ -59,7 +59,8 @@ def sum_to_shape(a, shape):
     shape = tuple(shape)
     lead = a.ndim - len(shape)
     axes = tuple(range(lead)) + tuple(
-        lead + i for i, s in enumerate(shape) if s == 1 and a.shape[lead + i] != 1)
+        lead + i for i, s in enumerate(shape) if s == 1 and a.shape[lead + i] != 1
+    )
     return a.sum(axis=axes).reshape(shape) if axes else a.reshape(shape)
 
 
@@ -158,8 +159,7 @@ def kl_div_ref(input, target, reduction="mean", log_target=False):
 # --- Poisson NLL ---------------------------------------------------------------------
 
 
-def poisson_nll_loss_ref(input, target, log_input=True, full=False, eps=1e-8,
-                         reduction="mean"):
+def poisson_nll_loss_ref(input, target, log_input=True, full=False, eps=1e-8, reduction="mean"):
     """l = exp(x) - t x (log_input) or x - t log(x + eps); dl/dx = exp(x) - t or
     1 - t / (x + eps). ``full`` adds log(t!) ~ t log t - t + log(2 pi t) / 2 where t > 1
     (the Stirling term, written with scipy's xlogy)."""

@@ -16,8 +16,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 import fastmle as fm
-from reference_elementwise import (bce_ref, bce_with_logits_ref, gaussian_nll_loss_ref,
-                                   kl_div_ref, mse_loss_ref, poisson_nll_loss_ref)
+from reference_elementwise import (
+    bce_ref,
+    bce_with_logits_ref,
+    gaussian_nll_loss_ref,
+    kl_div_ref,
+    mse_loss_ref,
+    poisson_nll_loss_ref,
+)
 
 REDUCTIONS = ("none", "mean", "sum")
 
@@ -59,8 +65,10 @@ def _bce_logits(rng, shape, dt, weighted=False):
     y = rng.random(shape).astype(dt)
     kw = {}
     if weighted:
-        kw = dict(weight=rng.random(shape[-1:]).astype(dt) + 0.5,
-                  pos_weight=rng.random(shape[-1:]).astype(dt) + 0.5)
+        kw = dict(
+            weight=rng.random(shape[-1:]).astype(dt) + 0.5,
+            pos_weight=rng.random(shape[-1:]).astype(dt) + 0.5,
+        )
     return x, (y,), kw
 
 
@@ -97,17 +105,45 @@ def _poisson(rng, shape, dt, log_input=True, full=False):
 
 
 ELEMENTWISE = (
-    Loss("binary_cross_entropy_with_logits", bce_with_logits_ref,
-         "binary_cross_entropy_with_logits", _bce_logits, ({}, {"weighted": True})),
-    Loss("binary_cross_entropy", bce_ref, "binary_cross_entropy", _bce,
-         ({}, {"weighted": True}), fd_step=1e-7),
-    Loss("gaussian_nll_loss", gaussian_nll_loss_ref, "gaussian_nll_loss", _gaussian,
-         ({}, {"full": True}), d_operand=True),
+    Loss(
+        "binary_cross_entropy_with_logits",
+        bce_with_logits_ref,
+        "binary_cross_entropy_with_logits",
+        _bce_logits,
+        ({}, {"weighted": True}),
+    ),
+    Loss(
+        "binary_cross_entropy",
+        bce_ref,
+        "binary_cross_entropy",
+        _bce,
+        ({}, {"weighted": True}),
+        fd_step=1e-7,
+    ),
+    Loss(
+        "gaussian_nll_loss",
+        gaussian_nll_loss_ref,
+        "gaussian_nll_loss",
+        _gaussian,
+        ({}, {"full": True}),
+        d_operand=True,
+    ),
     Loss("mse_loss", mse_loss_ref, "mse_loss", _mse),
-    Loss("kl_div", kl_div_ref, "kl_div", _kl, ({}, {"log_target": True}),
-         reductions=REDUCTIONS + ("batchmean",)),
-    Loss("poisson_nll_loss", poisson_nll_loss_ref, "poisson_nll_loss", _poisson,
-         ({}, {"full": True}, {"log_input": False}, {"log_input": False, "full": True})),
+    Loss(
+        "kl_div",
+        kl_div_ref,
+        "kl_div",
+        _kl,
+        ({}, {"log_target": True}),
+        reductions=REDUCTIONS + ("batchmean",),
+    ),
+    Loss(
+        "poisson_nll_loss",
+        poisson_nll_loss_ref,
+        "poisson_nll_loss",
+        _poisson,
+        ({}, {"full": True}, {"log_input": False}, {"log_input": False, "full": True}),
+    ),
 )
 
 

@@ -63,12 +63,22 @@ KERNEL_INDEX = {k: i for i, k in enumerate(bench.KERNELS)}
 
 
 def test_table_says_slower_below_one():
-    row = {"kernel": "k", "x_floor": 1.25, "floor": "copy", "x_copy_floor": 1.5,
-           "loss_x_read_floor": None, "x_parallel_copy_floor": 2.0, "gb_per_s": 10.0,
-           "speedup_vs_numpy": 4.0, "speedup_vs_torch": 0.5, "speedup_vs_jax": None}
+    row = {
+        "kernel": "k",
+        "x_floor": 1.25,
+        "floor": "copy",
+        "x_copy_floor": 1.5,
+        "loss_x_read_floor": None,
+        "x_parallel_copy_floor": 2.0,
+        "gb_per_s": 10.0,
+        "speedup_vs_numpy": 4.0,
+        "speedup_vs_torch": 0.5,
+        "speedup_vs_jax": None,
+    }
     line = bench.table([row]).splitlines()[-1]
-    assert line == ("| k | 1.25x (copy) | 1.50x | n/a | 2.00x | 10.0 | 4.0x faster | "
-                    "2.0x slower | n/a |")
+    assert line == (
+        "| k | 1.25x (copy) | 1.50x | n/a | 2.00x | 10.0 | 4.0x faster | 2.0x slower | n/a |"
+    )
 
 
 def test_add_floor_moves_the_bytes():
@@ -77,8 +87,10 @@ def test_add_floor_moves_the_bytes():
 
 
 def test_floor_is_the_faster_of_one_and_all_threads(monkeypatch, capsys):
-    small = [bench.make_case(k, bench.make_inputs(k, 2000, n_classes=50))
-             for k in ("cross_entropy", "gaussian_nll_loss")]
+    small = [
+        bench.make_case(k, bench.make_inputs(k, 2000, n_classes=50))
+        for k in ("cross_entropy", "gaussian_nll_loss")
+    ]
     monkeypatch.setattr(bench, "cases", lambda *a, **k: small)
     rows = bench.run(repeat=1, with_jax=False)
     assert [r["floor"] for r in rows] == ["copy", "add"]

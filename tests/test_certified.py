@@ -47,6 +47,7 @@ INEXACT = [name for name, ds in SETS.items() if not ds.exact]
 
 # --- helpers -------------------------------------------------------------------------
 
+
 def fit_recorded(model, X, y, sample_weight=None):
     """``model.fit(...)`` and every warning it raised."""
     with warnings.catch_warnings(record=True) as caught:
@@ -76,7 +77,8 @@ def assert_estimates(got, want, se, rtol, what):
     bad = ~(err <= bound)
     assert not bad.any(), (
         f"{what}: relative error {np.max(err / np.where(bound > 0, bound / rtol, 1)):.3g} "
-        f"> {rtol:g} at {np.flatnonzero(bad).tolist()}\n got  {got}\n want {want}")
+        f"> {rtol:g} at {np.flatnonzero(bad).tolist()}\n got  {got}\n want {want}"
+    )
 
 
 def assert_relative(got, want, rtol, what):
@@ -87,6 +89,7 @@ def assert_relative(got, want, rtol, what):
 
 
 # --- 1. NIST StRD ----------------------------------------------------------------------
+
 
 @functools.lru_cache(maxsize=None)
 def nist_fit(name):
@@ -110,12 +113,13 @@ def test_nist_coefficients(name):
     ds = SETS[name]
     model, _ = _nist(name)
     got = nist.lres(nist.mean_params(model, ds), ds.beta)
-    params = nist.lres(np.asarray(model.params_)[:ds.p], ds.beta)
+    params = nist.lres(np.asarray(model.params_)[: ds.p], ds.beta)
     need = nist.coef_threshold(ds)
     assert (got >= need).all() and (params >= need).all(), (
         f"{name}: coefficient LREs {np.round(got, 2).tolist()} (params_ "
         f"{np.round(params, 2).tolist()}); need >= {need:.2f} = min(10, QR's "
-        f"{nist.qr_lre(ds):.2f} - 1)")
+        f"{nist.qr_lre(ds):.2f} - 1)"
+    )
 
 
 @pytest.mark.parametrize("name", INEXACT)
@@ -125,12 +129,13 @@ def test_nist_residual_sd_and_standard_errors(name):
     bse = np.asarray(model.bse_, dtype=np.float64)
     assert bse.shape == (ds.p + 1,), f"bse_ has shape {bse.shape}: want p + 1 = {ds.p + 1}"
     rsd = nist.lre(math.sqrt(model.sigma2_), ds.rsd)
-    se = nist.lres(bse[:ds.p], ds.sd)
+    se = nist.lres(bse[: ds.p], ds.sd)
     need_rsd, need_se = nist.sd_threshold(ds)
     assert rsd >= need_rsd and (se >= need_se).all(), (
         f"{name}: residual SD LRE {rsd:.2f} (need {need_rsd:.2f}), standard error LREs "
         f"{np.round(se, 2).tolist()} (need {need_se:.2f}); sigma2_ {model.sigma2_!r}, "
-        f"bse_ {bse.tolist()}")
+        f"bse_ {bse.tolist()}"
+    )
 
 
 @pytest.mark.parametrize("name", INEXACT)
@@ -138,7 +143,8 @@ def test_nist_converged_without_a_convergence_warning(name):
     model, caught = _nist(name)
     conv = [str(w.message) for w in caught if w.category.__name__ == "ConvergenceWarning"]
     assert bool(model.converged_), (
-        f"{name}: converged_ = {model.converged_} after {model.n_iter_} iterations")
+        f"{name}: converged_ = {model.converged_} after {model.n_iter_} iterations"
+    )
     assert not conv, f"{name}: {conv}"
 
 
@@ -150,7 +156,7 @@ def test_nist_exact_fits(name):
     ds = SETS[name]
     model, caught = _nist(name)
     assert model.sigma2_ == 0.0, f"{name}: sigma2_ = {model.sigma2_!r}"
-    assert np.all(np.asarray(model.bse_)[:ds.p] == 0.0), f"{name}: bse_ = {model.bse_}"
+    assert np.all(np.asarray(model.bse_)[: ds.p] == 0.0), f"{name}: bse_ = {model.bse_}"
     assert model.loglik_ == math.inf, f"{name}: loglik_ = {model.loglik_!r}"
     for w in caught:
         assert issubclass(w.category, UserWarning), f"{name}: {w.category.__name__}: {w.message}"
@@ -158,8 +164,19 @@ def test_nist_exact_fits(name):
 
 def test_nist_data_copy():
     """The project's own copy, the 11 sets, with the models NIST certifies."""
-    assert list(SETS) == ["Norris", "Pontius", "NoInt1", "NoInt2", "Longley", "Wampler1",
-                          "Wampler2", "Wampler3", "Wampler4", "Wampler5", "Filip"]
+    assert list(SETS) == [
+        "Norris",
+        "Pontius",
+        "NoInt1",
+        "NoInt2",
+        "Longley",
+        "Wampler1",
+        "Wampler2",
+        "Wampler3",
+        "Wampler4",
+        "Wampler5",
+        "Filip",
+    ]
     shapes = {name: (ds.n, ds.p, ds.intercept) for name, ds in SETS.items()}
     assert shapes["Longley"] == (16, 7, True) and shapes["Filip"] == (82, 11, True)
     assert shapes["NoInt1"] == (11, 1, False) and shapes["NoInt2"] == (3, 1, False)
@@ -255,16 +272,18 @@ def assert_same_up_to(got, ref, factors, shift, rtol):
     ref, ref_w = ref
     assert np.isfinite(ref.bse_).all(), f"the unscaled fit has nan SEs: {ref.bse_}"
     assert_relative(got.bse_, ref.bse_ * np.abs(factors), rtol, "bse_")
-    assert_estimates(got.params_, ref.params_ * factors + shift, ref.bse_ * np.abs(factors),
-                     rtol, "params_")
+    assert_estimates(
+        got.params_, ref.params_ * factors + shift, ref.bse_ * np.abs(factors), rtol, "params_"
+    )
     assert got.n_iter_ == ref.n_iter_, f"n_iter_ {got.n_iter_} != {ref.n_iter_} unscaled"
     assert got.converged_ == ref.converged_
     assert_no_new_warning(got_w, ref_w)
 
 
 KS = st.integers(-8, 8)
-UNITS = settings(max_examples=15, deadline=None,
-                 suppress_health_check=[HealthCheck.function_scoped_fixture])
+UNITS = settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
@@ -275,22 +294,28 @@ def test_units_of_a_column_of_X(family, seed, k, j, weighted):
     d = X.shape[1]
     j %= d
     Xs = X.copy()
-    Xs[:, j] *= 10.0 ** k
+    Xs[:, j] *= 10.0**k
     ref = fit_recorded(FAMILIES[family](), X, y, sw)
     got = fit_recorded(FAMILIES[family](), Xs, y, sw)
-    factors = column_factors(family, d, j, 10.0 ** -k)
+    factors = column_factors(family, d, j, 10.0**-k)
     assert_same_up_to(got, ref, factors, 0.0, RTOL)
     m, r = got[0], ref[0]
     assert m.loglik_ == pytest.approx(r.loglik_, rel=RTOL)
     assert m.aic_ == pytest.approx(r.aic_, rel=RTOL) and m.bic_ == pytest.approx(r.bic_, rel=RTOL)
     coef, ref_coef = np.atleast_2d(m.coef_), np.atleast_2d(r.coef_)
     for c in range(d):
-        want = ref_coef[:, c] * (10.0 ** -k if c == j else 1.0)
-        np.testing.assert_allclose(coef[:, c], want, rtol=RTOL,
-                                   atol=RTOL * np.abs(want).max(), err_msg=f"coef_[:, {c}]")
+        want = ref_coef[:, c] * (10.0**-k if c == j else 1.0)
+        np.testing.assert_allclose(
+            coef[:, c], want, rtol=RTOL, atol=RTOL * np.abs(want).max(), err_msg=f"coef_[:, {c}]"
+        )
     icpt = np.atleast_1d(r.intercept_)
-    np.testing.assert_allclose(np.atleast_1d(m.intercept_), icpt, rtol=RTOL,
-                               atol=RTOL * np.abs(icpt).max(), err_msg="intercept_")
+    np.testing.assert_allclose(
+        np.atleast_1d(m.intercept_),
+        icpt,
+        rtol=RTOL,
+        atol=RTOL * np.abs(icpt).max(),
+        err_msg="intercept_",
+    )
 
 
 @pytest.mark.parametrize("family", ["gaussian", "gaussian heteroscedastic"])
@@ -303,12 +328,12 @@ def test_units_of_y(family, seed, k, weighted):
     X, y, sw = problem(family, seed, weighted)
     d = X.shape[1]
     ref = fit_recorded(FAMILIES[family](), X, y, sw)
-    got = fit_recorded(FAMILIES[family](), X, y * 10.0 ** k, sw)
+    got = fit_recorded(FAMILIES[family](), X, y * 10.0**k, sw)
     shift = np.zeros(len(ref[0].params_))
     if family == "gaussian":
-        factors = np.r_[np.full(d + 1, 10.0 ** k), 10.0 ** (2 * k)]
+        factors = np.r_[np.full(d + 1, 10.0**k), 10.0 ** (2 * k)]
     else:
-        factors = np.r_[np.full(d + 1, 10.0 ** k), np.ones(d + 1)]
+        factors = np.r_[np.full(d + 1, 10.0**k), np.ones(d + 1)]
         shift[d + 1] = 2 * k * math.log(10)
     assert_same_up_to(got, ref, factors, shift, RTOL)
     m, r = got[0], ref[0]
@@ -320,6 +345,7 @@ def test_units_of_y(family, seed, k, weighted):
 
 
 # The issue's reproducers, verbatim
+
 
 def test_issue_logistic_x_times_1e6():
     rng = np.random.default_rng(0)
@@ -337,9 +363,31 @@ def test_issue_logistic_x_times_1e6():
 def wampler_like():
     x = np.arange(21.0)
     X = np.column_stack([x**k for k in range(1, 6)])
-    y = np.array([760, -2042, 2111, -1684, 3888, 1858, 11379, 17560, 39287, 64382, 113159,
-                  175108, 273291, 400186, 581243, 811568, 1121004, 1506550, 2002767, 2611612,
-                  3369180.])   # certified: every coefficient 1
+    y = np.array(
+        [
+            760,
+            -2042,
+            2111,
+            -1684,
+            3888,
+            1858,
+            11379,
+            17560,
+            39287,
+            64382,
+            113159,
+            175108,
+            273291,
+            400186,
+            581243,
+            811568,
+            1121004,
+            1506550,
+            2002767,
+            2611612,
+            3369180.0,
+        ]
+    )  # certified: every coefficient 1
     return X, y
 
 
@@ -358,13 +406,14 @@ def test_issue_exact_fit():
     X, _ = wampler_like()
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
-        m = fm.GaussianRegression().fit(X, 1 + X.sum(axis=1))   # exact fit
+        m = fm.GaussianRegression().fit(X, 1 + X.sum(axis=1))  # exact fit
     assert m.loglik_ == math.inf, f"loglik_ {m.loglik_!r}"
     assert m.sigma2_ == 0.0, f"sigma2_ {m.sigma2_!r}"
     assert np.all(m.bse_[:6] == 0.0), f"bse_ {m.bse_}"
 
 
 # Dask: same scaled fit as NumPy
+
 
 @pytest.fixture(scope="module")
 def client():
@@ -373,8 +422,13 @@ def client():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "port in use": a random one is taken
         cluster = distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-            memory_limit=800e6, silence_logs=50)
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            memory_limit=800e6,
+            silence_logs=50,
+        )
     with distributed.Client(cluster) as c:
         yield c
     cluster.close()
@@ -389,8 +443,12 @@ def test_units_dask_same_as_numpy(client, family):
     if family.startswith("gaussian"):
         y = y * 1e4
     ref = fit_recorded(FAMILIES[family](), X, y, sw)
-    got = fit_recorded(FAMILIES[family](), da.from_array(X, chunks=(100, -1)),
-                       da.from_array(y, chunks=100), da.from_array(sw, chunks=100))
+    got = fit_recorded(
+        FAMILIES[family](),
+        da.from_array(X, chunks=(100, -1)),
+        da.from_array(y, chunks=100),
+        da.from_array(sw, chunks=100),
+    )
     assert_same_up_to(got, ref, np.ones(len(ref[0].params_)), 0.0, RTOL)
     assert got[0].loglik_ == pytest.approx(ref[0].loglik_, rel=RTOL)
     assert got[0].nobs_ == ref[0].nobs_
@@ -416,6 +474,7 @@ def test_integer_weights_are_repeated_rows(family):
 
 
 # --- 4. convergence honesty ------------------------------------------------------------
+
 
 @pytest.mark.parametrize("max_iter", [1, 2, 3, 200])
 @pytest.mark.parametrize("scale", [1e-4, 1e-2, 1.0, 1e2, 1e4])

@@ -28,6 +28,8 @@ def kernel(request):
     _ce_module.SHORT_ROWS = 10**9 if request.param == "short-rows kernel" else 0
     yield request.param
     _ce_module.SHORT_ROWS = saved
+
+
 # relative tolerance of the loss; the gradient's tolerance is TOL * max|grad|
 TOL = {np.float32: 1e-6, np.float64: 1e-12}
 FUNCS = {
@@ -185,8 +187,9 @@ def _torch_ce(x, t, w, ii, reduction, eps):
     else:
         tt = torch.tensor(t, dtype=torch.int64)
     wt = None if w is None else torch.tensor(w, dtype=torch.float64)
-    loss = F.cross_entropy(xt, tt, weight=wt, ignore_index=ii, reduction=reduction,
-                           label_smoothing=eps)
+    loss = F.cross_entropy(
+        xt, tt, weight=wt, ignore_index=ii, reduction=reduction, label_smoothing=eps
+    )
     loss.sum().backward()
     return loss.detach().numpy(), xt.grad.numpy()
 
@@ -200,8 +203,9 @@ def test_matches_torch(target, use_weight, eps, reduction):
     rng = np.random.default_rng([7, len(target), int(use_weight), int(eps * 10)])
     n, c = 13, 7
     ignore = {"index": None, "index_ignore": -100, "index_ignore_in_range": 2}.get(target)
-    x, t, w, ii = make_case(rng, n, c, np.float64, probs=target == "probs",
-                            use_weight=use_weight, ignore=ignore)
+    x, t, w, ii = make_case(
+        rng, n, c, np.float64, probs=target == "probs", use_weight=use_weight, ignore=ignore
+    )
     if ignore is not None:
         t[0] = ignore  # at least one ignored row
     kw = dict(weight=w, ignore_index=ii, reduction=reduction, label_smoothing=eps)
@@ -231,8 +235,16 @@ def test_matches_torch_1d(reduction):
 @pytest.mark.parametrize("probs", [False, True])
 def test_grad_finite_differences(probs, reduction):
     rng = np.random.default_rng(11)
-    x, t, w, ii = make_case(rng, 5, 6, np.float64, probs=probs, use_weight=True,
-                            ignore=None if probs else -100, scale=2.0)
+    x, t, w, ii = make_case(
+        rng,
+        5,
+        6,
+        np.float64,
+        probs=probs,
+        use_weight=True,
+        ignore=None if probs else -100,
+        scale=2.0,
+    )
     kw = dict(weight=w, ignore_index=ii, reduction=reduction, label_smoothing=0.2)
     grad = fm.cross_entropy_grad(x, t, **kw)
     h = 1e-5
@@ -262,8 +274,9 @@ def test_grad_none_is_grad_of_sum():
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_value_and_grad_out(dtype, probs, reduction):
     rng = np.random.default_rng(5)
-    x, t, w, ii = make_case(rng, 9, 8, dtype, probs=probs, use_weight=True,
-                            ignore=None if probs else -1)
+    x, t, w, ii = make_case(
+        rng, 9, 8, dtype, probs=probs, use_weight=True, ignore=None if probs else -1
+    )
     kw = dict(weight=w, ignore_index=ii, reduction=reduction, label_smoothing=0.25)
     loss = fm.cross_entropy(x, t, **kw)
     grad = fm.cross_entropy_grad(x, t, **kw)
@@ -312,8 +325,11 @@ MEAN_OF_NOTHING = {
     "empty_index": (np.zeros((0, 4)), np.zeros(0, np.int64), None),
     "empty_probs": (np.zeros((0, 4)), np.zeros((0, 4)), None),
     "all_ignored": (np.arange(8.0).reshape(2, 4), np.array([-100, -100]), None),
-    "zero_weight_sum": (np.arange(8.0).reshape(2, 4), np.array([0, 1]),
-                        np.array([0.0, 0.0, 1.0, 1.0])),
+    "zero_weight_sum": (
+        np.arange(8.0).reshape(2, 4),
+        np.array([0, 1]),
+        np.array([0.0, 0.0, 1.0, 1.0]),
+    ),
 }
 
 
@@ -349,16 +365,18 @@ def test_mean_of_nothing_grad_like_torch(case):
 def test_1d_input(target, reduction):
     rng = np.random.default_rng(8)
     x = rng.standard_normal(5) * 3
-    loss, grad = fm.cross_entropy_value_and_grad(x, target, reduction=reduction,
-                                                 label_smoothing=0.2)
+    loss, grad = fm.cross_entropy_value_and_grad(
+        x, target, reduction=reduction, label_smoothing=0.2
+    )
     ref_loss, ref_grad = cross_entropy_ref(x, np.asarray(target), None, -100, reduction, 0.2)
     assert grad.shape == (5,)
     assert np.shape(loss) == ()
     assert_loss_close(loss, ref_loss, 1e-12)
     assert_grad_close(grad, ref_grad, 1e-12)
     # same as a batch of one row
-    l2, g2 = fm.cross_entropy_value_and_grad(x[None], np.atleast_1d(target), reduction=reduction,
-                                             label_smoothing=0.2)
+    l2, g2 = fm.cross_entropy_value_and_grad(
+        x[None], np.atleast_1d(target), reduction=reduction, label_smoothing=0.2
+    )
     np.testing.assert_allclose(np.reshape(loss, -1), np.reshape(l2, -1), rtol=1e-15)
     np.testing.assert_allclose(grad, g2[0], rtol=1e-15)
 
@@ -409,8 +427,13 @@ def test_non_finite_row_gives_nan(dtype, probs, bad):
 @pytest.mark.parametrize("probs", [False, True])
 @pytest.mark.parametrize(
     "dtype,scale",
-    [(np.float32, 1e4), (np.float32, "pm1e30"), (np.float64, 1e4), (np.float64, 1e150),
-     (np.float64, "pm1e300")],
+    [
+        (np.float32, 1e4),
+        (np.float32, "pm1e30"),
+        (np.float64, 1e4),
+        (np.float64, 1e150),
+        (np.float64, "pm1e300"),
+    ],
 )
 def test_large_logits(dtype, scale, probs):
     rng = np.random.default_rng(10)
@@ -487,10 +510,18 @@ def test_deterministic_across_thread_counts(tmp_path, n, c):
     root = str(Path(fm.__file__).resolve().parent.parent)
     results = {}
     for threads in ("1", "2"):
-        env = dict(os.environ, NUMBA_NUM_THREADS=threads,
-                   PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
-        subprocess.run([sys.executable, str(script), str(tmp_path), threads], env=env,
-                       check=True, timeout=300, capture_output=True)
+        env = dict(
+            os.environ,
+            NUMBA_NUM_THREADS=threads,
+            PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]),
+        )
+        subprocess.run(
+            [sys.executable, str(script), str(tmp_path), threads],
+            env=env,
+            check=True,
+            timeout=300,
+            capture_output=True,
+        )
         results[threads] = dict(np.load(tmp_path / f"res_{threads}.npz"))
     r1, r2 = results["1"], results["2"]
     assert int(r1["threads"]) == 1 and int(r2["threads"]) == 2
@@ -521,15 +552,19 @@ BAD_INPUTS = [
     # (id, args, kwargs, exception, match)
     ("index_ge_C", (X, np.array([0, 4, 1])), {}, ValueError, r"target.*\[0, 4\)"),
     ("negative_index", (X, np.array([0, -1, 1])), {}, ValueError, r"target"),
-    ("negative_index_not_ignore", (X, np.array([0, -100, 1])), dict(ignore_index=-1),
-     ValueError, r"target"),
+    (
+        "negative_index_not_ignore",
+        (X, np.array([0, -100, 1])),
+        dict(ignore_index=-1),
+        ValueError,
+        r"target",
+    ),
     ("float_target_shape", (X, np.zeros((3, 5))), {}, ValueError, r"target"),
     ("float_target_1d", (X, np.zeros(3)), {}, ValueError, r"target"),
     ("int_target_shape", (X, np.array([0, 1])), {}, ValueError, r"target"),
     ("int_target_2d", (X, np.zeros((3, 4), np.int64)), {}, ValueError, r"target"),
     ("int_target_1d_input", (np.zeros(4), np.array([1])), {}, ValueError, r"target"),
-    ("uint64_target_huge", (X, np.array([0, 1, 2**63], np.uint64)), {}, ValueError,
-     r"target"),
+    ("uint64_target_huge", (X, np.array([0, 1, 2**63], np.uint64)), {}, ValueError, r"target"),
     ("bool_target", (X, np.array([True, False, True])), {}, TypeError, r"target"),
     ("string_target", (X, np.array(["a", "b", "c"])), {}, TypeError, r"target"),
     ("weight_length", (X, T), dict(weight=np.ones(3)), ValueError, r"weight"),
@@ -539,13 +574,17 @@ BAD_INPUTS = [
     ("reduction_none_object", (X, T), dict(reduction=None), ValueError, r"reduction"),
     ("smoothing_neg", (X, T), dict(label_smoothing=-0.1), ValueError, r"label_smoothing"),
     ("smoothing_gt1", (X, T), dict(label_smoothing=1.5), ValueError, r"label_smoothing"),
-    ("smoothing_nan", (X, T), dict(label_smoothing=float("nan")), ValueError,
-     r"label_smoothing"),
+    ("smoothing_nan", (X, T), dict(label_smoothing=float("nan")), ValueError, r"label_smoothing"),
     ("smoothing_str", (X, T), dict(label_smoothing="x"), TypeError, r"label_smoothing"),
     ("ignore_index_float", (X, T), dict(ignore_index=1.5), TypeError, r"ignore_index"),
     ("complex_input", (X.astype(complex), T), {}, TypeError, r"input"),
-    ("object_input", (np.array([[1.0, "a"], [2.0, 3.0]], dtype=object), np.array([0, 1])), {},
-     TypeError, r"input"),
+    (
+        "object_input",
+        (np.array([[1.0, "a"], [2.0, 3.0]], dtype=object), np.array([0, 1])),
+        {},
+        TypeError,
+        r"input",
+    ),
     ("string_input", (np.array([["a", "b"]]), np.array([0])), {}, TypeError, r"input"),
     ("3d_input", (np.zeros((2, 3, 4)), np.zeros((2, 3), np.int64)), {}, ValueError, r"input"),
     ("0d_input", (np.float64(1.0), np.array(0)), {}, ValueError, r"input"),
@@ -555,8 +594,11 @@ BAD_INPUTS = [
 
 
 @pytest.mark.parametrize("func", list(FUNCS))
-@pytest.mark.parametrize("name,args,kwargs,exc,match", BAD_INPUTS,
-                         ids=[b[0] if isinstance(b, tuple) else None for b in BAD_INPUTS])
+@pytest.mark.parametrize(
+    "name,args,kwargs,exc,match",
+    BAD_INPUTS,
+    ids=[b[0] if isinstance(b, tuple) else None for b in BAD_INPUTS],
+)
 def test_bad_input(name, args, kwargs, exc, match, func):
     with pytest.raises(exc, match=match):
         FUNCS[func](*args, **kwargs)
@@ -611,8 +653,9 @@ def test_non_contiguous_and_readonly_input(probs):
     if probs:
         t = np.repeat(t, 2, axis=1)[:, ::2]  # non-contiguous target too
     kw = dict(weight=w, ignore_index=ii, reduction="mean", label_smoothing=0.1)
-    ref_loss, ref_grad = cross_entropy_ref(np.ascontiguousarray(x), np.ascontiguousarray(t),
-                                           w, ii, "mean", 0.1)
+    ref_loss, ref_grad = cross_entropy_ref(
+        np.ascontiguousarray(x), np.ascontiguousarray(t), w, ii, "mean", 0.1
+    )
     loss, grad = fm.cross_entropy_value_and_grad(x, t, **kw)
     assert_loss_close(loss, ref_loss, 1e-12)
     assert_grad_close(grad, ref_grad, 1e-12)
@@ -620,9 +663,9 @@ def test_non_contiguous_and_readonly_input(probs):
     xr = _readonly(np.ascontiguousarray(x))
     tr = _readonly(np.asarray(t))
     before = xr.copy()
-    loss, grad = fm.cross_entropy_value_and_grad(xr, tr, weight=None if w is None else
-                                                 _readonly(w), ignore_index=ii,
-                                                 label_smoothing=0.1)
+    loss, grad = fm.cross_entropy_value_and_grad(
+        xr, tr, weight=None if w is None else _readonly(w), ignore_index=ii, label_smoothing=0.1
+    )
     np.testing.assert_array_equal(xr, before)
     assert_loss_close(loss, ref_loss, 1e-12)
     assert_grad_close(grad, ref_grad, 1e-12)
@@ -631,8 +674,13 @@ def test_non_contiguous_and_readonly_input(probs):
 
 @pytest.mark.parametrize(
     "in_dtype,compute",
-    [(np.int64, np.float64), (np.int32, np.float64), (np.uint8, np.float64),
-     (np.bool_, np.float64), (np.float16, np.float32)],
+    [
+        (np.int64, np.float64),
+        (np.int32, np.float64),
+        (np.uint8, np.float64),
+        (np.bool_, np.float64),
+        (np.float16, np.float32),
+    ],
 )
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_other_input_dtypes(in_dtype, compute, reduction):
@@ -653,13 +701,15 @@ def test_other_input_dtypes(in_dtype, compute, reduction):
     # float probability targets of another dtype are converted to the compute dtype
     y = rng.dirichlet(np.ones(5), size=6).astype(np.float16)
     loss = fm.cross_entropy(x, y, reduction=reduction)
-    ref_loss, _ = cross_entropy_ref(x.astype(compute), y.astype(compute), None, -100,
-                                    reduction, 0.0)
+    ref_loss, _ = cross_entropy_ref(
+        x.astype(compute), y.astype(compute), None, -100, reduction, 0.0
+    )
     assert_loss_close(loss, ref_loss, TOL[compute])
 
 
-@pytest.mark.parametrize("t_dtype", [np.int8, np.int16, np.int32, np.int64, np.uint8,
-                                     np.uint16, np.uint32, np.uint64])
+@pytest.mark.parametrize(
+    "t_dtype", [np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64]
+)
 def test_target_integer_dtypes(t_dtype):
     rng = np.random.default_rng(15)
     x = rng.standard_normal((6, 5))

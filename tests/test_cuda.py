@@ -69,8 +69,15 @@ def test_cpu_calls_leave_cuda_alone():
 
 def _run_cuda_tests(extra, *select):
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-         *(select or [str(ROOT / "tests" / "cuda_kernels")])],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            *(select or [str(ROOT / "tests" / "cuda_kernels")]),
+        ],
         capture_output=True,
         text=True,
         env=_env(**extra),
@@ -87,8 +94,7 @@ def test_cuda_kernels_match_cpu():
         extra["NUMBA_ENABLE_CUDASIM"] = "1"
     r = _run_cuda_tests(extra)
     print(r.stdout[-3000:])
-    failed = [line.split()[1] for line in r.stdout.splitlines()
-              if line.startswith("FAILED ")]
+    failed = [line.split()[1] for line in r.stdout.splitlines() if line.startswith("FAILED ")]
     if r.returncode and simulated and failed and len(failed) <= 4:
         # Known, open: under the simulator (one Python thread per CUDA thread), 1-4
         # random cross-entropy cases came out exactly 4x off in about half of the

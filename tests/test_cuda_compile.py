@@ -182,8 +182,7 @@ def format_table(rows: list[dict], report: dict) -> str:
         f"{'spill':>6}{'smem st':>9}{'dyn max':>9}{'total':>8}{'blk/SM':>7}{'occ':>6}"
     )
     lines = [
-        "CUDA compile gate: {} launches, {} distinct signatures, targets {}; "
-        "ptxas {}".format(
+        "CUDA compile gate: {} launches, {} distinct signatures, targets {}; ptxas {}".format(
             report["launches"],
             len(report["signatures"]),
             ", ".join(report["targets"]),
@@ -326,8 +325,10 @@ def _kernel_label(disp) -> str:
     if "loss_id" in free:
         from fastmle.cuda import _kernels as K
 
-        ids = {getattr(K, n): n for n in ("BCE_LOGITS", "BCE_PROBS", "GAUSSIAN", "MSE", "KL",
-                                          "POISSON")}
+        ids = {
+            getattr(K, n): n
+            for n in ("BCE_LOGITS", "BCE_PROBS", "GAUSSIAN", "MSE", "KL", "POISSON")
+        }
         name = f"elementwise:{ids.get(free['loss_id'], free['loss_id'])}"
     if "nt" in free:
         name += f"[{free['nt']}]"
@@ -419,29 +420,45 @@ def _sweep(fm, dev, cai, host_fill):
 
             y = operand(shape, "device")
             run("binary_cross_entropy_with_logits", x, y, weight=operand(s, where), reduction=red)
-            run("binary_cross_entropy_with_logits", x, y, pos_weight=operand(s, where),
-                reduction=red)
+            run(
+                "binary_cross_entropy_with_logits",
+                x,
+                y,
+                pos_weight=operand(s, where),
+                reduction=red,
+            )
             run("binary_cross_entropy", x, y, weight=operand(s, where), reduction=red)
             run("binary_cross_entropy", x, operand(shape, where), reduction=red)
             for full in (False, True):
-                run("gaussian_nll_loss", x, operand(s, where), operand(s, where), full=full,
-                    reduction=red)
+                run(
+                    "gaussian_nll_loss",
+                    x,
+                    operand(s, where),
+                    operand(s, where),
+                    full=full,
+                    reduction=red,
+                )
                 run("gaussian_nll_loss", x, y, 0.5, full=full, reduction=red)
             run("mse_loss", x, operand(s, where), reduction=red)
             for lt, kr in itertools.product([False, True], [red, "batchmean"]):
                 run("kl_div", x, operand(s, where), reduction=kr, log_target=lt)
             for li, full in itertools.product([False, True], [False, True]):
-                run("poisson_nll_loss", x, operand(s, where), log_input=li, full=full,
-                    reduction=red)
-        for name in ("binary_cross_entropy_with_logits", "binary_cross_entropy", "mse_loss",
-                     "kl_div", "poisson_nll_loss"):
+                run(
+                    "poisson_nll_loss", x, operand(s, where), log_input=li, full=full, reduction=red
+                )
+        for name in (
+            "binary_cross_entropy_with_logits",
+            "binary_cross_entropy",
+            "mse_loss",
+            "kl_div",
+            "poisson_nll_loss",
+        ):
             for fn in variants(name):
                 call(fn, dev(np.zeros((0, 3), dt)), dev(np.zeros((0, 3), dt)))
                 call(fn, dev(np.zeros(5, dt)), dev(np.zeros(5, dt)))
         for fn in variants("gaussian_nll_loss"):
             call(fn, dev(np.zeros((0, 3), dt)), dev(np.zeros((0, 3), dt)), 1.0)
-            call(fn, dev(np.zeros((0, 3), dt)), dev(np.zeros((0, 3), dt)),
-                 dev(np.ones((0, 1), dt)))
+            call(fn, dev(np.zeros((0, 3), dt)), dev(np.zeros((0, 3), dt)), dev(np.ones((0, 1), dt)))
     # strict mode and the error record: the host reads back a record that reports
     # errors, so that the reset launches run too
     host_fill[0] = 1
@@ -519,8 +536,14 @@ _PTXAS_USED = re.compile(r"Used (\d+) registers(?:.*?, (\d+) bytes smem)?")
 def parse_ptxas(text: str) -> dict:
     """Registers, spills, stack and static shared memory of the entry function from
     ``ptxas -v`` output (spills are summed over every function in the module)."""
-    res = {"registers": 0, "spill_stores": 0, "spill_loads": 0, "stack": 0,
-           "static_smem": 0, "entries": 0}
+    res = {
+        "registers": 0,
+        "spill_stores": 0,
+        "spill_loads": 0,
+        "stack": 0,
+        "static_smem": 0,
+        "entries": 0,
+    }
     in_entry = False
     for line in text.splitlines():
         if _PTXAS_ENTRY.search(line):
@@ -584,8 +607,14 @@ def _compile_all(found: dict, ptxas: str, targets=TARGETS) -> list[dict]:
                     path.write_text(ptx)
                     dyn = ".extern .shared" in ptx
                     proc = subprocess.Popen(
-                        [ptxas, f"-arch={arch}", "-v", "-o", str(path.with_suffix(".cubin")),
-                         str(path)],
+                        [
+                            ptxas,
+                            f"-arch={arch}",
+                            "-v",
+                            "-o",
+                            str(path.with_suffix(".cubin")),
+                            str(path),
+                        ],
                         stdout=subprocess.PIPE,
                         stderr=subprocess.STDOUT,
                         text=True,
@@ -694,8 +723,9 @@ def _main(argv=None) -> int:
         return 2
     tools = compiler_tools()
     if tools is None:
-        print("the cu12 compiler wheels are missing: pip install 'numba-cuda[cu12]'",
-              file=sys.stderr)
+        print(
+            "the cu12 compiler wheels are missing: pip install 'numba-cuda[cu12]'", file=sys.stderr
+        )
         return 3
     if a.gate:
         _worker_gate(a.gate, tools["ptxas"])
@@ -726,10 +756,15 @@ def _env(**extra):
 def _run_worker(args, env=None, timeout=600):
     r = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), *args],
-        capture_output=True, text=True, env=env or _env(), cwd=ROOT, timeout=timeout,
+        capture_output=True,
+        text=True,
+        env=env or _env(),
+        cwd=ROOT,
+        timeout=timeout,
     )
-    assert r.returncode == 0, f"gate worker failed ({r.returncode}):\n{r.stdout[-5000:]}" \
-                              f"\n{r.stderr[-20000:]}"
+    assert r.returncode == 0, (
+        f"gate worker failed ({r.returncode}):\n{r.stdout[-5000:]}\n{r.stderr[-20000:]}"
+    )
     return r
 
 
@@ -782,8 +817,10 @@ def test_every_signature_compiles(gate):
 def test_no_spills(gate):
     bad = _failures(
         gate,
-        lambda s, a, r: (r.get("spill_stores") or r.get("spill_loads"))
-        and f"{r['spill_stores']} bytes spill stores, {r['spill_loads']} bytes spill loads",
+        lambda s, a, r: (
+            (r.get("spill_stores") or r.get("spill_loads"))
+            and f"{r['spill_stores']} bytes spill stores, {r['spill_loads']} bytes spill loads"
+        ),
     )
     assert not bad, "register spills:\n" + "\n".join(bad)
 
@@ -793,8 +830,10 @@ def test_shared_memory_within_48kb(gate):
     def check(s, a, r):
         total = r.get("static_smem", 0) + s["dynamic_smem"]
         if total > SMEM_LIMIT:
-            return (f"{r['static_smem']} B static + {s['dynamic_smem']} B dynamic = {total} B "
-                    f"> {SMEM_LIMIT} B")
+            return (
+                f"{r['static_smem']} B static + {s['dynamic_smem']} B dynamic = {total} B "
+                f"> {SMEM_LIMIT} B"
+            )
 
     bad = _failures(gate, check)
     assert not bad, "shared memory beyond 48 KB per block:\n" + "\n".join(bad)
@@ -810,8 +849,9 @@ def test_registers_within_budget(gate):
             return f"{r['registers']} registers > budget {budget}"
 
     bad = _failures(gate, check)
-    assert not bad, "registers above budget (tests/test_cuda_compile.py REG_BUDGET):\n" + \
-        "\n".join(bad)
+    assert not bad, "registers above budget (tests/test_cuda_compile.py REG_BUDGET):\n" + "\n".join(
+        bad
+    )
 
 
 BROKEN_SRC = '''\
@@ -861,8 +901,12 @@ def test_gate_rejects_broken_kernels(tmp_path):
     src = tmp_path / "broken_kernels.py"
     src.write_text(BROKEN_SRC)
     lines = BROKEN_SRC.splitlines()
-    line_of = {tag: i + 1 for i, ln in enumerate(lines) for tag in ("LINE_SHARED", "LINE_HELPER")
-               if tag in ln}
+    line_of = {
+        tag: i + 1
+        for i, ln in enumerate(lines)
+        for tag in ("LINE_SHARED", "LINE_HELPER")
+        if tag in ln
+    }
     # the simulator runs both and gets the right answers
     code = textwrap.dedent(f"""
         import importlib.util, numpy as np
@@ -873,8 +917,14 @@ def test_gate_rejects_broken_kernels(tmp_path):
         assert (a == x[::-1]).all() and (b == 2 * x).all(), (a, b)
         print("simulator ok")
     """)
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       env=_env(NUMBA_ENABLE_CUDASIM="1"), cwd=ROOT, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=_env(NUMBA_ENABLE_CUDASIM="1"),
+        cwd=ROOT,
+        timeout=300,
+    )
     assert r.returncode == 0 and "simulator ok" in r.stdout, r.stdout + r.stderr
     # the gate rejects both, with the typing error, the file and the line
     out = tmp_path / "broken.json"

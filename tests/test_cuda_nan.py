@@ -16,8 +16,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.skipif(importlib.util.find_spec("numba_cuda") is None,
-                    reason="numba-cuda is not installed")
+@pytest.mark.skipif(
+    importlib.util.find_spec("numba_cuda") is None, reason="numba-cuda is not installed"
+)
 def test_cuda_nan_behind_a_zero_coefficient_matches_the_cpu():
     code = textwrap.dedent("""
         import numpy as np
@@ -52,6 +53,7 @@ def test_cuda_nan_behind_a_zero_coefficient_matches_the_cpu():
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [env.get("PYTHONPATH", "")])
     env.setdefault("NUMBA_ENABLE_CUDASIM", "1")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                       cwd=ROOT, timeout=600)
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, timeout=600
+    )
     assert r.returncode == 0 and "ok" in r.stdout, r.stdout + r.stderr[-3000:]

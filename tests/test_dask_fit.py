@@ -35,8 +35,13 @@ def client():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "port in use": a random one is taken
         cluster = distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-            memory_limit=WORKER_MEMORY, silence_logs=50)
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            memory_limit=WORKER_MEMORY,
+            silence_logs=50,
+        )
     with distributed.Client(cluster) as c:
         yield c
     cluster.close()
@@ -109,8 +114,7 @@ def test_float32_mixed_inputs_and_chunk_layouts(client):
     yd = da.from_array(y, chunks=700)
     assert_same_fit(fm.LogisticRegression().fit(Xd, yd, sample_weight=sw), ref)
     with pytest.warns(UserWarning, match="column-vector y"):
-        got = fm.LogisticRegression().fit(Xd, yd.reshape(-1, 1).rechunk((500, 1)),
-                                          sample_weight=sw)
+        got = fm.LogisticRegression().fit(Xd, yd.reshape(-1, 1).rechunk((500, 1)), sample_weight=sw)
     assert_same_fit(got, ref)
 
 
@@ -158,8 +162,9 @@ def test_embedded_cluster_without_a_client(tmp_path):
     script = tmp_path / "fit.py"
     script.write_text(EMBEDDED)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                         timeout=120, env=env)
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=env
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     workers, diff = out.stdout.split()
     assert int(workers) == _chunks._cores() and float(diff) < 1e-8
@@ -184,8 +189,14 @@ def test_results_travel_but_X_is_never_gathered(client, monkeypatch):
     def checked_gather(self, futures, *args, **kwargs):
         out = gather(self, futures, *args, **kwargs)
         parts = out if isinstance(out, list) else [out]
-        biggest.append(max(sum(np.asarray(v).nbytes for v in p if v is not None)
-                           if isinstance(p, tuple) else np.asarray(p).nbytes for p in parts))
+        biggest.append(
+            max(
+                sum(np.asarray(v).nbytes for v in p if v is not None)
+                if isinstance(p, tuple)
+                else np.asarray(p).nbytes
+                for p in parts
+            )
+        )
         return out
 
     def refuse(*args, **kwargs):
@@ -207,9 +218,11 @@ def test_predictions_are_dask_arrays(client):
     for name in ("predict", "predict_proba", "predict_log_proba", "decision_function"):
         out = getattr(soft, name)(Xd)
         assert isinstance(out, da.Array), name
-        np.testing.assert_allclose(out.compute(), getattr(soft, name)(X), rtol=1e-12,
-                                   err_msg=name) if out.dtype.kind == "f" else \
-            np.testing.assert_array_equal(out.compute(), getattr(soft, name)(X))
+        np.testing.assert_allclose(
+            out.compute(), getattr(soft, name)(X), rtol=1e-12, err_msg=name
+        ) if out.dtype.kind == "f" else np.testing.assert_array_equal(
+            out.compute(), getattr(soft, name)(X)
+        )
     Xb, yb = _data("binary")
     logit = fm.LogisticRegression().fit(Xb, yb)
     out = logit.decision_function(da.from_array(Xb, chunks=(1000, -1)))
@@ -217,8 +230,11 @@ def test_predictions_are_dask_arrays(client):
     np.testing.assert_allclose(out.compute(), logit.decision_function(Xb), rtol=1e-12)
     Xg, yg = _data("real")
     gauss = fm.GaussianRegression(heteroscedastic=True).fit(Xg, yg)
-    np.testing.assert_allclose(gauss.predict_var(da.from_array(Xg, chunks=(999, -1))).compute(),
-                               gauss.predict_var(Xg), rtol=1e-12)
+    np.testing.assert_allclose(
+        gauss.predict_var(da.from_array(Xg, chunks=(999, -1))).compute(),
+        gauss.predict_var(Xg),
+        rtol=1e-12,
+    )
     with pytest.raises(ValueError, match="features"):
         gauss.predict(da.zeros((10, 3), chunks=5))
 
@@ -258,10 +274,16 @@ def _npy_dask(path, rows):
     never put in the graph: pickling one copies its data)."""
     m = np.load(path, mmap_mode="r")
     n = m.shape[0]
-    return da.concatenate([
-        da.from_delayed(dask.delayed(_npy_rows)(path, s, min(n, s + rows)),
-                        (min(n, s + rows) - s,) + m.shape[1:], m.dtype)
-        for s in range(0, n, rows)])
+    return da.concatenate(
+        [
+            da.from_delayed(
+                dask.delayed(_npy_rows)(path, s, min(n, s + rows)),
+                (min(n, s + rows) - s,) + m.shape[1:],
+                m.dtype,
+            )
+            for s in range(0, n, rows)
+        ]
+    )
 
 
 def test_out_of_core(client, tmp_path):
@@ -276,8 +298,8 @@ def test_out_of_core(client, tmp_path):
     y = np.empty(n)
     for s in range(0, n, step):
         block = rng.standard_normal((step, d), dtype=np.float32).astype(np.float64)
-        X[s:s + step] = block
-        y[s:s + step] = rng.random(step) < 1 / (1 + np.exp(-block @ beta))
+        X[s : s + step] = block
+        y[s : s + step] = rng.random(step) < 1 / (1 + np.exp(-block @ beta))
     X.flush()
     np.save(ypath, y)
     del X
@@ -314,8 +336,10 @@ class _Peak:
 
 
 def _worker_memory(dask_worker):
-    return {"spilled": len(getattr(dask_worker.data, "slow", ())),
-            "peak": max(dask_worker.monitor.quantities["memory"])}
+    return {
+        "spilled": len(getattr(dask_worker.data, "slow", ())),
+        "peak": max(dask_worker.monitor.quantities["memory"]),
+    }
 
 
 def test_a_worker_killed_mid_fit(client, monkeypatch):

@@ -58,73 +58,140 @@ def _probs(rng, shape, dtype):
 
 
 def ce_index(rng, n, dt, c=5):
-    return "cross_entropy", rng.standard_normal((n, c)).astype(dt), dict(
-        target=rng.integers(0, c, n)), ("target",), True
+    return (
+        "cross_entropy",
+        rng.standard_normal((n, c)).astype(dt),
+        dict(target=rng.integers(0, c, n)),
+        ("target",),
+        True,
+    )
 
 
 def ce_ignore_weight(rng, n, dt, c=70):  # 70 classes: the long-row kernel
     t = rng.integers(0, c, n)
     t[::4] = 3
-    return "cross_entropy", rng.standard_normal((n, c)).astype(dt), dict(
-        target=t, weight=rng.random(c) + 0.5, ignore_index=3), ("weight",), False
+    return (
+        "cross_entropy",
+        rng.standard_normal((n, c)).astype(dt),
+        dict(target=t, weight=rng.random(c) + 0.5, ignore_index=3),
+        ("weight",),
+        False,
+    )
 
 
 def ce_smoothing(rng, n, dt, c=6):
     t = rng.integers(0, c, n).astype(np.int32)
     t[1::5] = -100
-    return "cross_entropy", rng.standard_normal((n, c)).astype(dt), dict(
-        target=t, label_smoothing=0.2), ("target",), True
+    return (
+        "cross_entropy",
+        rng.standard_normal((n, c)).astype(dt),
+        dict(target=t, label_smoothing=0.2),
+        ("target",),
+        True,
+    )
 
 
 def ce_probs(rng, n, dt, c=7):
-    return "cross_entropy", rng.standard_normal((n, c)).astype(dt), dict(
-        target=_probs(rng, (n, c), dt), weight=rng.random(c) + 0.5, label_smoothing=0.1), (
-        "target",), True
+    return (
+        "cross_entropy",
+        rng.standard_normal((n, c)).astype(dt),
+        dict(target=_probs(rng, (n, c), dt), weight=rng.random(c) + 0.5, label_smoothing=0.1),
+        ("target",),
+        True,
+    )
 
 
 def bce_logits_weights(rng, n, dt, d=4):
-    return "binary_cross_entropy_with_logits", 3 * rng.standard_normal((n, d)).astype(dt), dict(
-        target=rng.random((n, d)).astype(dt), weight=rng.random((n, d)) + 0.5,
-        pos_weight=rng.random(d) + 0.5), ("target", "weight"), True
+    return (
+        "binary_cross_entropy_with_logits",
+        3 * rng.standard_normal((n, d)).astype(dt),
+        dict(
+            target=rng.random((n, d)).astype(dt),
+            weight=rng.random((n, d)) + 0.5,
+            pos_weight=rng.random(d) + 0.5,
+        ),
+        ("target", "weight"),
+        True,
+    )
 
 
 def bce_logits_plain(rng, n, dt):
-    return "binary_cross_entropy_with_logits", 3 * rng.standard_normal(n).astype(dt), dict(
-        target=(rng.random(n) > 0.5).astype(dt)), ("target",), True
+    return (
+        "binary_cross_entropy_with_logits",
+        3 * rng.standard_normal(n).astype(dt),
+        dict(target=(rng.random(n) > 0.5).astype(dt)),
+        ("target",),
+        True,
+    )
 
 
 def bce_probs(rng, n, dt, d=3):
-    return "binary_cross_entropy", rng.uniform(0.01, 0.99, (n, d)).astype(dt), dict(
-        target=rng.random((n, d)), weight=rng.random(d) + 0.5), ("target",), True
+    return (
+        "binary_cross_entropy",
+        rng.uniform(0.01, 0.99, (n, d)).astype(dt),
+        dict(target=rng.random((n, d)), weight=rng.random(d) + 0.5),
+        ("target",),
+        True,
+    )
 
 
 def _gauss(var_shape):
     """var_shape: a tuple of "n" (the batch), "d" and ints, or None for a float var.
     d_var is bitwise equal where var spans the batch (else it is summed over it)."""
+
     def case(rng, n, dt, d=4):
         spans = var_shape is not None and var_shape[0] == "n"
-        var = 0.7 if var_shape is None else (0.2 + rng.random(
-            tuple({"n": n, "d": d}.get(s, s) for s in var_shape))).astype(dt)
-        return "gaussian_nll_loss", rng.standard_normal((n, d)).astype(dt), dict(
-            target=rng.standard_normal((n, d)), var=var, full=True), (
-            ("target", "var") if spans else ("target",)), True
+        var = (
+            0.7
+            if var_shape is None
+            else (0.2 + rng.random(tuple({"n": n, "d": d}.get(s, s) for s in var_shape))).astype(dt)
+        )
+        return (
+            "gaussian_nll_loss",
+            rng.standard_normal((n, d)).astype(dt),
+            dict(target=rng.standard_normal((n, d)), var=var, full=True),
+            (("target", "var") if spans else ("target",)),
+            True,
+        )
+
     case.__name__ = "gauss_var_" + ("float" if var_shape is None else "x".join(map(str, var_shape)))
     return case
 
 
 def mse_broadcast(rng, n, dt, d=3):
-    return "mse_loss", rng.standard_normal((n, d, 2)).astype(dt), dict(
-        target=rng.standard_normal((d, 2))), (), True
+    return (
+        "mse_loss",
+        rng.standard_normal((n, d, 2)).astype(dt),
+        dict(target=rng.standard_normal((d, 2))),
+        (),
+        True,
+    )
 
 
 def kl_probs(rng, n, dt, c=5):
-    return "kl_div", np.log(_probs(rng, (n, c), dt)), dict(target=_probs(rng, (n, c), dt)), (
-        "target",), True
+    return (
+        "kl_div",
+        np.log(_probs(rng, (n, c), dt)),
+        dict(target=_probs(rng, (n, c), dt)),
+        ("target",),
+        True,
+    )
 
 
-CASES = [ce_index, ce_ignore_weight, ce_smoothing, ce_probs, bce_logits_weights,
-         bce_logits_plain, bce_probs, _gauss(("n",)), _gauss(("n", 1)), _gauss((1, "d")),
-         _gauss(None), mse_broadcast]
+CASES = [
+    ce_index,
+    ce_ignore_weight,
+    ce_smoothing,
+    ce_probs,
+    bce_logits_weights,
+    bce_logits_plain,
+    bce_probs,
+    _gauss(("n",)),
+    _gauss(("n", 1)),
+    _gauss((1, "d")),
+    _gauss(None),
+    mse_broadcast,
+]
 
 
 # --- helpers ------------------------------------------------------------------------
@@ -153,8 +220,10 @@ def flat(results):
 def leaves(value, grad, both):
     """(kind, array) of the results of L, L_grad, L_value_and_grad (a Gaussian grad is
     a pair (d_input, d_var))."""
+
     def grads(g):
         return [("grad", a) for a in (g if isinstance(g, tuple) else (g,))]
+
     return [("loss", value)] + grads(grad) + [("loss", both[0])] + grads(both[1])
 
 
@@ -166,8 +235,9 @@ def assert_matches(got, ref, dtype, exact, what):
     if exact and got.ndim:
         np.testing.assert_array_equal(got, ref, err_msg=what, strict=True)
     else:
-        np.testing.assert_allclose(got, ref, rtol=RTOL[dtype], atol=RTOL[dtype] * 1e-3,
-                                   err_msg=what)
+        np.testing.assert_allclose(
+            got, ref, rtol=RTOL[dtype], atol=RTOL[dtype] * 1e-3, err_msg=what
+        )
 
 
 def compare(case, n, dtype, reduction, rows, seed=0, op_rows=None, scheduler=SYNC):
@@ -175,8 +245,9 @@ def compare(case, n, dtype, reduction, rows, seed=0, op_rows=None, scheduler=SYN
     compare_results(case.__name__, *case(rng, n, dtype), reduction, rows, op_rows, scheduler)
 
 
-def compare_results(what, name, x, kw, dask_ops, exact, reduction, rows, op_rows=None,
-                    scheduler=SYNC):
+def compare_results(
+    what, name, x, kw, dask_ops, exact, reduction, rows, op_rows=None, scheduler=SYNC
+):
     """fm.<name> and its siblings on Dask ``x`` (``rows`` per chunk; the kwargs named in
     ``dask_ops`` as Dask arrays of ``op_rows`` per chunk) against NumPy ``x``."""
     n, dtype = x.shape[0], x.dtype.type
@@ -227,9 +298,17 @@ def test_registry_matches_numpy_path(params, operands):
     loss, grid, dtype = params
     x, kw, arrays = _registry_case(loss, grid, dtype)
     for reduction in loss.reductions:
-        compare_results(f"{_registry_ids(params)} {reduction}", loss.name, x, kw,
-                        arrays if operands == "dask" else (), True, reduction, rows=7,
-                        op_rows=10)
+        compare_results(
+            f"{_registry_ids(params)} {reduction}",
+            loss.name,
+            x,
+            kw,
+            arrays if operands == "dask" else (),
+            True,
+            reduction,
+            rows=7,
+            op_rows=10,
+        )
 
 
 @pytest.mark.parametrize("loss", ELEMENTWISE, ids=repr)
@@ -247,8 +326,9 @@ def test_matches_numpy_path(case, reduction, dtype):
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.__name__)
-@pytest.mark.parametrize("n, rows", [(40, 40), (23, 1), (0, 5)],
-                         ids=["one-chunk", "one-row-chunks", "empty"])
+@pytest.mark.parametrize(
+    "n, rows", [(40, 40), (23, 1), (0, 5)], ids=["one-chunk", "one-row-chunks", "empty"]
+)
 def test_chunkings(case, n, rows):
     compare(case, n, np.float64, "mean", rows)
 
@@ -260,8 +340,7 @@ def test_kl_batchmean(reduction):
 
 def test_mean_of_all_ignored_rows_is_nan():
     x = da.from_array(np.ones((6, 3)), chunks=4)
-    loss, grad = dask.compute(*fm.cross_entropy_value_and_grad(x, np.full(6, -100)),
-                              scheduler=SYNC)
+    loss, grad = dask.compute(*fm.cross_entropy_value_and_grad(x, np.full(6, -100)), scheduler=SYNC)
     assert np.isnan(loss) and not grad.any()
 
 
@@ -281,11 +360,13 @@ def test_chunked_class_axis_and_mismatched_operand_chunks():
 def test_numpy_input_with_float16_and_int_dask_operands():
     x = np.random.default_rng(2).standard_normal((9, 2)).astype(np.float16)
     y = (x > 0).astype(np.int64)
-    got = fm.binary_cross_entropy_with_logits_grad(da.from_array(x, chunks=4),
-                                                   da.from_array(y, chunks=3))
+    got = fm.binary_cross_entropy_with_logits_grad(
+        da.from_array(x, chunks=4), da.from_array(y, chunks=3)
+    )
     assert got.dtype == np.float32
-    np.testing.assert_array_equal(got.compute(scheduler=SYNC),
-                                  fm.binary_cross_entropy_with_logits_grad(x, y))
+    np.testing.assert_array_equal(
+        got.compute(scheduler=SYNC), fm.binary_cross_entropy_with_logits_grad(x, y)
+    )
 
 
 # --- against float64 formulas -------------------------------------------------------
@@ -306,9 +387,12 @@ def test_cross_entropy_against_reference():
 
 def test_bce_with_logits_against_reference():
     _, x, kw, _, _ = bce_logits_weights(np.random.default_rng(4), 37, np.float64)
-    got = dask.compute(*fm.binary_cross_entropy_with_logits_value_and_grad(
-        lazy(x, 5), lazy(kw["target"], 9), kw["weight"], "sum", kw["pos_weight"]),
-        scheduler=SYNC)
+    got = dask.compute(
+        *fm.binary_cross_entropy_with_logits_value_and_grad(
+            lazy(x, 5), lazy(kw["target"], 9), kw["weight"], "sum", kw["pos_weight"]
+        ),
+        scheduler=SYNC,
+    )
     ref = bce_with_logits_ref(x, kw["target"], kw["weight"], "sum", kw["pos_weight"])
     _close(got[0], ref[0])
     _close(got[1], ref[1])
@@ -327,8 +411,9 @@ def test_gaussian_against_reference():
 
 def test_kl_against_reference():
     _, x, kw, _, _ = kl_probs(np.random.default_rng(6), 29, np.float64)
-    got = dask.compute(*fm.kl_div_value_and_grad(lazy(x, 4), kw["target"], "batchmean"),
-                       scheduler=SYNC)
+    got = dask.compute(
+        *fm.kl_div_value_and_grad(lazy(x, 4), kw["target"], "batchmean"), scheduler=SYNC
+    )
     ref = kl_div_ref(x, kw["target"], "batchmean")
     _close(got[0], ref[0])
     _close(got[1], ref[1])
@@ -344,14 +429,15 @@ def test_softmax_functions(axis, dtype):
     x[3, 2, :] = -np.inf
     xd = da.from_array(x, chunks=(4, 4, 2))
     for f in (fm.softmax, fm.log_softmax):
-        np.testing.assert_array_equal(f(xd, axis=axis).compute(scheduler=SYNC),
-                                      f(x, axis=axis), strict=True)
+        np.testing.assert_array_equal(
+            f(xd, axis=axis).compute(scheduler=SYNC), f(x, axis=axis), strict=True
+        )
     for keepdims in (False, True):
         lse = fm.logsumexp(xd, axis=axis, keepdims=keepdims)
         assert isinstance(lse, da.Array)
-        np.testing.assert_array_equal(lse.compute(scheduler=SYNC),
-                                      fm.logsumexp(x, axis=axis, keepdims=keepdims),
-                                      strict=True)
+        np.testing.assert_array_equal(
+            lse.compute(scheduler=SYNC), fm.logsumexp(x, axis=axis, keepdims=keepdims), strict=True
+        )
 
 
 # --- one graph, determinism -----------------------------------------------------------
@@ -388,8 +474,10 @@ def test_deterministic_across_schedulers():
     x = lazy(rng.standard_normal((3000, 12)).astype(np.float32), 97)
     t = rng.integers(0, 12, 3000)
     w = rng.random(12).astype(np.float32)
-    results = [fm.cross_entropy_value_and_grad(x, t, weight=w),
-               fm.gaussian_nll_loss_value_and_grad(x, 0.5, rng.random((1, 12)) + 0.1)]
+    results = [
+        fm.cross_entropy_value_and_grad(x, t, weight=w),
+        fm.gaussian_nll_loss_value_and_grad(x, 0.5, rng.random((1, 12)) + 0.1),
+    ]
     runs = [dask.compute(results, scheduler=s) for s in (SYNC, "threads", "threads", SYNC)]
     first = [np.asarray(a).tobytes() for a in flat(runs[0][0])]
     for run in runs[1:]:
@@ -404,25 +492,28 @@ XD = da.from_array(X, chunks=6)
 T = np.arange(20) % 4
 
 
-@pytest.mark.parametrize("call, error, match", [
-    (lambda: fm.cross_entropy(X, da.from_array(T, chunks=5)), TypeError, "input is not a Dask"),
-    (lambda: fm.mse_loss(X, XD), TypeError, "input is not a Dask"),
-    (lambda: fm.cross_entropy_value_and_grad(XD, T, out=np.empty_like(X)), TypeError, "out="),
-    (lambda: fm.cross_entropy(XD[0], T[0]), ValueError, "must be 2-D logits"),
-    (lambda: fm.cross_entropy(XD, T[:10]), ValueError, r"must have shape \(20,\)"),
-    (lambda: fm.cross_entropy(XD, T.astype(float)), ValueError, "class probabilities"),
-    (lambda: fm.cross_entropy(XD, T, weight=np.ones(3)), ValueError, "one entry per class"),
-    (lambda: fm.cross_entropy(XD, T, reduction="avg"), ValueError, "reduction='avg'"),
-    (lambda: fm.cross_entropy(XD.astype(complex), T), TypeError, "complex"),
-    (lambda: fm.mse_loss(XD[XD[:, 0] > 0], 0.0), ValueError, "unknown chunk sizes"),
-    (lambda: fm.mse_loss(XD, np.ones(5)), ValueError, "does not broadcast"),
-    (lambda: fm.mse_loss(da.ones(3)[0], 1.0), ValueError, "0-d"),
-    (lambda: fm.gaussian_nll_loss(XD, X, -np.ones((1, 4))), ValueError, "var has .*negative"),
-    (lambda: fm.gaussian_nll_loss(XD, X, np.ones((20, 3))), ValueError, "var has shape"),
-    (lambda: fm.softmax(XD, axis=None), ValueError, "axis=None"),
-    (lambda: fm.logsumexp(XD, axis=2), ValueError, "out of bounds"),
-    (lambda: fm.kl_div(XD, X, reduction="avg"), ValueError, "batchmean"),
-])
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda: fm.cross_entropy(X, da.from_array(T, chunks=5)), TypeError, "input is not a Dask"),
+        (lambda: fm.mse_loss(X, XD), TypeError, "input is not a Dask"),
+        (lambda: fm.cross_entropy_value_and_grad(XD, T, out=np.empty_like(X)), TypeError, "out="),
+        (lambda: fm.cross_entropy(XD[0], T[0]), ValueError, "must be 2-D logits"),
+        (lambda: fm.cross_entropy(XD, T[:10]), ValueError, r"must have shape \(20,\)"),
+        (lambda: fm.cross_entropy(XD, T.astype(float)), ValueError, "class probabilities"),
+        (lambda: fm.cross_entropy(XD, T, weight=np.ones(3)), ValueError, "one entry per class"),
+        (lambda: fm.cross_entropy(XD, T, reduction="avg"), ValueError, "reduction='avg'"),
+        (lambda: fm.cross_entropy(XD.astype(complex), T), TypeError, "complex"),
+        (lambda: fm.mse_loss(XD[XD[:, 0] > 0], 0.0), ValueError, "unknown chunk sizes"),
+        (lambda: fm.mse_loss(XD, np.ones(5)), ValueError, "does not broadcast"),
+        (lambda: fm.mse_loss(da.ones(3)[0], 1.0), ValueError, "0-d"),
+        (lambda: fm.gaussian_nll_loss(XD, X, -np.ones((1, 4))), ValueError, "var has .*negative"),
+        (lambda: fm.gaussian_nll_loss(XD, X, np.ones((20, 3))), ValueError, "var has shape"),
+        (lambda: fm.softmax(XD, axis=None), ValueError, "axis=None"),
+        (lambda: fm.logsumexp(XD, axis=2), ValueError, "out of bounds"),
+        (lambda: fm.kl_div(XD, X, reduction="avg"), ValueError, "batchmean"),
+    ],
+)
 def test_bad_arguments_raise_when_called(call, error, match):
     with pytest.raises(error, match=match):
         call()
@@ -442,8 +533,10 @@ def test_bad_class_indices_raise_at_compute_with_the_numpy_message(scheduler):
     t[13] = 7  # row 13: the third chunk
     for numpy_call, dask_call in [
         (lambda: fm.cross_entropy(X, t), lambda: fm.cross_entropy(XD, t)),
-        (lambda: fm.cross_entropy_grad(X, t),
-         lambda: fm.cross_entropy_grad(XD, da.from_array(t, chunks=7))),
+        (
+            lambda: fm.cross_entropy_grad(X, t),
+            lambda: fm.cross_entropy_grad(XD, da.from_array(t, chunks=7)),
+        ),
     ]:
         lazy_loss = dask_call()  # builds the graph without reading values
         msg = _message(lambda lazy_loss=lazy_loss: dask.compute(lazy_loss, scheduler=scheduler))
@@ -482,21 +575,32 @@ def test_value_rules_with_the_numpy_message(loss, operand):
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(n=st.integers(0, 30), c=st.integers(1, 9), rows=st.integers(1, 31),
-       dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**16))
+@given(
+    n=st.integers(0, 30),
+    c=st.integers(1, 9),
+    rows=st.integers(1, 31),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    seed=st.integers(0, 2**16),
+)
 def test_random_shapes_and_chunks(n, c, rows, dtype, seed):
     rng = np.random.default_rng(seed)
     x = (3 * rng.standard_normal((n, c))).astype(dtype)
     t = rng.integers(-1, c, n)
     w = (rng.random(c) + 0.5).astype(dtype)
-    got = dask.compute(*fm.cross_entropy_value_and_grad(lazy(x, rows), t, weight=w,
-                                                        ignore_index=-1), scheduler=SYNC)
+    got = dask.compute(
+        *fm.cross_entropy_value_and_grad(lazy(x, rows), t, weight=w, ignore_index=-1),
+        scheduler=SYNC,
+    )
     ref = fm.cross_entropy_value_and_grad(x, t, weight=w, ignore_index=-1)
     assert_matches(got[0], ref[0], dtype, False, "ce loss")
     assert_matches(got[1], ref[1], dtype, False, "ce grad")
     y = rng.random((n, c)).astype(dtype)
-    got = dask.compute(*fm.binary_cross_entropy_with_logits_value_and_grad(
-        lazy(x, rows), lazy(y, max(1, rows // 2)), reduction="sum"), scheduler=SYNC)
+    got = dask.compute(
+        *fm.binary_cross_entropy_with_logits_value_and_grad(
+            lazy(x, rows), lazy(y, max(1, rows // 2)), reduction="sum"
+        ),
+        scheduler=SYNC,
+    )
     ref = fm.binary_cross_entropy_with_logits_value_and_grad(x, y, reduction="sum")
     assert_matches(got[0], ref[0], dtype, False, "bce loss")
     assert_matches(got[1], ref[1], dtype, True, "bce grad")
@@ -519,16 +623,22 @@ def test_import_leaves_dask_alone():
         print("imported:", bad)
         sys.exit(1 if bad else 0)
     """)
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert r.returncode == 0, r.stdout + r.stderr
 
 
 @pytest.fixture(scope="module")
 def client():
     distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
-                                  dashboard_address=":0") as cluster:  # any free port
+    with distributed.LocalCluster(
+        n_workers=2, processes=True, threads_per_worker=1, dashboard_address=":0"
+    ) as cluster:  # any free port
         with distributed.Client(cluster) as c:
             yield c
 
@@ -539,8 +649,10 @@ def test_distributed_cluster(client):
     rng = np.random.default_rng(11)
     _, x, kw, _, _ = ce_ignore_weight(rng, 400, np.float32)
     xd = lazy(x, 45)
-    lazy_results = [fm.cross_entropy_value_and_grad(xd, **kw),
-                    fm.gaussian_nll_loss_value_and_grad(xd, 0.0, rng.random((1, 70)) + 0.5)]
+    lazy_results = [
+        fm.cross_entropy_value_and_grad(xd, **kw),
+        fm.gaussian_nll_loss_value_and_grad(xd, 0.0, rng.random((1, 70)) + 0.5),
+    ]
     got = flat(client.gather(client.compute(lazy_results)))
     local = flat(dask.compute(lazy_results, scheduler=SYNC)[0])
     for g, want in zip(got, local):  # same chunks: the same bits in other processes

@@ -27,13 +27,22 @@ from hypothesis import strategies as st
 from scipy.special import expit, xlogy
 
 import fastmle as fm
-from reference_elementwise import (bce_ref, bce_with_logits_ref, gaussian_nll_loss_ref,
-                                   kl_div_ref, mse_loss_ref, sum_to_shape)
+from reference_elementwise import (
+    bce_ref,
+    bce_with_logits_ref,
+    gaussian_nll_loss_ref,
+    kl_div_ref,
+    mse_loss_ref,
+    sum_to_shape,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 TOL = {np.float32: 1e-6, np.float64: 1e-12}
-HYPO = settings(max_examples=40, deadline=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+HYPO = settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 LOG_2PI_HALF = 0.5 * math.log(2 * math.pi)
 
 
@@ -59,7 +68,8 @@ def assert_within(got, ref, atol, what=""):
         raise AssertionError(
             f"{what}: {np.count_nonzero(~ok)} mismatch(es); first at flat index {i}: "
             f"got {got.reshape(-1)[i]!r}, ref {ref.reshape(-1)[i]!r}, "
-            f"err {err.reshape(-1)[i]!r} > atol {atol.reshape(-1)[i]!r}")
+            f"err {err.reshape(-1)[i]!r} > atol {atol.reshape(-1)[i]!r}"
+        )
 
 
 def reduce_mag(mag_el, reduction, denom):
@@ -172,10 +182,16 @@ def bce_logits_cases(draw):
         y = rng.uniform(0, 1, shape).astype(dtype)
     w_mode = operand_mode(draw, shape)
     pw_mode = operand_mode(draw, shape)
-    w = (None if w_mode == "none"
-         else rng.uniform(0.1, 3, operand_shape(shape, w_mode)).astype(dtype))
-    pw = (None if pw_mode == "none"
-          else rng.uniform(0.1, 5, operand_shape(shape, pw_mode)).astype(dtype))
+    w = (
+        None
+        if w_mode == "none"
+        else rng.uniform(0.1, 3, operand_shape(shape, w_mode)).astype(dtype)
+    )
+    pw = (
+        None
+        if pw_mode == "none"
+        else rng.uniform(0.1, 5, operand_shape(shape, pw_mode)).astype(dtype)
+    )
     return x, y, w, pw, reduction
 
 
@@ -208,8 +224,11 @@ def bce_probs_cases(draw):
     else:
         y = rng.uniform(0, 1, shape).astype(dtype)
     w_mode = operand_mode(draw, shape)
-    w = (None if w_mode == "none"
-         else rng.uniform(0.1, 3, operand_shape(shape, w_mode)).astype(dtype))
+    w = (
+        None
+        if w_mode == "none"
+        else rng.uniform(0.1, 3, operand_shape(shape, w_mode)).astype(dtype)
+    )
     return p, y, w, reduction
 
 
@@ -266,12 +285,15 @@ def gaussian_mags(x, t, var, full, eps, reduction):
     """Element magnitudes of the loss terms and the d_var terms summed like var."""
     x = f64(x)
     v_in = f64(var)
-    v = v_in[..., None] if (v_in.shape != x.shape and x.ndim and v_in.shape == x.shape[:-1]) \
+    v = (
+        v_in[..., None]
+        if (v_in.shape != x.shape and x.ndim and v_in.shape == x.shape[:-1])
         else v_in
+    )
     vb = np.broadcast_to(np.maximum(v, eps), x.shape)
     d2 = (x - np.broadcast_to(f64(t), x.shape)) ** 2
     loss_mag = 0.5 * (np.abs(np.log(vb)) + d2 / vb) + (LOG_2PI_HALF if full else 0.0)
-    dv_mag = sum_to_shape(0.5 * (1 / vb + d2 / vb ** 2), v.shape).reshape(v_in.shape)
+    dv_mag = sum_to_shape(0.5 * (1 / vb + d2 / vb**2), v.shape).reshape(v_in.shape)
     return loss_mag, dv_mag
 
 
@@ -289,12 +311,20 @@ def test_gaussian_nll_matches_reference(case):
     check_grad(dx, ref_dx, max_abs(ref_dx), dt, "d_input")
     if isinstance(var, float):
         assert np.ndim(dv) == 0 and np.asarray(dv).dtype == dt
-        assert_within(dv, ref_dv, TOL[dt] * dv_mag * grad_scale(reduction, x.size)
-                      + np.finfo(dt).tiny, "d_var")
+        assert_within(
+            dv,
+            ref_dv,
+            TOL[dt] * dv_mag * grad_scale(reduction, x.size) + np.finfo(dt).tiny,
+            "d_var",
+        )
     else:
         assert isinstance(dv, np.ndarray) and dv.dtype == dt and dv.shape == var.shape
-        assert_within(dv, ref_dv, TOL[dt] * dv_mag * grad_scale(reduction, x.size)
-                      + np.finfo(dt).tiny, "d_var")
+        assert_within(
+            dv,
+            ref_dv,
+            TOL[dt] * dv_mag * grad_scale(reduction, x.size) + np.finfo(dt).tiny,
+            "d_var",
+        )
     assert same(vg[0], loss) and same(vg[1][0], dx) and same(vg[1][1], dv)
 
 
@@ -402,8 +432,15 @@ def test_bce_with_logits_vs_torch(torch, shape, reduction, w_mode, pw_mode):
     y[rng.uniform(size=shape) < 0.3] = 1.0
     w = None if w_mode == "none" else rng.uniform(0.1, 3, operand_shape(shape, w_mode))
     pw = None if pw_mode == "none" else rng.uniform(0.1, 5, operand_shape(shape, pw_mode))
-    tl, tg = torch_run(torch, F.binary_cross_entropy_with_logits, x, y, w,
-                       reduction=reduction, pos_weight=None if pw is None else torch.tensor(pw))
+    tl, tg = torch_run(
+        torch,
+        F.binary_cross_entropy_with_logits,
+        x,
+        y,
+        w,
+        reduction=reduction,
+        pos_weight=None if pw is None else torch.tensor(pw),
+    )
     loss, grad = fm.binary_cross_entropy_with_logits_value_and_grad(x, y, w, reduction, pw)
     # torch's formula (1-y) x + ... cancels a little: 1e-12 of the terms' size
     np.testing.assert_allclose(loss, tl, rtol=1e-12, atol=1e-13)
@@ -464,10 +501,10 @@ def test_gaussian_nll_vs_torch(torch, shape, vshape, reduction, full):
     else:
         var = rng.uniform(0.2, 2, vshape)
         var_t = var
-    tl, tdx, tdv = torch_run(torch, F.gaussian_nll_loss, x, t, var_t, grad_args=(1,),
-                             full=full, reduction=reduction)
-    loss, (dx, dv) = fm.gaussian_nll_loss_value_and_grad(x, t, var, full=full,
-                                                         reduction=reduction)
+    tl, tdx, tdv = torch_run(
+        torch, F.gaussian_nll_loss, x, t, var_t, grad_args=(1,), full=full, reduction=reduction
+    )
+    loss, (dx, dv) = fm.gaussian_nll_loss_value_and_grad(x, t, var, full=full, reduction=reduction)
     np.testing.assert_allclose(loss, tl, rtol=1e-12)
     np.testing.assert_allclose(dx, tdx, rtol=1e-12, atol=1e-14)
     if vshape == "float":
@@ -486,10 +523,10 @@ def test_gaussian_var_below_eps_clamped_like_torch(torch, eps, reduction):
     x = np.array([0.5, -1.0, 2e-4, 0.0, 1.0, 3.0])
     t = np.array([0.4, 0.0, 0.0, 0.0, 1.5, -1.0])
     var = np.array([0.0, 1e-8, 1e-7, 1e-6, 1e-4, 2.0])
-    tl, tdx, tdv = torch_run(torch, F.gaussian_nll_loss, x, t, var, grad_args=(1,),
-                             eps=eps, reduction=reduction)
-    loss, (dx, dv) = fm.gaussian_nll_loss_value_and_grad(x, t, var, eps=eps,
-                                                         reduction=reduction)
+    tl, tdx, tdv = torch_run(
+        torch, F.gaussian_nll_loss, x, t, var, grad_args=(1,), eps=eps, reduction=reduction
+    )
+    loss, (dx, dv) = fm.gaussian_nll_loss_value_and_grad(x, t, var, eps=eps, reduction=reduction)
     assert np.all(np.isfinite(loss)) and np.all(np.isfinite(dx)) and np.all(np.isfinite(dv))
     np.testing.assert_allclose(loss, tl, rtol=1e-12)
     np.testing.assert_allclose(dx, tdx, rtol=1e-12)
@@ -549,8 +586,7 @@ def fd_grad(f, a, h=1e-6):
 
 
 def assert_fd(g, fd, what):
-    np.testing.assert_allclose(g, fd, rtol=1e-6, atol=1e-7 * max(1.0, max_abs(fd)),
-                               err_msg=what)
+    np.testing.assert_allclose(g, fd, rtol=1e-6, atol=1e-7 * max(1.0, max_abs(fd)), err_msg=what)
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
@@ -570,8 +606,9 @@ def test_bce_with_logits_fd_none():
     x = rng.standard_normal(10) * 4
     y = rng.uniform(0, 1, 10)
     g = fm.binary_cross_entropy_with_logits_grad(x, y, reduction="none")
-    fd = fd_grad(lambda a: float(np.sum(fm.binary_cross_entropy_with_logits(
-        a, y, reduction="none"))), x)
+    fd = fd_grad(
+        lambda a: float(np.sum(fm.binary_cross_entropy_with_logits(a, y, reduction="none"))), x
+    )
     assert_fd(g, fd, "d_input (none: gradient of the sum)")
 
 
@@ -586,8 +623,10 @@ def test_bce_fd(reduction):
     assert_fd(g, fd, "d_input")
 
 
-@pytest.mark.parametrize("shape,vshape", [((3, 4), (3, 4)), ((3, 4), (3,)), ((2, 3, 4), (2, 1, 4)),
-                                          ((3, 4), (1, 4)), ((3, 4), "float")])
+@pytest.mark.parametrize(
+    "shape,vshape",
+    [((3, 4), (3, 4)), ((3, 4), (3,)), ((2, 3, 4), (2, 1, 4)), ((3, 4), (1, 4)), ((3, 4), "float")],
+)
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_gaussian_nll_fd(shape, vshape, reduction):
     rng = np.random.default_rng(9)
@@ -637,17 +676,39 @@ def _cases(dtype, shape=(5, 7), seed=12):
     w = rng.uniform(0.5, 2, shape[-1:]).astype(dtype)
     var = rng.uniform(0.5, 2, shape[:-1]).astype(dtype)
     return {
-        "bce_logits": (fm.binary_cross_entropy_with_logits,
-                       fm.binary_cross_entropy_with_logits_grad,
-                       fm.binary_cross_entropy_with_logits_value_and_grad,
-                       x, (y, w), dict(pos_weight=w[::-1].copy())),
-        "bce": (fm.binary_cross_entropy, fm.binary_cross_entropy_grad,
-                fm.binary_cross_entropy_value_and_grad, p, (y, w), {}),
-        "gaussian": (fm.gaussian_nll_loss, fm.gaussian_nll_loss_grad,
-                     fm.gaussian_nll_loss_value_and_grad, x, (y, var), dict(full=True)),
+        "bce_logits": (
+            fm.binary_cross_entropy_with_logits,
+            fm.binary_cross_entropy_with_logits_grad,
+            fm.binary_cross_entropy_with_logits_value_and_grad,
+            x,
+            (y, w),
+            dict(pos_weight=w[::-1].copy()),
+        ),
+        "bce": (
+            fm.binary_cross_entropy,
+            fm.binary_cross_entropy_grad,
+            fm.binary_cross_entropy_value_and_grad,
+            p,
+            (y, w),
+            {},
+        ),
+        "gaussian": (
+            fm.gaussian_nll_loss,
+            fm.gaussian_nll_loss_grad,
+            fm.gaussian_nll_loss_value_and_grad,
+            x,
+            (y, var),
+            dict(full=True),
+        ),
         "mse": (fm.mse_loss, fm.mse_loss_grad, fm.mse_loss_value_and_grad, x, (y,), {}),
-        "kl": (fm.kl_div, fm.kl_div_grad, fm.kl_div_value_and_grad, x, (y,),
-               dict(log_target=False)),
+        "kl": (
+            fm.kl_div,
+            fm.kl_div_grad,
+            fm.kl_div_value_and_grad,
+            x,
+            (y,),
+            dict(log_target=False),
+        ),
     }
 
 
@@ -704,8 +765,9 @@ def test_bce_with_logits_no_cancellation_float32():
     assert loss.dtype == np.float32
     # log1p(exp(-20)) = 2.0611536900435e-09 (PyTorch's formula gives 0 here)
     np.testing.assert_allclose(loss, 2.0611536900435e-09, rtol=1e-6)
-    np.testing.assert_allclose(fm.binary_cross_entropy_with_logits_grad(x, y),
-                               np.float32(2.0611536900435e-09), rtol=1e-6)
+    np.testing.assert_allclose(
+        fm.binary_cross_entropy_with_logits_grad(x, y), np.float32(2.0611536900435e-09), rtol=1e-6
+    )
 
 
 def _mp_bce_logits(x, y):
@@ -751,10 +813,12 @@ def test_bce_with_logits_infinite_logits(dtype):
     # with weights and pos_weight, and reduced
     w = np.full(6, 2.0, dtype)
     loss, grad = fm.binary_cross_entropy_with_logits_value_and_grad(
-        x[:1], y[:1], w[:1], "sum", pos_weight=w[:1])
+        x[:1], y[:1], w[:1], "sum", pos_weight=w[:1]
+    )
     assert loss == 0 and grad[0] == 0
     loss, grad = fm.binary_cross_entropy_with_logits_value_and_grad(
-        x[[0, 2]], y[[0, 2]], reduction="mean")
+        x[[0, 2]], y[[0, 2]], reduction="mean"
+    )
     assert loss == 0 and not np.any(np.isnan(grad))
     assert fm.binary_cross_entropy_with_logits(x, y, reduction="sum") == inf
     assert not np.any(np.isnan(fm.binary_cross_entropy_with_logits_grad(x, y)))
@@ -762,11 +826,14 @@ def test_bce_with_logits_infinite_logits(dtype):
 
 NAN_CASES = {
     "bce_logits": lambda x, o: fm.binary_cross_entropy_with_logits_value_and_grad(
-        x, o, reduction="none"),
+        x, o, reduction="none"
+    ),
     "bce": lambda x, o: fm.binary_cross_entropy_value_and_grad(
-        expit(x).astype(x.dtype), o, reduction="none"),
+        expit(x).astype(x.dtype), o, reduction="none"
+    ),
     "gaussian": lambda x, o: fm.gaussian_nll_loss_value_and_grad(
-        x, o, np.ones_like(x), reduction="none"),
+        x, o, np.ones_like(x), reduction="none"
+    ),
     "mse": lambda x, o: fm.mse_loss_value_and_grad(x, o, reduction="none"),
     "kl": lambda x, o: fm.kl_div_value_and_grad(x, o, reduction="none"),
 }
@@ -788,8 +855,12 @@ def test_nan_input_propagates(name, dtype):
         assert np.isnan(grad[1][1]) and np.all(np.isfinite(grad[1][[0, 2, 3]]))
     # and the reduced loss
     xs = x if name != "bce" else expit(x).astype(dtype)
-    fn = {"bce_logits": fm.binary_cross_entropy_with_logits, "bce": fm.binary_cross_entropy,
-          "mse": fm.mse_loss, "kl": fm.kl_div}.get(name)
+    fn = {
+        "bce_logits": fm.binary_cross_entropy_with_logits,
+        "bce": fm.binary_cross_entropy,
+        "mse": fm.mse_loss,
+        "kl": fm.kl_div,
+    }.get(name)
     if fn is not None:
         assert np.isnan(fn(xs, o)) and np.isnan(fn(xs, o, reduction="sum"))
     else:
@@ -799,17 +870,34 @@ def test_nan_input_propagates(name, dtype):
 # NaN where a zero coefficient used to hide it (issue 17, item 12): a zero KL target,
 # and BCE with logits at y = 1, pos_weight = 0 (both of its coefficients zero)
 NAN_ZERO_COEF = {
-    "kl_zero_target": (lambda F: F.kl_div, lambda: fm.kl_div_value_and_grad,
-                       [np.nan, -1.0, np.nan], [0.0, 0.5, 0.3], {}),
-    "kl_log_target": (lambda F: F.kl_div, lambda: fm.kl_div_value_and_grad,
-                      [np.nan, -1.0], [-np.inf, -0.5], {"log_target": True}),
-    "bce_logits_pw0": (lambda F: F.binary_cross_entropy_with_logits,
-                       lambda: fm.binary_cross_entropy_with_logits_value_and_grad,
-                       [np.nan, 0.5, np.nan, -2.0], [1.0, 1.0, 0.0, 1.0],
-                       {"pos_weight": [0.0, 0.0, 0.0, 0.0]}),
-    "bce_logits_w0": (lambda F: F.binary_cross_entropy_with_logits,
-                      lambda: fm.binary_cross_entropy_with_logits_value_and_grad,
-                      [np.nan, 0.5], [1.0, 1.0], {"weight": [0.0, 1.0]}),
+    "kl_zero_target": (
+        lambda F: F.kl_div,
+        lambda: fm.kl_div_value_and_grad,
+        [np.nan, -1.0, np.nan],
+        [0.0, 0.5, 0.3],
+        {},
+    ),
+    "kl_log_target": (
+        lambda F: F.kl_div,
+        lambda: fm.kl_div_value_and_grad,
+        [np.nan, -1.0],
+        [-np.inf, -0.5],
+        {"log_target": True},
+    ),
+    "bce_logits_pw0": (
+        lambda F: F.binary_cross_entropy_with_logits,
+        lambda: fm.binary_cross_entropy_with_logits_value_and_grad,
+        [np.nan, 0.5, np.nan, -2.0],
+        [1.0, 1.0, 0.0, 1.0],
+        {"pos_weight": [0.0, 0.0, 0.0, 0.0]},
+    ),
+    "bce_logits_w0": (
+        lambda F: F.binary_cross_entropy_with_logits,
+        lambda: fm.binary_cross_entropy_with_logits_value_and_grad,
+        [np.nan, 0.5],
+        [1.0, 1.0],
+        {"weight": [0.0, 1.0]},
+    ),
 }
 
 
@@ -822,8 +910,9 @@ def test_nan_behind_a_zero_coefficient_vs_torch(torch, case, dtype, reduction):
     tfn, fn, x, t, kw = NAN_ZERO_COEF[case]
     x, t = np.array(x, dtype), np.array(t, dtype)
     kw_np = {k: np.array(v, dtype) if isinstance(v, list) else v for k, v in kw.items()}
-    kw_t = {k: torch.tensor(v, dtype=torch.float64) if isinstance(v, list) else v
-            for k, v in kw.items()}
+    kw_t = {
+        k: torch.tensor(v, dtype=torch.float64) if isinstance(v, list) else v for k, v in kw.items()
+    }
     xt = torch.tensor(f64(x), requires_grad=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -832,15 +921,19 @@ def test_nan_behind_a_zero_coefficient_vs_torch(torch, case, dtype, reduction):
     loss, grad = fn()(x, t, reduction=reduction, **kw_np)
     np.testing.assert_array_equal(np.isnan(loss), np.isnan(ref.detach().numpy()))
     fin = np.isfinite(ref.detach().numpy())
-    np.testing.assert_allclose(np.asarray(loss, np.float64)[fin], ref.detach().numpy()[fin],
-                               rtol=TOL[dtype])
+    np.testing.assert_allclose(
+        np.asarray(loss, np.float64)[fin], ref.detach().numpy()[fin], rtol=TOL[dtype]
+    )
     np.testing.assert_array_equal(np.isnan(grad), np.isnan(xt.grad.numpy()))
 
 
 def test_issue_17_nan_examples():
     assert np.isnan(fm.kl_div(np.array([np.nan, -1]), np.array([0, 0.5]), reduction="sum"))
-    assert np.isnan(fm.binary_cross_entropy_with_logits(
-        np.array([np.nan]), np.array([1.0]), pos_weight=np.array([0.0])))
+    assert np.isnan(
+        fm.binary_cross_entropy_with_logits(
+            np.array([np.nan]), np.array([1.0]), pos_weight=np.array([0.0])
+        )
+    )
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -873,8 +966,9 @@ def test_kl_zero_target_minus_inf_input(dtype):
     assert loss[0] == 0 and loss[2] == 0
     np.testing.assert_allclose(loss[1], 0.5 * (math.log(0.5) + 1.0), rtol=1e-6)
     np.testing.assert_array_equal(grad, -t)
-    np.testing.assert_allclose(fm.kl_div(x, t, reduction="sum"), 0.5 * (math.log(0.5) + 1.0),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        fm.kl_div(x, t, reduction="sum"), 0.5 * (math.log(0.5) + 1.0), rtol=1e-6
+    )
 
 
 # --- empty inputs ---------------------------------------------------------------------------
@@ -882,12 +976,13 @@ def test_kl_zero_target_minus_inf_input(dtype):
 
 EMPTY_CALLS = {
     "bce_logits": lambda x, red: fm.binary_cross_entropy_with_logits_value_and_grad(
-        x, x, reduction=red),
+        x, x, reduction=red
+    ),
     "bce": lambda x, red: fm.binary_cross_entropy_value_and_grad(x, x, reduction=red),
     "gaussian": lambda x, red: fm.gaussian_nll_loss_value_and_grad(
-        x, x, np.ones_like(x), reduction=red),
-    "gaussian_float": lambda x, red: fm.gaussian_nll_loss_value_and_grad(
-        x, x, 1.0, reduction=red),
+        x, x, np.ones_like(x), reduction=red
+    ),
+    "gaussian_float": lambda x, red: fm.gaussian_nll_loss_value_and_grad(x, x, 1.0, reduction=red),
     "mse": lambda x, red: fm.mse_loss_value_and_grad(x, x, reduction=red),
     "kl": lambda x, red: fm.kl_div_value_and_grad(x, x, reduction=red),
 }
@@ -922,20 +1017,28 @@ def test_kl_batchmean_empty():
 
 EMPTY_BROADCAST = {
     "bce_logits weight (C,) on (0, 3)": lambda: fm.binary_cross_entropy_with_logits_value_and_grad(
-        np.zeros((0, 3)), np.zeros((0, 3)), np.ones(3), "sum"),
-    "bce_logits weight (N, 1) on (2, 0)":
-        lambda: fm.binary_cross_entropy_with_logits_value_and_grad(
-        np.zeros((2, 0)), np.zeros((2, 0)), np.ones((2, 1)), "sum"),
+        np.zeros((0, 3)), np.zeros((0, 3)), np.ones(3), "sum"
+    ),
+    "bce_logits weight (N, 1) on (2, 0)": lambda: (
+        fm.binary_cross_entropy_with_logits_value_and_grad(
+            np.zeros((2, 0)), np.zeros((2, 0)), np.ones((2, 1)), "sum"
+        )
+    ),
     "bce pos_weight (C,) on (2, 0, 3)": lambda: fm.binary_cross_entropy_with_logits_value_and_grad(
-        np.zeros((2, 0, 3)), np.zeros((2, 0, 3)), None, "sum", np.ones(3)),
+        np.zeros((2, 0, 3)), np.zeros((2, 0, 3)), None, "sum", np.ones(3)
+    ),
     "mse target (C,) on (0, 3)": lambda: fm.mse_loss_value_and_grad(
-        np.zeros((0, 3)), np.zeros(3), "sum"),
+        np.zeros((0, 3)), np.zeros(3), "sum"
+    ),
     "kl target (C,) on (0, 3)": lambda: fm.kl_div_value_and_grad(
-        np.zeros((0, 3)), np.full(3, 0.5), "sum"),
+        np.zeros((0, 3)), np.full(3, 0.5), "sum"
+    ),
     "gaussian var (N,) on (4, 0)": lambda: fm.gaussian_nll_loss_value_and_grad(
-        np.zeros((4, 0)), np.zeros((4, 0)), np.ones(4), reduction="sum"),
+        np.zeros((4, 0)), np.zeros((4, 0)), np.ones(4), reduction="sum"
+    ),
     "gaussian var (1, C) on (0, 3)": lambda: fm.gaussian_nll_loss_value_and_grad(
-        np.zeros((0, 3)), np.zeros((0, 3)), np.ones((1, 3)), reduction="sum"),
+        np.zeros((0, 3)), np.zeros((0, 3)), np.ones((1, 3)), reduction="sum"
+    ),
 }
 
 
@@ -980,22 +1083,31 @@ _DETERMINISM_SCRIPT = textwrap.dedent("""
 def test_results_do_not_depend_on_thread_count(tmp_path):
     rng = np.random.default_rng(13)
     n, c = 600, 500  # 300_000 elements, many chunks
-    np.savez(tmp_path / "data.npz",
-             x=rng.standard_normal((n, c)).astype(np.float32) * 3,
-             y=rng.uniform(0, 1, (n, c)).astype(np.float32),
-             w=rng.uniform(0.5, 2, c).astype(np.float32),
-             pw=rng.uniform(0.5, 2, (n, 1)).astype(np.float32),
-             t=rng.standard_normal((n, c)).astype(np.float32),
-             var=rng.uniform(0.5, 2, n).astype(np.float32))
+    np.savez(
+        tmp_path / "data.npz",
+        x=rng.standard_normal((n, c)).astype(np.float32) * 3,
+        y=rng.uniform(0, 1, (n, c)).astype(np.float32),
+        w=rng.uniform(0.5, 2, c).astype(np.float32),
+        pw=rng.uniform(0.5, 2, (n, 1)).astype(np.float32),
+        t=rng.standard_normal((n, c)).astype(np.float32),
+        var=rng.uniform(0.5, 2, n).astype(np.float32),
+    )
     script = tmp_path / "run.py"
     script.write_text(_DETERMINISM_SCRIPT)
     results = []
     for threads in ("1", "2"):
-        env = dict(os.environ, NUMBA_NUM_THREADS=threads,
-                   PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT),
-                                                            os.environ.get("PYTHONPATH")])))
-        proc = subprocess.run([sys.executable, str(script), str(tmp_path), threads], env=env,
-                              capture_output=True, text=True, timeout=300)
+        env = dict(
+            os.environ,
+            NUMBA_NUM_THREADS=threads,
+            PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        )
+        proc = subprocess.run(
+            [sys.executable, str(script), str(tmp_path), threads],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert proc.returncode == 0, proc.stderr
         results.append(np.load(tmp_path / f"out{threads}.npz"))
     for key in ("bl", "bg", "gl", "gdx", "gdv"):
@@ -1015,27 +1127,41 @@ BAD_INPUTS = [
     (lambda: fm.binary_cross_entropy_with_logits(X, np.zeros(3)), ValueError, "target"),
     (lambda: fm.binary_cross_entropy(X, np.zeros((4, 1))), ValueError, "target"),
     (lambda: fm.binary_cross_entropy_with_logits(X, Y, weight=np.ones(4)), ValueError, "weight"),
-    (lambda: fm.binary_cross_entropy_with_logits(X, Y, weight=np.ones((2, 4, 3))), ValueError,
-     "weight"),
-    (lambda: fm.binary_cross_entropy_with_logits(X, Y, pos_weight=np.ones(4)), ValueError,
-     "pos_weight"),
-    (lambda: fm.binary_cross_entropy_with_logits_grad(X, Y, pos_weight=np.ones((4, 2))),
-     ValueError, "pos_weight"),
+    (
+        lambda: fm.binary_cross_entropy_with_logits(X, Y, weight=np.ones((2, 4, 3))),
+        ValueError,
+        "weight",
+    ),
+    (
+        lambda: fm.binary_cross_entropy_with_logits(X, Y, pos_weight=np.ones(4)),
+        ValueError,
+        "pos_weight",
+    ),
+    (
+        lambda: fm.binary_cross_entropy_with_logits_grad(X, Y, pos_weight=np.ones((4, 2))),
+        ValueError,
+        "pos_weight",
+    ),
     (lambda: fm.binary_cross_entropy(X, Y, weight=np.ones(2)), ValueError, "weight"),
     (lambda: fm.binary_cross_entropy(X + 1.5, Y), ValueError, r"outside \[0, 1\]"),
     (lambda: fm.binary_cross_entropy_grad(X - 1e-9, Y), ValueError, r"outside \[0, 1\]"),
-    (lambda: fm.binary_cross_entropy_value_and_grad(np.array([0.5, np.inf]), Y[0, :2]),
-     ValueError, r"outside \[0, 1\]"),
+    (
+        lambda: fm.binary_cross_entropy_value_and_grad(np.array([0.5, np.inf]), Y[0, :2]),
+        ValueError,
+        r"outside \[0, 1\]",
+    ),
     (lambda: fm.gaussian_nll_loss(X, Y, -np.ones((4, 3))), ValueError, "var.*negative"),
-    (lambda: fm.gaussian_nll_loss_grad(X, Y, np.array([1.0, -1e-30, 1.0, 1.0])), ValueError,
-     "var.*negative"),
+    (
+        lambda: fm.gaussian_nll_loss_grad(X, Y, np.array([1.0, -1e-30, 1.0, 1.0])),
+        ValueError,
+        "var.*negative",
+    ),
     (lambda: fm.gaussian_nll_loss(X, Y, -1.0), ValueError, "var.*negative"),
     (lambda: fm.gaussian_nll_loss(X, Y, np.ones(3)), ValueError, "var"),
     (lambda: fm.gaussian_nll_loss(X, Y, np.ones((2, 3))), ValueError, "var"),
     (lambda: fm.gaussian_nll_loss(X, Y, np.ones((1, 1))), ValueError, "var"),
     (lambda: fm.gaussian_nll_loss(X, Y, np.ones((4, 3, 1))), ValueError, "var"),
-    (lambda: fm.gaussian_nll_loss(np.zeros((4, 3, 5)), 0.0, np.ones((4, 1, 1))), ValueError,
-     "var"),
+    (lambda: fm.gaussian_nll_loss(np.zeros((4, 3, 5)), 0.0, np.ones((4, 1, 1))), ValueError, "var"),
     (lambda: fm.gaussian_nll_loss(X, np.ones((5, 3)), np.ones((4, 3))), ValueError, "target"),
     (lambda: fm.gaussian_nll_loss(X, Y, 1.0, eps=0.0), ValueError, "eps"),
     (lambda: fm.gaussian_nll_loss(X, Y, 1.0, eps=-1e-6), ValueError, "eps"),
@@ -1044,18 +1170,27 @@ BAD_INPUTS = [
     (lambda: fm.mse_loss(X, Y, reduction="batchmean"), ValueError, "reduction"),
     (lambda: fm.mse_loss_grad(X, Y, reduction="avg"), ValueError, "reduction"),
     (lambda: fm.mse_loss(X, np.ones((2, 3))), ValueError, "target"),
-    (lambda: fm.binary_cross_entropy_with_logits(X, Y, reduction="batchmean"), ValueError,
-     "reduction"),
+    (
+        lambda: fm.binary_cross_entropy_with_logits(X, Y, reduction="batchmean"),
+        ValueError,
+        "reduction",
+    ),
     (lambda: fm.binary_cross_entropy(X, Y, reduction=None), ValueError, "reduction"),
     (lambda: fm.kl_div(X, Y, reduction="average"), ValueError, "reduction"),
     (lambda: fm.kl_div(X, np.ones(4)), ValueError, "target"),
     # dtypes
     (lambda: fm.binary_cross_entropy_with_logits(X.astype(complex), Y), TypeError, "input"),
     (lambda: fm.binary_cross_entropy_with_logits(X, Y.astype(complex)), TypeError, "target"),
-    (lambda: fm.binary_cross_entropy_with_logits(X, Y, weight=np.ones(3, complex)), TypeError,
-     "weight"),
-    (lambda: fm.binary_cross_entropy_with_logits(X, Y, pos_weight=np.array(["a", "b", "c"])),
-     TypeError, "pos_weight"),
+    (
+        lambda: fm.binary_cross_entropy_with_logits(X, Y, weight=np.ones(3, complex)),
+        TypeError,
+        "weight",
+    ),
+    (
+        lambda: fm.binary_cross_entropy_with_logits(X, Y, pos_weight=np.array(["a", "b", "c"])),
+        TypeError,
+        "pos_weight",
+    ),
     (lambda: fm.binary_cross_entropy(X.astype(object), Y), TypeError, "input"),
     (lambda: fm.gaussian_nll_loss(X, Y, np.ones((4, 3), complex)), TypeError, "var"),
     (lambda: fm.gaussian_nll_loss(X, Y, 1 + 2j), TypeError, "var"),
@@ -1066,14 +1201,27 @@ BAD_INPUTS = [
     (lambda: fm.kl_div(X.astype(np.complex64), Y), TypeError, "input"),
     (lambda: fm.kl_div(X, np.array([None] * 3)), TypeError, "target"),
     # out=
-    (lambda: fm.binary_cross_entropy_with_logits_value_and_grad(X, Y, out=np.empty((3, 4))),
-     ValueError, "out"),
-    (lambda: fm.binary_cross_entropy_with_logits_value_and_grad(
-        X, Y, out=np.empty((4, 3), np.float32)), TypeError, "out"),
+    (
+        lambda: fm.binary_cross_entropy_with_logits_value_and_grad(X, Y, out=np.empty((3, 4))),
+        ValueError,
+        "out",
+    ),
+    (
+        lambda: fm.binary_cross_entropy_with_logits_value_and_grad(
+            X, Y, out=np.empty((4, 3), np.float32)
+        ),
+        TypeError,
+        "out",
+    ),
     (lambda: fm.binary_cross_entropy_value_and_grad(Y, Y, out=[0.0] * 12), TypeError, "out"),
     (lambda: fm.gaussian_nll_loss_value_and_grad(X, Y, 1.0, out=np.empty(12)), ValueError, "out"),
-    (lambda: fm.gaussian_nll_loss_value_and_grad(
-        X.astype(np.float32), Y, 1.0, out=np.empty((4, 3))), TypeError, "out"),
+    (
+        lambda: fm.gaussian_nll_loss_value_and_grad(
+            X.astype(np.float32), Y, 1.0, out=np.empty((4, 3))
+        ),
+        TypeError,
+        "out",
+    ),
     (lambda: fm.mse_loss_value_and_grad(X, Y, out=np.empty((3, 4)).T), ValueError, "out"),
     (lambda: fm.kl_div_value_and_grad(X, Y, out=np.empty((4, 3), np.float16)), TypeError, "out"),
 ]
@@ -1098,10 +1246,12 @@ def test_read_only_out_rejected():
 
 ALL_FNS = {
     "bce_logits": lambda x, o, r: fm.binary_cross_entropy_with_logits_value_and_grad(
-        x, o["y"], o["w"], r, o["pw"]),
+        x, o["y"], o["w"], r, o["pw"]
+    ),
     "bce": lambda x, o, r: fm.binary_cross_entropy_value_and_grad(o["p"], o["y"], o["w"], r),
-    "gaussian": lambda x, o, r: fm.gaussian_nll_loss_value_and_grad(x, o["t"], o["var"],
-                                                                    reduction=r),
+    "gaussian": lambda x, o, r: fm.gaussian_nll_loss_value_and_grad(
+        x, o["t"], o["var"], reduction=r
+    ),
     "mse": lambda x, o, r: fm.mse_loss_value_and_grad(x, o["t"], r),
     "kl": lambda x, o, r: fm.kl_div_value_and_grad(x, o["y"], r),
 }
@@ -1185,14 +1335,16 @@ def test_float16_inputs_computed_in_float32():
     var = rng.uniform(0.5, 2, 5).astype(np.float16)
     for reduction in ("none", "mean"):
         cases = [
-            (fm.binary_cross_entropy_with_logits_value_and_grad(x, y, reduction=reduction),
-             bce_with_logits_ref(x, y, reduction=reduction)),
-            (fm.binary_cross_entropy_value_and_grad(p, y, reduction=reduction),
-             bce_ref(p, y, reduction=reduction)),
-            (fm.mse_loss_value_and_grad(x, y, reduction),
-             mse_loss_ref(x, y, reduction)),
-            (fm.kl_div_value_and_grad(x, y, reduction),
-             kl_div_ref(x, y, reduction)),
+            (
+                fm.binary_cross_entropy_with_logits_value_and_grad(x, y, reduction=reduction),
+                bce_with_logits_ref(x, y, reduction=reduction),
+            ),
+            (
+                fm.binary_cross_entropy_value_and_grad(p, y, reduction=reduction),
+                bce_ref(p, y, reduction=reduction),
+            ),
+            (fm.mse_loss_value_and_grad(x, y, reduction), mse_loss_ref(x, y, reduction)),
+            (fm.kl_div_value_and_grad(x, y, reduction), kl_div_ref(x, y, reduction)),
         ]
         gl, (gdx, gdv) = fm.gaussian_nll_loss_value_and_grad(x, y, var, reduction=reduction)
         rl, (rdx, rdv) = gaussian_nll_loss_ref(x, y, var, reduction=reduction)

@@ -20,17 +20,24 @@ _spec.loader.exec_module(gc)
 
 def test_arguments():
     a = gc.parse_args(["out"])
-    assert (a.outdir, a.repeat, a.elements, a.dtypes) == ("out", 30, 2**26,
-                                                           ["float32", "float64"])
+    assert (a.outdir, a.repeat, a.elements, a.dtypes) == ("out", 30, 2**26, ["float32", "float64"])
     assert not a.no_torch_compile
     q = gc.parse_args(["out", "--quick", "--dtypes", "float32", "--no-torch-compile"])
     assert (q.repeat, q.elements, q.dtypes, q.no_torch_compile) == (5, 2**22, ["float32"], True)
     assert gc.parse_args(["o", "--quick", "--repeat", "3", "--elements", "8192"]).repeat == 3
 
 
-@pytest.mark.parametrize("argv", [[], ["o", "--dtypes", "float16"], ["o", "--repeat", "0"],
-                                  ["o", "--elements", "10"], ["o", "--budget-s", "0"],
-                                  ["o", "--bogus"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["o", "--dtypes", "float16"],
+        ["o", "--repeat", "0"],
+        ["o", "--elements", "10"],
+        ["o", "--budget-s", "0"],
+        ["o", "--bogus"],
+    ],
+)
 def test_bad_arguments_exit_2(argv, capsys):
     with pytest.raises(SystemExit) as e:
         gc.parse_args(argv)
@@ -45,8 +52,15 @@ def test_cases_cover_every_kernel_path_and_public_function():
     fns = {c["function"] for c in cs}
     assert fns <= set(fastmle.__all__)
     # every loss family's fused value-and-grad and the three row functions
-    for f in ("cross_entropy", "binary_cross_entropy_with_logits", "binary_cross_entropy",
-              "gaussian_nll_loss", "mse_loss", "kl_div", "poisson_nll_loss"):
+    for f in (
+        "cross_entropy",
+        "binary_cross_entropy_with_logits",
+        "binary_cross_entropy",
+        "gaussian_nll_loss",
+        "mse_loss",
+        "kl_div",
+        "poisson_nll_loss",
+    ):
         assert f + "_value_and_grad" in fns
     assert {"softmax", "log_softmax", "logsumexp"} <= fns
 
@@ -74,20 +88,37 @@ def test_derived_numbers():
     assert d["pct_copy"] == pytest.approx(50)
     assert d["vs_torch"] == pytest.approx(2)
     assert gc.derived(case, None, None, None) == {
-        "gbps": None, "copy_gbps": None, "pct_copy": None, "vs_torch": None}
+        "gbps": None,
+        "copy_gbps": None,
+        "pct_copy": None,
+        "vs_torch": None,
+    }
 
 
 def _report():
     cs = gc.cases(2**20, ["float32"])[:3]
-    ok = dict(cs[0], seconds=1e-3, copy_seconds=5e-4, torch_seconds=2e-3, rel_err=1e-7,
-              torch_compile_seconds=1.5e-3)
+    ok = dict(
+        cs[0],
+        seconds=1e-3,
+        copy_seconds=5e-4,
+        torch_seconds=2e-3,
+        rel_err=1e-7,
+        torch_compile_seconds=1.5e-3,
+    )
     ok.update(gc.derived(ok, ok["seconds"], ok["copy_seconds"], ok["torch_seconds"]))
     return {
         "schema": gc.SCHEMA,
-        "meta": {"device": "NVIDIA H200", "torch": "2.x", "numba_cuda": "0.30.4",
-                 "elements": 2**20},
-        "cases": [ok, dict(cs[1], error="TypingError: boom\ntraceback"),
-                  dict(cs[2], skipped="over the time budget")],
+        "meta": {
+            "device": "NVIDIA H200",
+            "torch": "2.x",
+            "numba_cuda": "0.30.4",
+            "elements": 2**20,
+        },
+        "cases": [
+            ok,
+            dict(cs[1], error="TypingError: boom\ntraceback"),
+            dict(cs[2], skipped="over the time budget"),
+        ],
         "fit": {"skipped": "no cupy"},
         "errors": ["torch.compile: RuntimeError: no triton"],
     }
@@ -99,8 +130,15 @@ def test_table():
     assert "NVIDIA H200" in lines[0]
     assert lines[1].split()[:3] == ["case", "ms", "GB/s"]
     row = next(ln for ln in lines if ln.startswith("ce_index/cached float32"))
-    assert row.split()[3:] == ["1.000", f"{ _report()['cases'][0]['gbps']:.0f}", "50%",
-                               "2.000", "2.00", "1.0e-07", "1.500"]
+    assert row.split()[3:] == [
+        "1.000",
+        f"{_report()['cases'][0]['gbps']:.0f}",
+        "50%",
+        "2.000",
+        "2.00",
+        "1.0e-07",
+        "1.500",
+    ]
     assert any("ERROR TypingError: boom" in ln for ln in lines)
     assert any("skipped: over the time budget" in ln for ln in lines)
     assert "error: torch.compile" in text and "logistic fit" in text

@@ -44,18 +44,25 @@ def _source_copy(dst: Path) -> Path:
     for name in ("pyproject.toml", "README.md", "LICENSE"):
         if (ROOT / name).exists():
             shutil.copy2(ROOT / name, dst / name)
-    shutil.copytree(ROOT / "fastmle", dst / "fastmle",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.nbi", "*.nbc"))
+    shutil.copytree(
+        ROOT / "fastmle",
+        dst / "fastmle",
+        ignore=shutil.ignore_patterns("__pycache__", "*.nbi", "*.nbc"),
+    )
     return dst
 
 
 def _venv(path: Path) -> tuple[Path, Path]:
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True,
-                   timeout=120)
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--without-pip", str(path)], check=True, timeout=120
+    )
     py = path / "bin" / "python"
     where = "import sysconfig; print(sysconfig.get_path('purelib'))"
-    site = Path(subprocess.run([str(py), "-c", where], check=True, capture_output=True,
-                               text=True).stdout.strip())
+    site = Path(
+        subprocess.run(
+            [str(py), "-c", where], check=True, capture_output=True, text=True
+        ).stdout.strip()
+    )
     # This environment's packages (numba, numpy, ...), but not its fastmle: CI installs
     # fastmle into site-packages, where a path entry would shadow the editable install
     # (setuptools' editable finder comes after the path finder). A folder of links to
@@ -63,25 +70,41 @@ def _venv(path: Path) -> tuple[Path, Path]:
     deps = path / "test-env-deps"
     deps.mkdir()
     for entry in Path(sysconfig.get_path("purelib")).iterdir():
-        if not entry.name.lower().startswith(("fastmle", "__editable__")) \
-                and entry.suffix != ".pth":
+        if (
+            not entry.name.lower().startswith(("fastmle", "__editable__"))
+            and entry.suffix != ".pth"
+        ):
             (deps / entry.name).symlink_to(entry)
     (site / "zz_test_env.pth").write_text(f"{deps}\n")
     return py, site
 
 
 def _pip(py: Path, *args: str, env) -> None:
-    proc = subprocess.run([sys.executable, "-m", "pip", "--python", str(py), *args,
-                           "--disable-pip-version-check", "--no-input"],
-                          capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(py),
+            *args,
+            "--disable-pip-version-check",
+            "--no-input",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
 
 
 def test_install_run_uninstall_then_editable_install(tmp_path):
     src = _source_copy(tmp_path / "src")
     py, site = _venv(tmp_path / "venv")
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("NUMBA_CACHE", "PYTHON", "PIP_"))}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("NUMBA_CACHE", "PYTHON", "PIP_"))
+    }
     env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
     env["HOME"] = str(tmp_path / "home")
     env["PIP_NO_INDEX"] = "1"
@@ -91,8 +114,9 @@ def test_install_run_uninstall_then_editable_install(tmp_path):
     _pip(py, "install", "--no-deps", "--no-build-isolation", str(src), env=env)
     pkg = site / "fastmle"
     assert (pkg / "__init__.py").exists()
-    proc = subprocess.run([str(py), "-c", RUN], cwd=work, env=env, capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run(
+        [str(py), "-c", RUN], cwd=work, env=env, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads(proc.stdout.strip().splitlines()[-1])
     assert Path(res["file"]).parent == pkg
@@ -104,13 +128,20 @@ def test_install_run_uninstall_then_editable_install(tmp_path):
     assert not pkg.exists(), sorted(str(p) for p in pkg.rglob("*"))
 
     _pip(py, "install", "--no-deps", "--no-build-isolation", "-e", str(src), env=env)
-    proc = subprocess.run([str(py), "-c", RUN], cwd=work, env=env, capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run(
+        [str(py), "-c", RUN], cwd=work, env=env, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads(proc.stdout.strip().splitlines()[-1])
     assert Path(res["file"]) == src / "fastmle" / "__init__.py"
     assert res["loss"] > 0
-    cli = subprocess.run([str(py.parent / "fastmle"), "--version"], cwd=work, env=env,
-                         capture_output=True, text=True, timeout=300)
+    cli = subprocess.run(
+        [str(py.parent / "fastmle"), "--version"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert cli.returncode == 0, cli.stderr[-2000:]
     assert "0." in cli.stdout + cli.stderr

@@ -25,14 +25,26 @@ import pytest
 PKG = Path(__file__).resolve().parents[1] / "fastmle"
 
 LAYERS = {
-    "_kinds": 0, "_reduction": 0, "_docs": 0, "_progress": 0,
-    "_rules": 1, "_calls": 1,
+    "_kinds": 0,
+    "_reduction": 0,
+    "_docs": 0,
+    "_progress": 0,
+    "_rules": 1,
+    "_calls": 1,
     "_cpu": 2,
-    "cuda": 3, "dask": 3,
+    "cuda": 3,
+    "dask": 3,
     "_dispatch": 4,
-    "bernoulli": 5, "categorical": 5, "gaussian": 5, "poisson": 5,
+    "bernoulli": 5,
+    "categorical": 5,
+    "gaussian": 5,
+    "poisson": 5,
     "models": 6,
-    "cli": 7, "_data": 7, "demo": 7, "bench": 7, "__main__": 7,
+    "cli": 7,
+    "_data": 7,
+    "demo": 7,
+    "bench": 7,
+    "__main__": 7,
 }
 BACKENDS = {"_cpu", "cuda", "dask"}
 MAY_USE = {("dask", "_cpu")}  # the Dask backend maps the CPU kernels over chunks
@@ -69,8 +81,10 @@ def _imports(mod: str, path: Path) -> set[str]:
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):
             target = _resolve(node.module or "", mod, is_pkg, node.level)
-            names = [f"{target}.{a.name}" if f"{target}.{a.name}" in MODULES else target
-                     for a in node.names]
+            names = [
+                f"{target}.{a.name}" if f"{target}.{a.name}" in MODULES else target
+                for a in node.names
+            ]
         else:
             continue
         for n in names:
@@ -104,14 +118,15 @@ def test_imports_only_go_down(mod):
         if dst == "__init__":
             assert src == "__init__" or LAYERS[src] == LAYERS["cli"], (
                 f"{mod} imports the fastmle package itself: import the module that "
-                f"defines the name instead")
+                f"defines the name instead"
+            )
             continue
         if src == "__init__":
             continue  # the public face imports the public functions and the estimators
         app = LAYERS[src] == LAYERS[dst] == LAYERS["cli"]  # the application composes itself
         assert LAYERS[dst] < LAYERS[src] or app or (src, dst) in MAY_USE, (
-            f"{mod} (layer {LAYERS[src]}) imports {dep} (layer {LAYERS[dst]}): imports "
-            "must go down")
+            f"{mod} (layer {LAYERS[src]}) imports {dep} (layer {LAYERS[dst]}): imports must go down"
+        )
         if src in BACKENDS and dst in BACKENDS:
             assert (src, dst) in MAY_USE, f"backend {mod} imports backend {dep}"
 
@@ -123,7 +138,7 @@ def test_no_cycle():
         state[m] = 1
         for d in sorted(GRAPH[m]):
             if state.get(d) == 1:
-                cycle = stack[stack.index(d):] + [d]
+                cycle = stack[stack.index(d) :] + [d]
                 raise AssertionError("import cycle: " + " -> ".join(cycle))
             if d not in state:
                 visit(d, stack + [d])

@@ -13,8 +13,13 @@ def _augmented(X):
 
 
 @settings(max_examples=40, deadline=None)
-@given(n=st.integers(0, 2100), d=st.integers(1, 12), k=st.integers(1, 4),
-       dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**16))
+@given(
+    n=st.integers(0, 2100),
+    d=st.integers(1, 12),
+    k=st.integers(1, 4),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    seed=st.integers(0, 2**16),
+)
 def test_predictor_backprop_gram(n, d, k, dtype, seed):
     # n crosses the 1024-row chunks and the 4-row tiles; d the 2 x 4 Gram tiles
     rng = np.random.default_rng(seed)
@@ -63,6 +68,8 @@ def test_softmax_hessian(weighted, dtype):
         _linear.KRON_BYTES = saved
     Xa = _augmented(X)
     w = np.ones(n) if sw is None else sw
-    ref = sum(w[i] * np.kron(np.diag(P[i]) - np.outer(P[i], P[i]), np.outer(Xa[i], Xa[i]))
-              for i in range(n))
+    ref = sum(
+        w[i] * np.kron(np.diag(P[i]) - np.outer(P[i], P[i]), np.outer(Xa[i], Xa[i]))
+        for i in range(n)
+    )
     np.testing.assert_allclose(H, ref, rtol=1e-10, atol=1e-10 * np.abs(ref).max())

@@ -81,21 +81,25 @@ def test_log_and_log1p_accuracy(dt):
     x = np.exp(rng.uniform(np.log(tiny) - 10, np.log(np.finfo(dt).max), 200_000)).astype(dt)
     x = x[x > 0]
     ref = np.log(x.astype(np.float64))
-    assert ulps(apply(1, x), ref, dt).max() <= ULP[dt] or \
-        np.abs(apply(1, x) - ref).max() <= 2 * np.spacing(dt(1))  # near x = 1, absolute
-    y = np.concatenate([
-        rng.uniform(-0.999, 1.0, 100_000),
-        np.exp(rng.uniform(-700 if dt == np.float64 else -100, 0, 100_000)),
-        np.exp(rng.uniform(0, 80, 1000)),
-    ]).astype(dt)
+    assert ulps(apply(1, x), ref, dt).max() <= ULP[dt] or np.abs(
+        apply(1, x) - ref
+    ).max() <= 2 * np.spacing(dt(1))  # near x = 1, absolute
+    y = np.concatenate(
+        [
+            rng.uniform(-0.999, 1.0, 100_000),
+            np.exp(rng.uniform(-700 if dt == np.float64 else -100, 0, 100_000)),
+            np.exp(rng.uniform(0, 80, 1000)),
+        ]
+    ).astype(dt)
     ref = np.log1p(y.astype(np.float64))
     assert ulps(apply(2, y), ref, dt).max() <= ULP[dt]
 
 
 @pytest.mark.parametrize("dt", [np.float32, np.float64])
 def test_log_special_values(dt):
-    x = np.array([0.0, -0.0, -1.0, np.inf, -np.inf, np.nan, 1.0,
-                  np.finfo(dt).smallest_subnormal], dt)
+    x = np.array(
+        [0.0, -0.0, -1.0, np.inf, -np.inf, np.nan, 1.0, np.finfo(dt).smallest_subnormal], dt
+    )
     with np.errstate(all="ignore"):
         np.testing.assert_array_equal(apply(1, x), np.log(x))
         y = np.array([-1.0, -2.0, np.inf, np.nan, 0.0, np.finfo(dt).smallest_subnormal], dt)
@@ -114,8 +118,12 @@ def test_atanh2_third_is_log1p_on_the_unit_interval(dt):
 
 @pytest.mark.parametrize("dt", [np.float32, np.float64])
 def test_sortable_keys_order_like_floats_and_round_trip(dt):
-    x = np.concatenate([np.random.default_rng(2).standard_normal(1000) * 1e3,
-                        [0.0, -0.0, np.inf, -np.inf, 1e-40, -1e-40]]).astype(dt)
+    x = np.concatenate(
+        [
+            np.random.default_rng(2).standard_normal(1000) * 1e3,
+            [0.0, -0.0, np.inf, -np.inf, 1e-40, -1e-40],
+        ]
+    ).astype(dt)
     back = apply(4, x)
     np.testing.assert_array_equal(back.view(np.uint8), x.view(np.uint8))
     itype = np.int32 if dt == np.float32 else np.int64

@@ -205,8 +205,9 @@ def fd_hessian(f, theta, rel=1e-4):
             eb = np.zeros(p)
             ea[a] = h[a]
             eb[b] = h[b]
-            H[a, b] = H[b, a] = (f(theta + ea + eb) - f(theta + ea - eb)
-                                 - f(theta - ea + eb) + f(theta - ea - eb)) / (4 * h[a] * h[b])
+            H[a, b] = H[b, a] = (
+                f(theta + ea + eb) - f(theta + ea - eb) - f(theta - ea + eb) + f(theta - ea - eb)
+            ) / (4 * h[a] * h[b])
     return H
 
 
@@ -214,8 +215,11 @@ def fitted_gradient(kind, model, X, y, sw=None):
     """The penalised gradient (``gradient``) at the model's params_."""
     d = np.asarray(X).shape[1]
     k = model.classes_.size if kind == "softmax" else 1
-    codes = np.unique(y, return_inverse=True)[1].reshape(-1) if kind in ("logistic", "softmax") \
+    codes = (
+        np.unique(y, return_inverse=True)[1].reshape(-1)
+        if kind in ("logistic", "softmax")
         else np.asarray(y, dtype=np.float64)
+    )
     mask = free_mask(kind, d, k, model.fit_intercept)
     theta = theta_from_params(kind, model.params_)
     return gradient(kind, theta, X, codes, float(model.alpha), mask, sw)
@@ -245,8 +249,9 @@ def test_logistic_matches_statsmodels_logit(solver, fit_intercept):
     assert m.converged_ and m.solver_ == solver
     np.testing.assert_allclose(m.params_, ref.params, rtol=RTOL)
     np.testing.assert_allclose(m.bse_, ref.bse, rtol=RTOL)
-    np.testing.assert_allclose(m.cov_params(), ref.cov_params(), rtol=10 * RTOL,
-                               atol=RTOL * np.abs(ref.cov_params()).max())
+    np.testing.assert_allclose(
+        m.cov_params(), ref.cov_params(), rtol=10 * RTOL, atol=RTOL * np.abs(ref.cov_params()).max()
+    )
     np.testing.assert_allclose(m.loglik_, ref.llf, rtol=1e-10)
     np.testing.assert_allclose(m.aic_, ref.aic, rtol=1e-10)
     np.testing.assert_allclose(m.bic_, ref.bic, rtol=1e-10)
@@ -313,8 +318,9 @@ def test_gaussian_matches_statsmodels_ols(solver, fit_intercept):
 def test_logistic_matches_sklearn(alpha):
     sk = pytest.importorskip("sklearn.linear_model")
     X, y = logistic_data(3, 2000, 4)
-    ref = sk.LogisticRegression(C=1.0 / alpha if alpha else np.inf, tol=1e-12,
-                                max_iter=1000, solver="newton-cholesky").fit(X, y)
+    ref = sk.LogisticRegression(
+        C=1.0 / alpha if alpha else np.inf, tol=1e-12, max_iter=1000, solver="newton-cholesky"
+    ).fit(X, y)
     for solver in SOLVERS:
         m = fm.LogisticRegression(alpha=alpha, solver=solver).fit(X, y)
         np.testing.assert_allclose(m.coef_, ref.coef_, rtol=RTOL)
@@ -327,8 +333,9 @@ def test_logistic_matches_sklearn(alpha):
 def test_softmax_matches_sklearn_multinomial(alpha, k):
     sk = pytest.importorskip("sklearn.linear_model")
     X, y = softmax_data(4, 2000, 4, k)
-    ref = sk.LogisticRegression(C=1.0 / alpha, tol=1e-12, max_iter=1000,
-                                solver="newton-cholesky").fit(X, y)
+    ref = sk.LogisticRegression(
+        C=1.0 / alpha, tol=1e-12, max_iter=1000, solver="newton-cholesky"
+    ).fit(X, y)
     ref_intercept = ref.intercept_ - ref.intercept_.mean()
     for solver in SOLVERS:
         m = fm.SoftmaxRegression(alpha=alpha, solver=solver).fit(X, y)
@@ -337,10 +344,12 @@ def test_softmax_matches_sklearn_multinomial(alpha, k):
         np.testing.assert_allclose(m.intercept_.sum(), 0.0, atol=1e-12)
         # relative to the largest coefficient: a penalised one can be ~1e-4, and the
         # solvers stop at |gradient| <= tol * n, not at a relative accuracy per entry
-        np.testing.assert_allclose(m.coef_, ref.coef_, rtol=RTOL,
-                                   atol=RTOL * np.abs(ref.coef_).max())
-        np.testing.assert_allclose(m.intercept_, ref_intercept, rtol=RTOL,
-                                   atol=RTOL * np.abs(ref_intercept).max())
+        np.testing.assert_allclose(
+            m.coef_, ref.coef_, rtol=RTOL, atol=RTOL * np.abs(ref.coef_).max()
+        )
+        np.testing.assert_allclose(
+            m.intercept_, ref_intercept, rtol=RTOL, atol=RTOL * np.abs(ref_intercept).max()
+        )
 
 
 def test_gaussian_matches_sklearn_linear_and_ridge():
@@ -372,10 +381,10 @@ def test_heteroscedastic_gaussian(solver):
     np.testing.assert_allclose(m.var_coef_, gamma[1:], atol=0.15)
     np.testing.assert_allclose(m.var_intercept_, gamma[0], atol=0.15)
     assert np.all(np.abs(m.params_ - np.concatenate([beta, gamma])) < 5 * m.bse_)
-    np.testing.assert_allclose(m.predict_var(X[:5]), np.exp(m.var_intercept_ + X[:5] @ m.var_coef_),
-                               rtol=1e-12)
-    assert m.param_names_ == ["const", "x0", "x1", "log_var: const", "log_var: x0",
-                              "log_var: x1"]
+    np.testing.assert_allclose(
+        m.predict_var(X[:5]), np.exp(m.var_intercept_ + X[:5] @ m.var_coef_), rtol=1e-12
+    )
+    assert m.param_names_ == ["const", "x0", "x1", "log_var: const", "log_var: x0", "log_var: x1"]
 
     mask = free_mask("gaussian_het", d, 1, True)
 
@@ -390,8 +399,9 @@ def test_heteroscedastic_gaussian(solver):
     assert np.max(np.abs(fd_gradient(f, theta + 1e-4))) > 1e-4 * n
     H = fd_hessian(f, theta)
     np.testing.assert_allclose(m.bse_, np.sqrt(np.diag(np.linalg.inv(H))), rtol=1e-5)
-    np.testing.assert_allclose(m.cov_params(), np.linalg.inv(H), rtol=1e-4,
-                               atol=1e-5 * np.abs(m.cov_params()).max())
+    np.testing.assert_allclose(
+        m.cov_params(), np.linalg.inv(H), rtol=1e-4, atol=1e-5 * np.abs(m.cov_params()).max()
+    )
 
 
 # --- 3. weights -------------------------------------------------------------------------
@@ -446,8 +456,9 @@ def test_float32_and_layouts(kind):
     m32 = make_model(kind).fit(X32, y)
     np.testing.assert_allclose(m32.params_, ref.params_, rtol=1e-6, atol=1e-12)
     np.testing.assert_allclose(m32.bse_, ref.bse_, rtol=1e-6)
-    np.testing.assert_allclose(m32.predict(X32), ref.predict(X32.astype(np.float64)),
-                               rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(
+        m32.predict(X32), ref.predict(X32.astype(np.float64)), rtol=1e-6, atol=1e-9
+    )
 
     ref = make_model(kind).fit(X, y)
     wide = np.empty((X.shape[0], 2 * X.shape[1]))
@@ -465,8 +476,7 @@ def test_float32_and_layouts(kind):
     for Xv in (Xi, Xi.astype(np.int64), Xi.astype(np.int8)):
         m = make_model(kind).fit(Xv, y)
         np.testing.assert_allclose(m.params_, ref.params_, rtol=1e-10)
-        np.testing.assert_allclose(m.predict(Xv), ref.predict(Xi.astype(np.float64)),
-                                   rtol=1e-10)
+        np.testing.assert_allclose(m.predict(Xv), ref.predict(Xi.astype(np.float64)), rtol=1e-10)
 
 
 @pytest.fixture(scope="module")
@@ -484,14 +494,14 @@ def big_memmap(tmp_path_factory):
     rng = np.random.default_rng(10)
     X = np.lib.format.open_memmap(path, mode="w+", dtype=np.float64, shape=(n, d))
     for s in range(0, n, 25_000):
-        X[s:s + 25_000] = rng.standard_normal((25_000, d))
+        X[s : s + 25_000] = rng.standard_normal((25_000, d))
     X.flush()
     del X
     X = np.load(path, mmap_mode="r")
     beta = rng.uniform(-0.3, 0.3, d)
     z = np.empty(n)
     for s in range(0, n, 25_000):
-        z[s:s + 25_000] = X[s:s + 25_000] @ beta
+        z[s : s + 25_000] = X[s : s + 25_000] @ beta
     y_bin = (rng.random(n) < _expit(0.2 + z)).astype(np.int64)
     y_real = 1.0 + z + rng.standard_normal(n)
     return X, y_bin, y_real
@@ -521,8 +531,7 @@ def test_memmap_is_read_in_place(big_memmap, kind):
     assert peak < bound, f"fit allocated {peak / 1e6:.1f} MB for a {X.nbytes / 1e6:.0f} MB X"
     # same result as an in-memory copy of a slice
     part = make_model(kind).fit(np.array(X[:5000]), y[:5000])
-    np.testing.assert_array_equal(make_model(kind).fit(X[:5000], y[:5000]).params_,
-                                  part.params_)
+    np.testing.assert_array_equal(make_model(kind).fit(X[:5000], y[:5000]).params_, part.params_)
     # prediction reads the memmap block by block too
     p = m.predict(X)
     assert p.shape == (X.shape[0],)
@@ -533,15 +542,17 @@ def test_memmap_fortran_and_float32(tmp_path):
     ref = fm.LogisticRegression().fit(X, y)
     for dtype, fortran in ((np.float64, True), (np.float32, False)):
         path = tmp_path / f"{np.dtype(dtype).name}{fortran}.npy"
-        mm = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=X.shape,
-                                       fortran_order=fortran)
+        mm = np.lib.format.open_memmap(
+            path, mode="w+", dtype=dtype, shape=X.shape, fortran_order=fortran
+        )
         mm[:] = X
         mm.flush()
         del mm
         mm = np.load(path, mmap_mode="r")
         m = fm.LogisticRegression().fit(mm, y)
-        np.testing.assert_allclose(m.params_, ref.params_, rtol=1e-10 if dtype is np.float64
-                                   else 1e-5)
+        np.testing.assert_allclose(
+            m.params_, ref.params_, rtol=1e-10 if dtype is np.float64 else 1e-5
+        )
 
 
 # --- 5. bad input and hard cases ------------------------------------------------------------
@@ -573,6 +584,7 @@ def test_non_finite_input(kind):
 def test_non_finite_in_a_later_block():
     X, y = logistic_data(12, 3000, 3)
     from fastmle.models import _solver
+
     rows = max(1024, (_solver.BLOCK_BYTES // (3 * 8)) // 1024 * 1024)
     Xb = np.vstack([X] * (rows // 3000 + 2))
     yb = np.concatenate([y] * (rows // 3000 + 2))
@@ -672,20 +684,23 @@ def test_predict_checks(kind):
         make_model(kind).fit(X[:, 0], y)
 
 
-@pytest.mark.parametrize("param,value,message", [
-    ("solver", "sgd", "solver='sgd' is not valid"),
-    ("solver", None, "is not valid"),
-    ("alpha", -1.0, "alpha must be a finite number >= 0"),
-    ("alpha", np.nan, "alpha must be a finite number >= 0"),
-    ("alpha", np.inf, "alpha must be a finite number >= 0"),
-    ("alpha", "1", "alpha must be"),
-    ("tol", 0.0, "tol must be a number > 0"),
-    ("tol", -1e-3, "tol must be a number > 0"),
-    ("tol", np.nan, "tol must be a number > 0"),
-    ("max_iter", 0, "max_iter must be an integer >= 1"),
-    ("max_iter", 2.5, "max_iter must be an integer >= 1"),
-    ("max_iter", -3, "max_iter must be an integer >= 1"),
-])
+@pytest.mark.parametrize(
+    "param,value,message",
+    [
+        ("solver", "sgd", "solver='sgd' is not valid"),
+        ("solver", None, "is not valid"),
+        ("alpha", -1.0, "alpha must be a finite number >= 0"),
+        ("alpha", np.nan, "alpha must be a finite number >= 0"),
+        ("alpha", np.inf, "alpha must be a finite number >= 0"),
+        ("alpha", "1", "alpha must be"),
+        ("tol", 0.0, "tol must be a number > 0"),
+        ("tol", -1e-3, "tol must be a number > 0"),
+        ("tol", np.nan, "tol must be a number > 0"),
+        ("max_iter", 0, "max_iter must be an integer >= 1"),
+        ("max_iter", 2.5, "max_iter must be an integer >= 1"),
+        ("max_iter", -3, "max_iter must be an integer >= 1"),
+    ],
+)
 @pytest.mark.parametrize("kind", ["logistic", "softmax", "gaussian"])
 def test_invalid_parameters(kind, param, value, message):
     X, y = make_data(kind, 16, 100, 2)
@@ -794,9 +809,7 @@ def test_max_iter_reached_warns(kind, solver):
     assert m.converged_
 
 
-@pytest.mark.parametrize("kind", [
-    "logistic", "softmax",
-    "gaussian", "gaussian_het"])
+@pytest.mark.parametrize("kind", ["logistic", "softmax", "gaussian", "gaussian_het"])
 def test_n_iter_never_exceeds_max_iter(kind):
     X, y = make_data(kind, 20, 2000, 4)
     alpha = 1.0 if kind == "gaussian" else 0.0
@@ -805,7 +818,8 @@ def test_n_iter_never_exceeds_max_iter(kind):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", fm.ConvergenceWarning)
                 m = make_model(kind, solver=solver, max_iter=max_iter, alpha=alpha).fit(
-                    X * np.array([1.0, 30.0, 0.1, 5.0]), y)
+                    X * np.array([1.0, 30.0, 0.1, 5.0]), y
+                )
             assert not m.converged_
             assert m.n_iter_ <= max_iter, (solver, max_iter, m.n_iter_)
 
@@ -889,7 +903,8 @@ def test_classifier_predictions(kind):
     assert m.score(X, y) == pytest.approx(metrics.accuracy_score(y, pred), abs=1e-15)
     w = np.random.default_rng(23).uniform(0, 2, y.size)
     assert m.score(X, y, sample_weight=w) == pytest.approx(
-        metrics.accuracy_score(y, pred, sample_weight=w), rel=1e-12)
+        metrics.accuracy_score(y, pred, sample_weight=w), rel=1e-12
+    )
 
 
 def test_regressor_predictions():
@@ -901,7 +916,8 @@ def test_regressor_predictions():
     assert m.score(X, y) == pytest.approx(metrics.r2_score(y, m.predict(X)), rel=1e-12)
     w = np.random.default_rng(24).uniform(0, 2, y.size)
     assert m.score(X, y, sample_weight=w) == pytest.approx(
-        metrics.r2_score(y, m.predict(X), sample_weight=w), rel=1e-12)
+        metrics.r2_score(y, m.predict(X), sample_weight=w), rel=1e-12
+    )
 
 
 def test_two_class_softmax_is_logistic():
@@ -912,8 +928,9 @@ def test_two_class_softmax_is_logistic():
     np.testing.assert_allclose(a.bse_, b.bse_, rtol=1e-9)
     np.testing.assert_allclose(a.loglik_, b.loglik_, rtol=1e-12)
     # scikit-learn's binary convention: the log-odds of classes_[1]
-    np.testing.assert_allclose(a.decision_function(X), b.decision_function(X), rtol=1e-9,
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        a.decision_function(X), b.decision_function(X), rtol=1e-9, atol=1e-12
+    )
     np.testing.assert_allclose(a.predict_proba(X), b.predict_proba(X), rtol=1e-9)
     np.testing.assert_allclose(a.coef_[1] - a.coef_[0], b.coef_[0], rtol=1e-9)
 
@@ -966,8 +983,20 @@ def test_summary_contents():
     X, y = logistic_data(27, 800, 2)
     m = fm.LogisticRegression().fit(X, y)
     text = m.summary()
-    for s in ("LogisticRegression", "Log-likelihood", f"{m.loglik_:.6f}", "AIC", "BIC",
-              "std err", "P>|z|", "const", "x0", "x1", "Converged:", "800"):
+    for s in (
+        "LogisticRegression",
+        "Log-likelihood",
+        f"{m.loglik_:.6f}",
+        "AIC",
+        "BIC",
+        "std err",
+        "P>|z|",
+        "const",
+        "x0",
+        "x1",
+        "Converged:",
+        "800",
+    ):
         assert s in text, s
     row = next(ln for ln in text.splitlines() if ln.startswith("x1 "))
     assert f"{m.params_[2]:.5g}" in row and f"{m.bse_[2]:.4g}" in row
@@ -986,8 +1015,13 @@ def test_thread_count_does_not_change_results(kind):
     try:
         for threads in (1, 2):
             numba.set_num_threads(threads)
-            fits.append([make_model(kind, solver=s, alpha=0.5).fit(X, y, sample_weight=sw)
-                         for s in SOLVERS for sw in (None, w)])
+            fits.append(
+                [
+                    make_model(kind, solver=s, alpha=0.5).fit(X, y, sample_weight=sw)
+                    for s in SOLVERS
+                    for sw in (None, w)
+                ]
+            )
     finally:
         numba.set_num_threads(saved)
     for a, b in zip(*fits):
@@ -1000,14 +1034,21 @@ def test_thread_count_does_not_change_results(kind):
 # --- 9. the gradient at the optimum, on random problems ---------------------------------------
 
 
-@settings(max_examples=100, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow])
-@given(kind=st.sampled_from(KINDS), n=st.integers(50, 300), d=st.integers(1, 5),
-       k=st.integers(2, 4), alpha=st.sampled_from([0.0, 0.5]), fit_intercept=st.booleans(),
-       solver=st.sampled_from(SOLVERS), weighted=st.booleans(),
-       seed=st.integers(0, 2**32 - 1))
-def test_gradient_is_zero_at_the_fit(kind, n, d, k, alpha, fit_intercept, solver, weighted,
-                                     seed):
+@settings(
+    max_examples=100, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
+@given(
+    kind=st.sampled_from(KINDS),
+    n=st.integers(50, 300),
+    d=st.integers(1, 5),
+    k=st.integers(2, 4),
+    alpha=st.sampled_from([0.0, 0.5]),
+    fit_intercept=st.booleans(),
+    solver=st.sampled_from(SOLVERS),
+    weighted=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_gradient_is_zero_at_the_fit(kind, n, d, k, alpha, fit_intercept, solver, weighted, seed):
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((n, d)) * rng.uniform(0.5, 2.0, d)
     if kind == "logistic":
@@ -1026,7 +1067,8 @@ def test_gradient_is_zero_at_the_fit(kind, n, d, k, alpha, fit_intercept, solver
     with warnings.catch_warnings(record=True) as rec:
         warnings.simplefilter("always")
         m = make_model(kind, alpha=alpha, fit_intercept=fit_intercept, solver=solver).fit(
-            X, y, sample_weight=sw)
+            X, y, sample_weight=sw
+        )
     # separable draws have no MLE (rare with this much label noise)
     assume(not any("separable" in str(w.message) for w in rec))
     assert not rec, [str(w.message) for w in rec]
@@ -1036,11 +1078,13 @@ def test_gradient_is_zero_at_the_fit(kind, n, d, k, alpha, fit_intercept, solver
     assert np.max(np.abs(g)) <= 2e-8 * total, (np.max(np.abs(g)) / total, m.n_iter_)
     # and the reported log-likelihood is that of params_
     mask = free_mask(kind, d, k if kind == "softmax" else 1, fit_intercept)
-    codes = np.unique(y, return_inverse=True)[1].reshape(-1) if kind in ("logistic", "softmax") \
-        else y
+    codes = (
+        np.unique(y, return_inverse=True)[1].reshape(-1) if kind in ("logistic", "softmax") else y
+    )
     theta = theta_from_params(kind, m.params_)
-    np.testing.assert_allclose(m.loglik_, -objective(kind, theta, X, codes, 0.0, mask, sw),
-                               rtol=1e-10)
+    np.testing.assert_allclose(
+        m.loglik_, -objective(kind, theta, X, codes, 0.0, mask, sw), rtol=1e-10
+    )
 
 
 def test_verbose_progress_bar_on_a_terminal(monkeypatch, capsys):
@@ -1099,8 +1143,11 @@ def test_failed_refit_leaves_the_model_unchanged(kind):
         m.fit(np.ones((2000, 1)), y[:10])
     assert vars(m).keys() == before.keys()
     for k, v in before.items():
-        assert np.array_equal(getattr(m, k), v) if isinstance(v, np.ndarray) else \
-            getattr(m, k) == v or (v != v), k
+        assert (
+            np.array_equal(getattr(m, k), v)
+            if isinstance(v, np.ndarray)
+            else getattr(m, k) == v or (v != v)
+        ), k
     np.testing.assert_array_equal(m.predict(X[:5]), expected)
     with pytest.raises(ValueError, match="X has 1 features"):
         m.predict(np.ones((5, 1)))
@@ -1213,12 +1260,16 @@ def test_default_tol_gives_nine_digits(kind, solver):
     sm = pytest.importorskip("statsmodels.api")
     het = kind == "gaussian-het"
     X, y = make_data("gaussian" if het else kind, 39, 4000, 5)
-    make = (lambda **kw: fm.GaussianRegression(heteroscedastic=True, **kw)) if het else \
-        (lambda **kw: make_model(kind, **kw))
+    make = (
+        (lambda **kw: fm.GaussianRegression(heteroscedastic=True, **kw))
+        if het
+        else (lambda **kw: make_model(kind, **kw))
+    )
     m = make(solver=solver).fit(X, y)
     ref = make(solver="newton", tol=1e-14).fit(X, y)
-    np.testing.assert_allclose(m.params_, ref.params_, rtol=1e-9,
-                               atol=1e-9 * np.abs(ref.params_).max())
+    np.testing.assert_allclose(
+        m.params_, ref.params_, rtol=1e-9, atol=1e-9 * np.abs(ref.params_).max()
+    )
     np.testing.assert_allclose(m.bse_, ref.bse_, rtol=1e-9)
     if kind == "logistic":  # and the tight reference is statsmodels' optimum
         r = sm.Logit(y, sm.add_constant(X)).fit(method="newton", tol=1e-14, disp=0)

@@ -28,8 +28,10 @@ def _glm(X, y, **kw):
 @pytest.mark.parametrize("extra", ["none", "exposure", "offset", "both"])
 def test_matches_statsmodels(extra):
     X, y, exposure, offset = _data()
-    kw = {"exposure": exposure if extra in ("exposure", "both") else None,
-          "offset": offset if extra in ("offset", "both") else None}
+    kw = {
+        "exposure": exposure if extra in ("exposure", "both") else None,
+        "offset": offset if extra in ("offset", "both") else None,
+    }
     kw = {k: v for k, v in kw.items() if v is not None}
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -53,9 +55,11 @@ def test_matches_statsmodels(extra):
     assert_allclose(m.coef_, ref.params[1:], rtol=1e-8)
     assert_allclose(m.intercept_, ref.params[0], rtol=1e-8)
     # predict: the mean, with statsmodels' exposure/offset arguments
-    assert_allclose(m.predict(X[:50], **{k: v[:50] for k, v in kw.items()}),
-                    ref.predict(sm.add_constant(X)[:50], **{k: v[:50] for k, v in kw.items()}),
-                    rtol=1e-9)
+    assert_allclose(
+        m.predict(X[:50], **{k: v[:50] for k, v in kw.items()}),
+        ref.predict(sm.add_constant(X)[:50], **{k: v[:50] for k, v in kw.items()}),
+        rtol=1e-9,
+    )
     assert_allclose(m.predict(X[:5]), np.exp(m.intercept_ + X[:5] @ m.coef_), rtol=1e-12)
 
 
@@ -98,7 +102,7 @@ def test_units_invariance(k):
     assert_allclose(m.bse_[1:] * s, base.bse_[1:], rtol=1e-9)
     assert_allclose(m.loglik_, base.loglik_, rtol=1e-12)
     # exposure's units move the intercept alone
-    e = fm.PoissonRegression().fit(X, y, exposure=exposure * 10.0 ** k)
+    e = fm.PoissonRegression().fit(X, y, exposure=exposure * 10.0**k)
     assert_allclose(e.params_[0], base.params_[0] - k * np.log(10.0), rtol=1e-9)
     assert_allclose(e.params_[1:], base.params_[1:], rtol=1e-9)
 
@@ -165,9 +169,11 @@ def test_summary():
     m = fm.PoissonRegression().fit(X, y, exposure=exposure)
     text = m.summary()
     assert "PoissonRegression results" in text
-    for label, value in [("LL-Null:", f"{m.llnull_:.6f}"), ("Pseudo R-squ.:",
-                                                               f"{m.pseudo_r2_:.4f}"),
-                         ("Covariance Type:", "nonrobust")]:
+    for label, value in [
+        ("LL-Null:", f"{m.llnull_:.6f}"),
+        ("Pseudo R-squ.:", f"{m.pseudo_r2_:.4f}"),
+        ("Covariance Type:", "nonrobust"),
+    ]:
         line = next(t for t in text.splitlines() if t.startswith(label))
         assert line.endswith(value)
 
@@ -180,14 +186,24 @@ def test_dask_matches_in_memory():
     X, y, exposure, offset = _data(4000, seed=8)
     w = np.random.default_rng(9).integers(1, 3, 4000).astype(float)
     g = np.random.default_rng(10).integers(0, 30, 4000)
-    ref = fm.PoissonRegression(cov_type="cluster").fit(X, y, sample_weight=w, exposure=exposure,
-                                                        offset=offset, groups=g)
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                      dashboard_address=None) as cluster, Client(cluster):
+    ref = fm.PoissonRegression(cov_type="cluster").fit(
+        X, y, sample_weight=w, exposure=exposure, offset=offset, groups=g
+    )
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        Client(cluster),
+    ):
         Xd = da.from_array(X, chunks=(1000, 3))
         got = fm.PoissonRegression(cov_type="cluster").fit(
-            Xd, da.from_array(y, chunks=1000), sample_weight=w, exposure=exposure,
-            offset=da.from_array(offset, chunks=1000), groups=g)
+            Xd,
+            da.from_array(y, chunks=1000),
+            sample_weight=w,
+            exposure=exposure,
+            offset=da.from_array(offset, chunks=1000),
+            groups=g,
+        )
         pred = got.predict(Xd, exposure=exposure)
         assert isinstance(pred, da.Array)
         assert_allclose(pred.compute(), ref.predict(X, exposure=exposure), rtol=1e-12)

@@ -70,8 +70,12 @@ def test_robust_covariance_matches_statsmodels(name, cov_type):
     assert_allclose(_ours(name, m), expected * np.sqrt(factor), rtol=1e-8)
     if name != "mnlogit":
         p = expected.size
-        assert_allclose(m.cov_params()[:p, :p], np.asarray(ref.cov_params()) * factor,
-                        rtol=1e-7, atol=1e-12 * expected.max() ** 2)
+        assert_allclose(
+            m.cov_params()[:p, :p],
+            np.asarray(ref.cov_params()) * factor,
+            rtol=1e-7,
+            atol=1e-12 * expected.max() ** 2,
+        )
     line = next(t for t in m.summary().splitlines() if t.startswith("Covariance Type:"))
     assert cov_type in line
 
@@ -90,11 +94,13 @@ def test_robust_with_frequency_weights_is_repeated_rows(cov_type):
         assert_allclose(m.bse_, r.bse_, rtol=1e-8, err_msg=name)
     # and statsmodels GLM with freq_weights (cluster: its scores carry the weights)
     m = fm.PoissonRegression(cov_type=cov_type).fit(
-        X, ys["poisson"], sample_weight=w, **({"groups": groups} if cov_type == "cluster"
-                                              else {}))
+        X, ys["poisson"], sample_weight=w, **({"groups": groups} if cov_type == "cluster" else {})
+    )
     ref = sm.GLM(ys["poisson"][rep], sm.add_constant(X)[rep], family=sm.families.Poisson()).fit(
-        tol=1e-13, cov_type=cov_type,
-        **({"cov_kwds": {"groups": groups[rep]}} if cov_type == "cluster" else {}))
+        tol=1e-13,
+        cov_type=cov_type,
+        **({"cov_kwds": {"groups": groups[rep]}} if cov_type == "cluster" else {}),
+    )
     assert_allclose(m.bse_, ref.bse, rtol=1e-8)
 
 
@@ -114,18 +120,22 @@ def test_model_tests_match_statsmodels(name, intercept):
     assert_allclose(m.llr_pvalue_, ref.llr_pvalue, rtol=1e-7, atol=1e-300)
     assert_allclose(m.pseudo_r2_, ref.prsquared, rtol=1e-8)
     text = m.summary()
-    for label, value in [("LL-Null:", f"{m.llnull_:.6f}"),
-                         ("LLR p-value:", f"{m.llr_pvalue_:.4g}"),
-                         ("Pseudo R-squ.:", f"{m.pseudo_r2_:.4f}")]:
+    for label, value in [
+        ("LL-Null:", f"{m.llnull_:.6f}"),
+        ("LLR p-value:", f"{m.llr_pvalue_:.4g}"),
+        ("Pseudo R-squ.:", f"{m.pseudo_r2_:.4f}"),
+    ]:
         assert next(t for t in text.splitlines() if t.startswith(label)).endswith(value)
 
 
 def test_deviance_matches_glm():
     X, ys, _ = _data(4)
     Xc = sm.add_constant(X)
-    for est, y, fam in [(fm.LogisticRegression, ys["logit"], sm.families.Binomial()),
-                        (fm.PoissonRegression, ys["poisson"], sm.families.Poisson()),
-                        (fm.GaussianRegression, ys["ols"], sm.families.Gaussian())]:
+    for est, y, fam in [
+        (fm.LogisticRegression, ys["logit"], sm.families.Binomial()),
+        (fm.PoissonRegression, ys["poisson"], sm.families.Poisson()),
+        (fm.GaussianRegression, ys["ols"], sm.families.Gaussian()),
+    ]:
         m = est().fit(X, y)
         ref = sm.GLM(y, Xc, family=fam).fit(tol=1e-13)
         assert_allclose(m.deviance_, ref.deviance, rtol=1e-8, err_msg=est.__name__)
@@ -141,22 +151,23 @@ def test_gaussian_r2_matches_ols(intercept, kind):
     w = np.random.default_rng(6).uniform(0.5, 2.0, N) if kind == "weights" else None
     Xs = sm.add_constant(X) if intercept else X
     ref = (sm.WLS(y, Xs, weights=w) if w is not None else sm.OLS(y, Xs)).fit()
-    m = fm.GaussianRegression(fit_intercept=intercept, solver="newton",
-                              warm_start=kind != "lstsq")
+    m = fm.GaussianRegression(fit_intercept=intercept, solver="newton", warm_start=kind != "lstsq")
     if kind != "lstsq":  # a warm start takes the iterative path (a pass for the RSS)
         m.fit(X, y, sample_weight=w)
     m.fit(X, y, sample_weight=w)
     assert_allclose(m.r2_, ref.rsquared, rtol=1e-9)
     assert_allclose(m.deviance_, ref.ssr, rtol=1e-9)
     assert m.df_model_ == ref.df_model
-    assert next(t for t in m.summary().splitlines()
-                if t.startswith("R-squared:")).endswith(f"{m.r2_:.6f}")
+    assert next(t for t in m.summary().splitlines() if t.startswith("R-squared:")).endswith(
+        f"{m.r2_:.6f}"
+    )
 
 
 def test_gaussian_robust_heteroscedastic_runs_and_alpha():
     X, ys, groups = _data(7)
-    m = fm.GaussianRegression(heteroscedastic=True, cov_type="cluster").fit(X, ys["ols"],
-                                                                            groups=groups)
+    m = fm.GaussianRegression(heteroscedastic=True, cov_type="cluster").fit(
+        X, ys["ols"], groups=groups
+    )
     assert np.isfinite(m.bse_).all()
     # a penalised fit: the sandwich of the penalised Hessian, finite and positive
     m = fm.LogisticRegression(alpha=2.0, cov_type="HC0").fit(X, ys["logit"])
@@ -182,8 +193,16 @@ def test_chi2_sf_against_scipy():
     stats = pytest.importorskip("scipy.stats")
     from fastmle.models._inference import chi2_sf
 
-    for x, df in [(0.5, 1), (3.2, 2), (10.0, 5), (100.0, 7), (1500.0, 40), (2000.0, 999),
-                  (50.0, 1000), (700.0, 3)]:
+    for x, df in [
+        (0.5, 1),
+        (3.2, 2),
+        (10.0, 5),
+        (100.0, 7),
+        (1500.0, 40),
+        (2000.0, 999),
+        (50.0, 1000),
+        (700.0, 3),
+    ]:
         assert_allclose(chi2_sf(x, df), stats.chi2.sf(x, df), rtol=1e-11)
     assert chi2_sf(-1.0, 3) == 1.0
     assert np.isnan(chi2_sf(1.0, 0))
@@ -195,12 +214,18 @@ def test_dask_robust_matches_in_memory():
     from distributed import Client, LocalCluster
 
     X, ys, groups = _data(8)
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                      dashboard_address=None) as cluster, Client(cluster):
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        Client(cluster),
+    ):
         Xd = da.from_array(X, chunks=(100, K))
-        for est, y, ct in [(fm.LogisticRegression, ys["logit"], "HC1"),
-                           (fm.SoftmaxRegression, ys["mnlogit"], "cluster"),
-                           (fm.GaussianRegression, ys["ols"], "cluster")]:
+        for est, y, ct in [
+            (fm.LogisticRegression, ys["logit"], "HC1"),
+            (fm.SoftmaxRegression, ys["mnlogit"], "cluster"),
+            (fm.GaussianRegression, ys["ols"], "cluster"),
+        ]:
             kw = {"groups": da.from_array(groups, chunks=100)} if ct == "cluster" else {}
             got = est(cov_type=ct).fit(Xd, y, **kw)
             ref = est(cov_type=ct).fit(X, y, **({"groups": groups} if kw else {}))

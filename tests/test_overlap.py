@@ -41,17 +41,23 @@ def _probs(x):
 # name -> (call(x, out, **operands), default operands given x, how x must look)
 FUNCS = {
     "cross_entropy": lambda x, out=None, **kw: _ce(x, out, **kw),
-    "binary_cross_entropy_with_logits": lambda x, out=None, **kw:
+    "binary_cross_entropy_with_logits": lambda x, out=None, **kw: (
         fm.binary_cross_entropy_with_logits_value_and_grad(
-            x, kw.pop("target", np.full(x.shape, 0.3)), out=out, **kw),
+            x, kw.pop("target", np.full(x.shape, 0.3)), out=out, **kw
+        )
+    ),
     "binary_cross_entropy": lambda x, out=None, **kw: fm.binary_cross_entropy_value_and_grad(
-        x, kw.pop("target", np.full(x.shape, 0.3)), out=out, **kw),
+        x, kw.pop("target", np.full(x.shape, 0.3)), out=out, **kw
+    ),
     "gaussian_nll_loss": lambda x, out=None, **kw: fm.gaussian_nll_loss_value_and_grad(
-        x, kw.pop("target", np.full(x.shape, 0.3)), kw.pop("var", 2.0), out=out, **kw),
+        x, kw.pop("target", np.full(x.shape, 0.3)), kw.pop("var", 2.0), out=out, **kw
+    ),
     "mse_loss": lambda x, out=None, **kw: fm.mse_loss_value_and_grad(
-        x, kw.pop("target", np.full(x.shape, 0.3)), out=out, **kw),
+        x, kw.pop("target", np.full(x.shape, 0.3)), out=out, **kw
+    ),
     "kl_div": lambda x, out=None, **kw: fm.kl_div_value_and_grad(
-        x, kw.pop("target", np.full(x.shape, 0.3)), out=out, **kw),
+        x, kw.pop("target", np.full(x.shape, 0.3)), out=out, **kw
+    ),
 }
 SHAPES = {"short rows": (N, 5), "long rows": (N, 100)}
 
@@ -86,9 +92,9 @@ def test_separate_out_in_the_same_buffer_is_accepted(name):
     """Disjoint parts of one allocation do not overlap."""
     shape = SHAPES["short rows"]
     buf = np.empty(2 * shape[0] * shape[1])
-    x = buf[:buf.size // 2].reshape(shape)
+    x = buf[: buf.size // 2].reshape(shape)
     x[...] = _values(name, shape)
-    out = buf[buf.size // 2:].reshape(shape)
+    out = buf[buf.size // 2 :].reshape(shape)
     ref = FUNCS[name](x.copy())
     assert _grad(FUNCS[name](x, out=out)) is out
     np.testing.assert_array_equal(out, _grad(ref))
@@ -104,9 +110,9 @@ def test_out_shifted_against_input_raises(name, shape, shift):
     n, c = SHAPES[shape]
     k = {"one row": c, "three elements": 3, "one element back": -1}[shift]
     buf = np.empty(n * c + abs(k))
-    x = buf[max(-k, 0):][:n * c].reshape(n, c)
+    x = buf[max(-k, 0) :][: n * c].reshape(n, c)
     x[...] = _values(name, (n, c))
-    out = buf[max(k, 0):][:n * c].reshape(n, c)
+    out = buf[max(k, 0) :][: n * c].reshape(n, c)
     before = x.copy()
     with pytest.raises(ValueError, match=r"out overlaps the memory of input.*out=input"):
         FUNCS[name](x, out=out)
@@ -131,21 +137,24 @@ def test_out_overlapping_an_operand_raises(name, arg, how):
     n, c = SHAPES["short rows"]
     x = _values(name, (n, c))
     buf = np.empty(n * c + c)
-    out = buf[:n * c].reshape(n, c)
+    out = buf[: n * c].reshape(n, c)
     # these targets must have the input's shape (cross-entropy's: probabilities here;
     # class indices are in the label-view tests below)
-    full_only = arg == "target" and name in ("cross_entropy", "binary_cross_entropy",
-                                             "binary_cross_entropy_with_logits")
+    full_only = arg == "target" and name in (
+        "cross_entropy",
+        "binary_cross_entropy",
+        "binary_cross_entropy_with_logits",
+    )
     if name == "cross_entropy" and arg == "weight":  # one per class
-        op = buf[:c] if how == "same buffer" else buf[c + 2:2 * c + 2]
+        op = buf[:c] if how == "same buffer" else buf[c + 2 : 2 * c + 2]
     elif how == "same buffer":
         op = out
     elif how == "one row":
         op = buf[c:].reshape(n, c)
     elif full_only:
-        op = buf[3:3 + n * c].reshape(n, c)
+        op = buf[3 : 3 + n * c].reshape(n, c)
     else:  # a per-column operand inside out's memory
-        op = buf[5:5 + c].reshape(1, c)
+        op = buf[5 : 5 + c].reshape(1, c)
     op[...] = {"target": 1.0 / c if name == "cross_entropy" else 0.25, "var": 2.0}.get(arg, 1.0)
     with pytest.raises(ValueError, match=rf"out shares memory with {arg}.*separate buffer"):
         FUNCS[name](x, out=out, **{arg: op})
@@ -172,8 +181,14 @@ def _run_isolated(code):
     """A regression may crash the interpreter: run it where that cannot end pytest."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [env.get("PYTHONPATH", "")])
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
-                          text=True, env=env, cwd=ROOT, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=600,
+    )
 
 
 @pytest.mark.parametrize("c", [5, 100], ids=["short rows", "long rows"])
@@ -200,15 +215,19 @@ def test_out_as_a_view_of_the_labels_raises_not_crashes(c, label_dtype):
                 raise SystemExit("no error")
         print("ok")
     """)
-    assert r.returncode == 0 and r.stdout.strip() == "ok", (r.returncode, r.stdout,
-                                                             r.stderr[-3000:])
+    assert r.returncode == 0 and r.stdout.strip() == "ok", (
+        r.returncode,
+        r.stdout,
+        r.stderr[-3000:],
+    )
 
 
 # --- the GPU path: the same rule on device memory (the CUDA simulator without a GPU) ---------
 
 
-@pytest.mark.skipif(importlib.util.find_spec("numba_cuda") is None,
-                    reason="numba-cuda is not installed")
+@pytest.mark.skipif(
+    importlib.util.find_spec("numba_cuda") is None, reason="numba-cuda is not installed"
+)
 def test_cuda_out_overlap():
     env_sim = "NUMBA_ENABLE_CUDASIM" not in os.environ
     code = """
@@ -253,6 +272,12 @@ def test_cuda_out_overlap():
     if env_sim:
         env["NUMBA_ENABLE_CUDASIM"] = "1"
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [env.get("PYTHONPATH", "")])
-    r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
-                       text=True, env=env, cwd=ROOT, timeout=600)
+    r = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=600,
+    )
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stdout + r.stderr[-3000:]

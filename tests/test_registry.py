@@ -37,8 +37,12 @@ def _f64(a):
 
 def _magnitude(loss, x, args, kw):
     """Sum of |element losses| (float64), the size any rounding error scales with."""
-    el, _ = loss.ref(_f64(x), *[_f64(a) for a in args], reduction="none",
-                     **{k: (_f64(v) if isinstance(v, np.ndarray) else v) for k, v in kw.items()})
+    el, _ = loss.ref(
+        _f64(x),
+        *[_f64(a) for a in args],
+        reduction="none",
+        **{k: (_f64(v) if isinstance(v, np.ndarray) else v) for k, v in kw.items()},
+    )
     return float(np.sum(np.abs(el)))
 
 
@@ -62,8 +66,9 @@ def test_matches_reference(case):
         scale = float(np.max(np.abs(rgx), initial=0.0))
         np.testing.assert_allclose(gx, rgx, rtol=0, atol=TOL[dt] * max(scale, 1e-300) * 4)
         if loss.d_operand:
-            np.testing.assert_allclose(g[1], rg[1], rtol=TOL[dt] * 8,
-                                       atol=TOL[dt] * float(np.max(np.abs(rg[1]))) * 8)
+            np.testing.assert_allclose(
+                g[1], rg[1], rtol=TOL[dt] * 8, atol=TOL[dt] * float(np.max(np.abs(rg[1]))) * 8
+            )
 
 
 @pytest.mark.parametrize("loss", ELEMENTWISE, ids=repr)
@@ -73,7 +78,7 @@ def test_gradient_is_the_finite_difference_of_the_value(loss, reduction):
         rng = np.random.default_rng(1)
         x, args, kw = loss.make(rng, (3, 4), np.float64, **g)
 
-        def total(xx):
+        def total(xx, args=args, kw=kw):
             v = loss.value(xx, *args, reduction=reduction, **kw)
             return float(np.sum(v))
 
@@ -85,8 +90,9 @@ def test_gradient_is_the_finite_difference_of_the_value(loss, reduction):
             xm[i] -= h
             fd[i] = (total(xp) - total(xm)) / (2 * h)
         gx = loss.d_input(loss.grad(x, *args, reduction=reduction, **kw))
-        np.testing.assert_allclose(gx, fd, rtol=1e-6, atol=1e-7 * max(1.0, np.abs(fd).max()),
-                                   err_msg=f"{loss.name} {g}")
+        np.testing.assert_allclose(
+            gx, fd, rtol=1e-6, atol=1e-7 * max(1.0, np.abs(fd).max()), err_msg=f"{loss.name} {g}"
+        )
 
 
 @pytest.mark.filterwarnings("ignore:reduction. 'mean' divides:UserWarning")  # torch kl_div
@@ -150,9 +156,13 @@ def test_empty_input(loss, shape):
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.sampled_from(ELEMENTWISE), st.lists(st.integers(1, 40), min_size=1, max_size=3),
-       st.sampled_from([np.float32, np.float64]), st.integers(0, 2**31 - 1),
-       st.sampled_from(["none", "mean", "sum"]))
+@given(
+    st.sampled_from(ELEMENTWISE),
+    st.lists(st.integers(1, 40), min_size=1, max_size=3),
+    st.sampled_from([np.float32, np.float64]),
+    st.integers(0, 2**31 - 1),
+    st.sampled_from(["none", "mean", "sum"]),
+)
 def test_any_shape_matches_reference(loss, shape, dt, seed, reduction):
     g = loss.grid[seed % len(loss.grid)]
     x, args, kw = loss.make(np.random.default_rng(seed), tuple(shape), dt, **g)
@@ -165,5 +175,6 @@ def test_any_shape_matches_reference(loss, shape, dt, seed, reduction):
     else:
         assert abs(float(got) - ref) <= tol * mag * 4
     rgx = loss.d_input(rg)
-    np.testing.assert_allclose(loss.d_input(grad), rgx, rtol=0,
-                               atol=tol * max(float(np.abs(rgx).max()), 1e-300) * 4)
+    np.testing.assert_allclose(
+        loss.d_input(grad), rgx, rtol=0, atol=tol * max(float(np.abs(rgx).max()), 1e-300) * 4
+    )

@@ -108,8 +108,9 @@ def test_threads_and_fork_survive_in_a_fresh_process(layer, tmp_path):
         env.pop("NUMBA_THREADING_LAYER", None)
     script = tmp_path / "s.py"
     script.write_text((_HIDE_TBB if layer == "no-tbb" else "") + _SCRIPT)
-    proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads(proc.stdout.strip().splitlines()[-1])
     assert res["threads"] and res["fork"]
@@ -141,9 +142,14 @@ def _run_cache_script(pkg_parent, env, tmp_path, prefix=()):
     script = tmp_path / "cache_script.py"
     script.write_text(_CACHE_SCRIPT)
     script.chmod(0o644)
-    proc = subprocess.run([*prefix, sys.executable, str(script)],
-                          env=dict(env, PYTHONPATH=str(pkg_parent)), capture_output=True,
-                          text=True, timeout=600, cwd=str(tmp_path))
+    proc = subprocess.run(
+        [*prefix, sys.executable, str(script)],
+        env=dict(env, PYTHONPATH=str(pkg_parent)),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=str(tmp_path),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -162,8 +168,7 @@ def test_lazy_compilation_and_warm_disk_cache(tmp_path):
     """Compiled kernels go to the per-user cache (keyed by version and package path),
     never into the package: pip would not know those files (issue 17 item 3)."""
     pkg = tmp_path / "pkg"
-    shutil.copytree(ROOT / "fastmle", pkg / "fastmle",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "fastmle", pkg / "fastmle", ignore=shutil.ignore_patterns("__pycache__"))
     env = _no_cache_env(tmp_path)
     cold = _run_cache_script(pkg, env, tmp_path)
     warm = _run_cache_script(pkg, env, tmp_path)
@@ -180,8 +185,7 @@ def test_lazy_compilation_and_warm_disk_cache(tmp_path):
 
 def test_numba_cache_dir_is_respected(tmp_path):
     pkg = tmp_path / "pkg"
-    shutil.copytree(ROOT / "fastmle", pkg / "fastmle",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "fastmle", pkg / "fastmle", ignore=shutil.ignore_patterns("__pycache__"))
     env = _no_cache_env(tmp_path)
     env["NUMBA_CACHE_DIR"] = str(tmp_path / "numba-dir")
     cold = _run_cache_script(pkg, env, tmp_path)
@@ -193,8 +197,7 @@ def test_numba_cache_dir_is_respected(tmp_path):
 
 def test_unwritable_user_cache_falls_back_to_a_temporary_directory(tmp_path):
     pkg = tmp_path / "pkg"
-    shutil.copytree(ROOT / "fastmle", pkg / "fastmle",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "fastmle", pkg / "fastmle", ignore=shutil.ignore_patterns("__pycache__"))
     env = _no_cache_env(tmp_path)
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
@@ -241,8 +244,7 @@ def test_a_shared_temporary_cache_directory_others_can_write_is_not_used(tmp_pat
     """Numba loads pickled code from its cache: the temporary-directory fallback is
     used only if it is this user's and not writable by others."""
     pkg = tmp_path / "pkg"
-    shutil.copytree(ROOT / "fastmle", pkg / "fastmle",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "fastmle", pkg / "fastmle", ignore=shutil.ignore_patterns("__pycache__"))
     env = _no_cache_env(tmp_path)
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
@@ -269,8 +271,14 @@ def test_warm_start_touches_only_the_kernels_it_runs(tmp_path):
     script.write_text(_STARTUP_SCRIPT)
     runs = []
     for _ in range(2):
-        proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
-                              text=True, timeout=600, cwd=str(tmp_path))
+        proc = subprocess.run(
+            [sys.executable, str(script)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=str(tmp_path),
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     warm = runs[1]
@@ -287,8 +295,12 @@ def _setpriv():
     if os.geteuid() != 0 or exe is None:
         return None
     prefix = [exe, "--reuid=65534", "--regid=65534", "--clear-groups"]
-    probe = subprocess.run([*prefix, sys.executable, "-c", "import numba, numpy"],
-                           capture_output=True, cwd="/", timeout=120)
+    probe = subprocess.run(
+        [*prefix, sys.executable, "-c", "import numba, numpy"],
+        capture_output=True,
+        cwd="/",
+        timeout=120,
+    )
     return prefix if probe.returncode == 0 else None
 
 
@@ -302,8 +314,7 @@ def test_read_only_package_and_home_fall_back_to_a_temporary_cache(tmp_path):
     tmp_path.chmod(0o755)
     shutil.rmtree(Path(tempfile.gettempdir()) / "fastmle-numba-cache-65534", ignore_errors=True)
     pkg = tmp_path / "ro"
-    shutil.copytree(ROOT / "fastmle", pkg / "fastmle",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "fastmle", pkg / "fastmle", ignore=shutil.ignore_patterns("__pycache__"))
     for p in [pkg, *pkg.rglob("*")]:
         p.chmod(0o555 if p.is_dir() else 0o444)  # owned by root: read-only for 'nobody'
     env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_CACHE")}
@@ -343,6 +354,7 @@ def test_value_and_grad_allocates_only_the_gradient(case):
         y = (rng.random(x.size) > 0.5).astype(np.float32)
         v = rng.uniform(0.5, 2, 4000).astype(np.float32)  # one variance per row of (4000, 1000)
         if case == "bce":
+
             def call(out=None):
                 return fm.binary_cross_entropy_with_logits_value_and_grad(x, y, out=out)
         else:
@@ -351,6 +363,7 @@ def test_value_and_grad_allocates_only_the_gradient(case):
 
             def call(out=None):
                 return fm.gaussian_nll_loss_value_and_grad(x, y, v, out=out)
+
     call()  # compile outside the measurement
     expected_loss, expected_grad = call()
     # kernels use chunk-sized scratch buffers, a few per thread, independent of N
@@ -385,8 +398,7 @@ def test_editing_any_module_invalidates_cached_kernels(tmp_path):
     """Kernels inline helpers from other modules: editing only _math.py must
     recompile them, not load stale code."""
     pkg = tmp_path / "pkg"
-    shutil.copytree(ROOT / "fastmle", pkg / "fastmle",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "fastmle", pkg / "fastmle", ignore=shutil.ignore_patterns("__pycache__"))
     env = _no_cache_env(tmp_path)
     _run_cache_script(pkg, env, tmp_path)
     warm = _run_cache_script(pkg, env, tmp_path)

@@ -48,28 +48,52 @@ def close(got, want, dt):
 CASES = {
     "mse": ("mse_loss", "mse_loss", 0.5, [0.25], {}, {}),
     "kl": ("kl_div", "kl_div", -0.7, [0.4], {}, {}),
-    "kl_log_target": ("kl_div", "kl_div", -0.7, [-1.2], {"log_target": True},
-                      {"log_target": True}),
+    "kl_log_target": ("kl_div", "kl_div", -0.7, [-1.2], {"log_target": True}, {"log_target": True}),
     "bce": ("binary_cross_entropy", "binary_cross_entropy", 0.3, [0.8], {}, {}),
-    "bce_weight": ("binary_cross_entropy", "binary_cross_entropy", 0.3, [0.8],
-                   {"weight": 1.5}, {"weight": 1.5}),
-    "bce_logits": ("binary_cross_entropy_with_logits", "binary_cross_entropy_with_logits",
-                   -1.3, [0.25], {}, {}),
-    "bce_logits_weights": ("binary_cross_entropy_with_logits",
-                           "binary_cross_entropy_with_logits", -1.3, [0.25],
-                           {"weight": 2.0, "pos_weight": 3.0},
-                           {"weight": 2.0, "pos_weight": 3.0}),
+    "bce_weight": (
+        "binary_cross_entropy",
+        "binary_cross_entropy",
+        0.3,
+        [0.8],
+        {"weight": 1.5},
+        {"weight": 1.5},
+    ),
+    "bce_logits": (
+        "binary_cross_entropy_with_logits",
+        "binary_cross_entropy_with_logits",
+        -1.3,
+        [0.25],
+        {},
+        {},
+    ),
+    "bce_logits_weights": (
+        "binary_cross_entropy_with_logits",
+        "binary_cross_entropy_with_logits",
+        -1.3,
+        [0.25],
+        {"weight": 2.0, "pos_weight": 3.0},
+        {"weight": 2.0, "pos_weight": 3.0},
+    ),
     "gaussian": ("gaussian_nll_loss", "gaussian_nll_loss", 0.5, [0.25, 2.0], {}, {}),
-    "gaussian_full": ("gaussian_nll_loss", "gaussian_nll_loss", 0.5, [0.25, 0.7],
-                      {"full": True}, {"full": True}),
+    "gaussian_full": (
+        "gaussian_nll_loss",
+        "gaussian_nll_loss",
+        0.5,
+        [0.25, 0.7],
+        {"full": True},
+        {"full": True},
+    ),
 }
 
 
 def _fm_args(dt, x, others, kwargs):
     """Everything as 0-d arrays of ``dt``."""
     arr = lambda v: np.array(v, dt)  # noqa: E731
-    return arr(x), [arr(v) for v in others], {
-        k: (arr(v) if isinstance(v, float) else v) for k, v in kwargs.items()}
+    return (
+        arr(x),
+        [arr(v) for v in others],
+        {k: (arr(v) if isinstance(v, float) else v) for k, v in kwargs.items()},
+    )
 
 
 def _torch_ref(torch, name, x, others, kwargs, reduction):
@@ -77,8 +101,9 @@ def _torch_ref(torch, name, x, others, kwargs, reduction):
     import torch.nn.functional as F
 
     xt = t64(torch, x, grad=True)
-    ot = [t64(torch, v, grad=(name == "gaussian_nll_loss" and i == 1))
-          for i, v in enumerate(others)]
+    ot = [
+        t64(torch, v, grad=(name == "gaussian_nll_loss" and i == 1)) for i, v in enumerate(others)
+    ]
     kw = {k: (t64(torch, v) if isinstance(v, float) else v) for k, v in kwargs.items()}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -118,10 +143,10 @@ def test_elementwise_0d_matches_torch(torch, case, reduction, dt):
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_gaussian_0d_float_var(torch, reduction):
     """A Python-float var with a 0-d input: d_var comes back as a float."""
-    ref_l, ref_g, ref_dv = _torch_ref(torch, "gaussian_nll_loss", 0.5, [0.25, 2.0], {},
-                                      reduction)
-    loss, (dx, dv) = fm.gaussian_nll_loss_value_and_grad(np.array(0.5), np.array(0.25), 2.0,
-                                                         reduction=reduction)
+    ref_l, ref_g, ref_dv = _torch_ref(torch, "gaussian_nll_loss", 0.5, [0.25, 2.0], {}, reduction)
+    loss, (dx, dv) = fm.gaussian_nll_loss_value_and_grad(
+        np.array(0.5), np.array(0.25), 2.0, reduction=reduction
+    )
     close(loss, ref_l, np.float64)
     close(dx, ref_g, np.float64)
     assert np.ndim(dv) == 0
@@ -134,16 +159,16 @@ def test_kl_batchmean_0d(torch):
 
     ref = F.kl_div(t64(torch, -0.7), t64(torch, 0.4), reduction="batchmean").item()
     close(fm.kl_div(np.array(-0.7), np.array(0.4), reduction="batchmean"), ref, np.float64)
-    close(fm.kl_div_grad(np.array(-0.7), np.array(0.4), reduction="batchmean"), -0.4,
-          np.float64)
+    close(fm.kl_div_grad(np.array(-0.7), np.array(0.4), reduction="batchmean"), -0.4, np.float64)
 
 
 def test_issue_example():
     assert fm.mse_loss(np.array(0.5), np.array(0.25)) == 0.0625
 
 
-@pytest.mark.parametrize("prefix", ["mse_loss", "kl_div", "binary_cross_entropy",
-                                    "binary_cross_entropy_with_logits"])
+@pytest.mark.parametrize(
+    "prefix", ["mse_loss", "kl_div", "binary_cross_entropy", "binary_cross_entropy_with_logits"]
+)
 def test_0d_out_and_in_place(prefix):
     x = np.array(0.5)
     t = np.array(0.25)
@@ -165,8 +190,9 @@ def test_0d_operand_against_nd_input():
     """A filler operand (np.ones(1)) is still treated as a scalar next to n-d input."""
     x = np.full((3, 2), -1.3)
     ref = fm.binary_cross_entropy_with_logits(x, np.full((3, 2), 0.25), reduction="none")
-    got = fm.binary_cross_entropy_with_logits(x, np.full((3, 2), 0.25), weight=np.array(1.0),
-                                              reduction="none")
+    got = fm.binary_cross_entropy_with_logits(
+        x, np.full((3, 2), 0.25), weight=np.array(1.0), reduction="none"
+    )
     np.testing.assert_array_equal(got, ref)
 
 
@@ -195,8 +221,9 @@ def test_softmax_family_0d_matches_torch(torch, axis, dt):
 def test_softmax_family_0d_edge_values(torch, v):
     ta = torch.tensor(v, dtype=torch.float64)
     for name in ("softmax", "log_softmax", "logsumexp"):
-        np.testing.assert_array_equal(getattr(fm, name)(np.array(v), 0),
-                                      getattr(torch, name)(ta, 0).numpy())
+        np.testing.assert_array_equal(
+            getattr(fm, name)(np.array(v), 0), getattr(torch, name)(ta, 0).numpy()
+        )
 
 
 @pytest.mark.parametrize("name", ["softmax", "log_softmax", "logsumexp"])
@@ -222,8 +249,9 @@ DASK_CALLS = {
     "mse_loss": lambda x: fm.mse_loss(x, np.array(0.25)),
     "kl_div": lambda x: fm.kl_div(x, np.array(0.25)),
     "binary_cross_entropy": lambda x: fm.binary_cross_entropy(x, np.array(0.25)),
-    "binary_cross_entropy_with_logits":
-        lambda x: fm.binary_cross_entropy_with_logits(x, np.array(0.25)),
+    "binary_cross_entropy_with_logits": lambda x: fm.binary_cross_entropy_with_logits(
+        x, np.array(0.25)
+    ),
     "gaussian_nll_loss": lambda x: fm.gaussian_nll_loss(x, np.array(0.25), 1.0),
     "mse_loss_value_and_grad": lambda x: fm.mse_loss_value_and_grad(x, np.array(0.25)),
     "softmax": lambda x: fm.softmax(x, 0),
@@ -243,8 +271,9 @@ def test_dask_0d_input_raises(name):
 # --- the GPU path (under the CUDA simulator without a GPU) --------------------------------
 
 
-@pytest.mark.skipif(importlib.util.find_spec("numba_cuda") is None,
-                    reason="numba-cuda is not installed")
+@pytest.mark.skipif(
+    importlib.util.find_spec("numba_cuda") is None, reason="numba-cuda is not installed"
+)
 def test_cuda_0d_inputs():
     code = textwrap.dedent("""
         import numpy as np
@@ -280,8 +309,9 @@ def test_cuda_0d_inputs():
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [env.get("PYTHONPATH", "")])
     env.setdefault("NUMBA_ENABLE_CUDASIM", "1")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                       cwd=ROOT, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300
+    )
     assert r.returncode == 0 and "ok" in r.stdout, r.stdout + r.stderr[-3000:]
 
 
@@ -292,8 +322,10 @@ def test_cuda_0d_inputs():
 def test_out_of_a_numpy_subclass_is_refused(bad):
     x = np.random.default_rng(0).standard_normal((4, 3))
     out = bad(np.zeros((4, 3))) if bad is not np.ma.zeros else bad((4, 3))
-    for call in (lambda: fm.mse_loss_value_and_grad(x, x, out=out),
-                 lambda: fm.cross_entropy_value_and_grad(x, np.array([0, 1, 2, 0]), out=out)):
+    for call in (
+        lambda: fm.mse_loss_value_and_grad(x, x, out=out),
+        lambda: fm.cross_entropy_value_and_grad(x, np.array([0, 1, 2, 0]), out=out),
+    ):
         with pytest.raises(TypeError, match="out must be a NumPy array"):
             call()
 
@@ -316,12 +348,15 @@ def test_masked_arrays_are_refused():
         fm.cross_entropy(x, np.ma.masked_array([0, 1, 2, 0], [0, 1, 0, 0]))
 
 
-@pytest.mark.parametrize("call,name", [
-    (lambda x, t: fm.cross_entropy(x, t, label_smoothing=10**400), "label_smoothing"),
-    (lambda x, t: fm.gaussian_nll_loss(x, x, 1.0, eps=10**400), "eps"),
-    (lambda x, t: fm.gaussian_nll_loss(x, x, 10**400), "var"),
-    (lambda x, t: fm.poisson_nll_loss(x, x, eps=10**400), "eps"),
-])
+@pytest.mark.parametrize(
+    "call,name",
+    [
+        (lambda x, t: fm.cross_entropy(x, t, label_smoothing=10**400), "label_smoothing"),
+        (lambda x, t: fm.gaussian_nll_loss(x, x, 1.0, eps=10**400), "eps"),
+        (lambda x, t: fm.gaussian_nll_loss(x, x, 10**400), "var"),
+        (lambda x, t: fm.poisson_nll_loss(x, x, eps=10**400), "eps"),
+    ],
+)
 def test_ints_beyond_the_float_range_name_the_argument(call, name):
     x = np.random.default_rng(0).standard_normal((4, 3))
     with pytest.raises(ValueError, match=f"{name} is beyond the float64 range"):
@@ -332,5 +367,6 @@ def test_ignore_index_beyond_int64_is_refused():
     x = np.random.default_rng(0).standard_normal((4, 3))
     with pytest.raises(ValueError, match="ignore_index .* int64"):
         fm.cross_entropy(x, np.array([0, 1, 2, 0]), ignore_index=2**70)
-    assert np.isfinite(fm.cross_entropy(x, np.array([0, 1, 2, 0]),
-                                        ignore_index=np.iinfo(np.int64).min))
+    assert np.isfinite(
+        fm.cross_entropy(x, np.array([0, 1, 2, 0]), ignore_index=np.iinfo(np.int64).min)
+    )

@@ -14,11 +14,19 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 
 @parametrize_with_checks(
-    [fm.LogisticRegression(), fm.SoftmaxRegression(), fm.GaussianRegression(),
-     fm.GaussianRegression(heteroscedastic=True), fm.LogisticRegression(alpha=1.0),
-     fm.SoftmaxRegression(alpha=1.0), fm.GaussianRegression(alpha=1.0),
-     fm.PoissonRegression(), fm.PoissonRegression(alpha=1.0),
-     fm.LogisticRegression(cov_type="HC1"), fm.PoissonRegression(cov_type="HC0")],
+    [
+        fm.LogisticRegression(),
+        fm.SoftmaxRegression(),
+        fm.GaussianRegression(),
+        fm.GaussianRegression(heteroscedastic=True),
+        fm.LogisticRegression(alpha=1.0),
+        fm.SoftmaxRegression(alpha=1.0),
+        fm.GaussianRegression(alpha=1.0),
+        fm.PoissonRegression(),
+        fm.PoissonRegression(alpha=1.0),
+        fm.LogisticRegression(cov_type="HC1"),
+        fm.PoissonRegression(cov_type="HC0"),
+    ],
 )
 def test_sklearn_compatible(estimator, check):
     check(estimator)

@@ -18,8 +18,9 @@ FUNCS = {"logsumexp": fm.logsumexp, "softmax": fm.softmax, "log_softmax": fm.log
 def check_lse(got, ref, tol, x):
     # lse = max + log(sum exp(x - max)): the two terms may cancel, so the error is
     # relative to their size, max|x| + O(1), not to the result
-    np.testing.assert_allclose(got, ref, rtol=tol,
-                               atol=tol * max(1.0, float(np.max(np.abs(x), initial=0.0))))
+    np.testing.assert_allclose(
+        got, ref, rtol=tol, atol=tol * max(1.0, float(np.max(np.abs(x), initial=0.0)))
+    )
 
 
 def check_softmax(got, ref, tol):
@@ -95,15 +96,18 @@ INF, NAN = np.inf, np.nan
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("transpose", [False, True])
 def test_edge_rows(dtype, transpose):
-    rows = np.array([
-        [-INF, -INF, -INF, -INF],  # 0: lse -inf, softmax nan
-        [1.0, INF, 2.0, -INF],     # 1: lse +inf, softmax nan
-        [1.0, NAN, 2.0, 3.0],      # 2: nan
-        [1.0, -NAN, 2.0, 3.0],     # 3: nan with the sign bit set
-        [NAN, INF, -INF, 0.0],     # 4: nan
-        [0.5, -INF, 2.0, -INF],    # 5: finite, exp(-inf) = 0
-        [1.0, 2.0, 3.0, 4.0],      # 6: ordinary
-    ], dtype)
+    rows = np.array(
+        [
+            [-INF, -INF, -INF, -INF],  # 0: lse -inf, softmax nan
+            [1.0, INF, 2.0, -INF],  # 1: lse +inf, softmax nan
+            [1.0, NAN, 2.0, 3.0],  # 2: nan
+            [1.0, -NAN, 2.0, 3.0],  # 3: nan with the sign bit set
+            [NAN, INF, -INF, 0.0],  # 4: nan
+            [0.5, -INF, 2.0, -INF],  # 5: finite, exp(-inf) = 0
+            [1.0, 2.0, 3.0, 4.0],  # 6: ordinary
+        ],
+        dtype,
+    )
     lse_expected = [-INF, INF, NAN, NAN, NAN, None, None]
     x, axis = (rows.T, 0) if transpose else (rows, 1)
     lse = fm.logsumexp(x, axis=axis)
@@ -130,8 +134,16 @@ def test_edge_rows(dtype, transpose):
     assert lsm[5, 1] == -INF and lsm[5, 3] == -INF
 
 
-@pytest.mark.parametrize("dtype,mag", [(np.float32, 1e4), (np.float32, 1e30), (np.float32, 1e38),
-                                       (np.float64, 1e4), (np.float64, 1e300)])
+@pytest.mark.parametrize(
+    "dtype,mag",
+    [
+        (np.float32, 1e4),
+        (np.float32, 1e30),
+        (np.float32, 1e38),
+        (np.float64, 1e4),
+        (np.float64, 1e300),
+    ],
+)
 def test_large_values_finite(dtype, mag):
     rng = np.random.default_rng(2)
     x = (rng.choice([-1.0, 1.0], size=(7, 9)) * rng.uniform(0.5, 1.0, (7, 9)) * mag).astype(dtype)
@@ -164,8 +176,9 @@ def test_empty_slices():
     assert fm.logsumexp(np.zeros(0), axis=None) == -np.inf
 
 
-@pytest.mark.parametrize("shape,axis", [((0,), -1), ((3, 0), 1), ((3, 0), -1), ((0, 3), 0),
-                                        ((2, 0, 4), 1)])
+@pytest.mark.parametrize(
+    "shape,axis", [((0,), -1), ((3, 0), 1), ((3, 0), -1), ((0, 3), 0), ((2, 0, 4), 1)]
+)
 def test_logsumexp_over_empty_axis(shape, axis):
     res = fm.logsumexp(np.zeros(shape), axis=axis)
     np.testing.assert_array_equal(res, sps.logsumexp(np.zeros(shape), axis=axis))
@@ -190,8 +203,9 @@ def test_0d_softmax_keeps_shape(name):
 def test_0d_with_axis_0_is_its_one_element(name, axis):
     """As in torch and NumPy, a 0-d array takes axis 0 / -1 (its one element);
     more in tests/test_scalar_inputs.py."""
-    np.testing.assert_array_equal(FUNCS[name](np.float64(3.0), axis=axis),
-                                  FUNCS[name](np.float64(3.0), axis=None))
+    np.testing.assert_array_equal(
+        FUNCS[name](np.float64(3.0), axis=axis), FUNCS[name](np.float64(3.0), axis=None)
+    )
 
 
 @pytest.mark.parametrize("name", list(FUNCS))
@@ -204,8 +218,13 @@ def test_0d_with_other_axis_raises(name, axis):
 # --- argument checking and input conversion ------------------------------------------
 
 BAD_AXES = [
-    (2, ValueError), (-3, ValueError), (10, ValueError),
-    (1.0, TypeError), (True, TypeError), ("0", TypeError), ((0, 1), TypeError),
+    (2, ValueError),
+    (-3, ValueError),
+    (10, ValueError),
+    (1.0, TypeError),
+    (True, TypeError),
+    ("0", TypeError),
+    ((0, 1), TypeError),
 ]
 
 
@@ -217,23 +236,32 @@ def test_bad_axis(name, axis, exc):
 
 
 @pytest.mark.parametrize("name", list(FUNCS))
-@pytest.mark.parametrize("a", [np.zeros(3, complex), np.array(["a", "b"]),
-                               np.array([1.0, None], dtype=object)])
+@pytest.mark.parametrize(
+    "a", [np.zeros(3, complex), np.array(["a", "b"]), np.array([1.0, None], dtype=object)]
+)
 def test_bad_dtype(name, a):
     with pytest.raises(TypeError, match="a has"):
         FUNCS[name](a)
 
 
-@pytest.mark.parametrize("in_dtype,compute", [(np.float16, np.float32), (np.int64, np.float64),
-                                              (np.int8, np.float64), (np.bool_, np.float64)])
+@pytest.mark.parametrize(
+    "in_dtype,compute",
+    [
+        (np.float16, np.float32),
+        (np.int64, np.float64),
+        (np.int8, np.float64),
+        (np.bool_, np.float64),
+    ],
+)
 @pytest.mark.parametrize("name", list(FUNCS))
 def test_other_dtypes(in_dtype, compute, name):
     rng = np.random.default_rng(3)
     x = (rng.standard_normal((4, 5)) * 3).astype(in_dtype)
     res = FUNCS[name](x, axis=0)
     assert np.asarray(res).dtype == compute
-    ref = {"logsumexp": logsumexp_ref, "softmax": softmax_ref,
-           "log_softmax": log_softmax_ref}[name](x.astype(compute), axis=0)
+    ref = {"logsumexp": logsumexp_ref, "softmax": softmax_ref, "log_softmax": log_softmax_ref}[
+        name
+    ](x.astype(compute), axis=0)
     np.testing.assert_allclose(res, ref, rtol=TOL[compute], atol=TOL[compute] * 10)
 
 

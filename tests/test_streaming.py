@@ -28,12 +28,12 @@ def test_stream_copy_any_alignment_and_length(dtype):
     base[[3, 50, 77]] = [np.nan, np.inf, -0.0]
     for offset in range(0, 17):
         for n in (0, 1, 7, 15, 16, 17, 33, 64, 129, 300):
-            src = base[5:5 + n]
+            src = base[5 : 5 + n]
             out = np.full(400, 7, dtype)
-            dst = out[offset:offset + n]
+            dst = out[offset : offset + n]
             _copy(src, dst)
             np.testing.assert_array_equal(dst.view(np.uint8), src.view(np.uint8))
-            assert (out[:offset] == 7).all() and (out[offset + n:] == 7).all()
+            assert (out[:offset] == 7).all() and (out[offset + n :] == 7).all()
 
 
 def _ce_cases():
@@ -63,8 +63,9 @@ def test_cross_entropy_streaming_same_bits(monkeypatch, smoothing, reduction):
         g2 = np.full_like(x, 3.0)
         l2, _ = fm.cross_entropy_value_and_grad(x, t, out=g2, **kw)
         for a in (l1, l2):
-            np.testing.assert_array_equal(np.atleast_1d(a).view(np.uint8),
-                                          np.atleast_1d(l0).view(np.uint8))
+            np.testing.assert_array_equal(
+                np.atleast_1d(a).view(np.uint8), np.atleast_1d(l0).view(np.uint8)
+            )
         for g in (g1, g2):
             np.testing.assert_array_equal(g.view(np.uint8), g0.view(np.uint8))
         assert np.isnan(g1[7]).all() and np.isnan(g1[9]).all() and np.isnan(g1[11]).all()
@@ -93,8 +94,9 @@ def test_short_rows_match_the_long_rows_kernel():
             for kernel in (ce._ce_short_rows_kernel, ce._ce_index_kernel):
                 g = np.empty_like(x)
                 rows = np.empty(x.shape[0])
-                part = kernel(x, t, w, -100, eps, 0.5, g, True, rows, True,
-                              _rows.rows_per_chunk(c), False)
+                part = kernel(
+                    x, t, w, -100, eps, 0.5, g, True, rows, True, _rows.rows_per_chunk(c), False
+                )
                 out[kernel] = (part, rows, g)
             (p0, r0, g0), (p1, r1, g1) = out.values()
             tol = 1e-6 if x.dtype == np.float32 else 1e-13

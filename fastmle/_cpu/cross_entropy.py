@@ -80,8 +80,20 @@ def _class_terms(weight, eps, scale, x):
 
 
 @njit(**PARALLEL_OPTIONS)
-def _ce_index_kernel(x, target, weight, ignore_index, eps, scale, grad, want_grad, rows_out,
-                     want_rows, per_chunk, stream):
+def _ce_index_kernel(
+    x,
+    target,
+    weight,
+    ignore_index,
+    eps,
+    scale,
+    grad,
+    want_grad,
+    rows_out,
+    want_rows,
+    per_chunk,
+    stream,
+):
     n, c_ = x.shape
     nchunks = (n + per_chunk - 1) // per_chunk
     partial = np.zeros(nchunks)
@@ -243,8 +255,27 @@ def _transpose_out(et, g, nb, c_):
 
 
 @njit(**KERNEL_OPTIONS)
-def _row_terms(xb, tb, m, r_blk, n_one, sd, weight, ignore_index, keep, eps, w_total, scale,
-               smooth, r_, coef, off, a, b, c_):
+def _row_terms(
+    xb,
+    tb,
+    m,
+    r_blk,
+    n_one,
+    sd,
+    weight,
+    ignore_index,
+    keep,
+    eps,
+    w_total,
+    scale,
+    smooth,
+    r_,
+    coef,
+    off,
+    a,
+    b,
+    c_,
+):
     """Per row of a block, without branches (so it vectorizes): r (sum of exps
     minus the max's 1), the loss' coefficient and offset (loss = coef log1p(r) -
     off), the gradient's scale a and the target's shift b. Ignored rows get
@@ -280,9 +311,30 @@ def _row_losses(r, coef, off, out):
 
 
 @njit(**KERNEL_OPTIONS)
-def _short_rows_chunk(x, target, weight, ignore_index, eps, w_total, scale, shift,
-                      grad, want_grad, rows_out, want_rows, stream, xt, keys, m, r_blk, n_one,
-                      sd, a, bt, gbuf):
+def _short_rows_chunk(
+    x,
+    target,
+    weight,
+    ignore_index,
+    eps,
+    w_total,
+    scale,
+    shift,
+    grad,
+    want_grad,
+    rows_out,
+    want_rows,
+    stream,
+    xt,
+    keys,
+    m,
+    r_blk,
+    n_one,
+    sd,
+    a,
+    bt,
+    gbuf,
+):
     """Cross-entropy of a chunk of short rows; returns the chunk's loss sum.
     ``xt`` ... ``gbuf``: the caller's scratch, sized for a block of rows."""
     n, c_ = x.shape
@@ -298,8 +350,8 @@ def _short_rows_chunk(x, target, weight, ignore_index, eps, w_total, scale, shif
     lost = _rows.cast(0.0, x)
     for b0 in range(0, n, nbmax):
         nb = min(nbmax, n - b0)
-        xb = xf[b0 * c_:(b0 + nb) * c_]
-        tb = target[b0:b0 + nb]
+        xb = xf[b0 * c_ : (b0 + nb) * c_]
+        tb = target[b0 : b0 + nb]
         _transpose_in(xb, xt, nb, c_)
         _col_max(xt, keys, nb, c_)
         for i in range(nb):
@@ -308,8 +360,27 @@ def _short_rows_chunk(x, target, weight, ignore_index, eps, w_total, scale, shif
             _col_weighted(xt, m, weight, sd, nb, c_)
         _col_exp(xt, m, nb, c_)
         _col_sums(xt, r_blk, n_one, nb, c_)
-        _row_terms(xb, tb, m[:nb], r_blk, n_one, sd, weight, ignore_index, keep, eps, w_total,
-                   scale, smooth, r_[b0:b0 + nb], coef[b0:b0 + nb], off[b0:b0 + nb], a, bt, c_)
+        _row_terms(
+            xb,
+            tb,
+            m[:nb],
+            r_blk,
+            n_one,
+            sd,
+            weight,
+            ignore_index,
+            keep,
+            eps,
+            w_total,
+            scale,
+            smooth,
+            r_[b0 : b0 + nb],
+            coef[b0 : b0 + nb],
+            off[b0 : b0 + nb],
+            a,
+            bt,
+            c_,
+        )
         if want_grad:
             if smooth:
                 _col_scale_shift(xt, a, shift, nb, c_)
@@ -324,15 +395,27 @@ def _short_rows_chunk(x, target, weight, ignore_index, eps, w_total, scale, shif
                     xt[t * nb + i] -= bt[i]
             if stream:
                 _transpose_out(xt, gbuf, nb, c_)
-                _rows.write_row(gbuf[:nb * c_], g[b0 * c_:(b0 + nb) * c_], True)
+                _rows.write_row(gbuf[: nb * c_], g[b0 * c_ : (b0 + nb) * c_], True)
             else:
-                _transpose_out(xt, g[b0 * c_:(b0 + nb) * c_], nb, c_)
+                _transpose_out(xt, g[b0 * c_ : (b0 + nb) * c_], nb, c_)
     return _row_losses(r_, coef, off, rows_out if want_rows else r_)
 
 
 @njit(**PARALLEL_OPTIONS)
-def _ce_short_rows_kernel(x, target, weight, ignore_index, eps, scale, grad, want_grad,
-                          rows_out, want_rows, per_chunk, stream):
+def _ce_short_rows_kernel(
+    x,
+    target,
+    weight,
+    ignore_index,
+    eps,
+    scale,
+    grad,
+    want_grad,
+    rows_out,
+    want_rows,
+    per_chunk,
+    stream,
+):
     n, c_ = x.shape
     nchunks = (n + per_chunk - 1) // per_chunk
     partial = np.zeros(nchunks)
@@ -351,10 +434,29 @@ def _ce_short_rows_kernel(x, target, weight, ignore_index, eps, scale, grad, wan
         bt = np.empty(nbmax, x.dtype)
         gbuf = np.empty(nbmax * c_ if stream else 0, x.dtype)
         partial[c] = _short_rows_chunk(
-            x[r0:r1], target[r0:r1], weight, ignore_index, eps, w_total, scale, shift,
-            grad[r0:r1] if want_grad else grad, want_grad,
-            rows_out[r0:r1] if want_rows else rows_out, want_rows, stream, xt, keys, m, r_blk,
-            n_one, sd, a, bt, gbuf)
+            x[r0:r1],
+            target[r0:r1],
+            weight,
+            ignore_index,
+            eps,
+            w_total,
+            scale,
+            shift,
+            grad[r0:r1] if want_grad else grad,
+            want_grad,
+            rows_out[r0:r1] if want_rows else rows_out,
+            want_rows,
+            stream,
+            xt,
+            keys,
+            m,
+            r_blk,
+            n_one,
+            sd,
+            a,
+            bt,
+            gbuf,
+        )
         _rows.fence(stream)
     return partial
 
@@ -377,13 +479,20 @@ def _ce_prob_kernel(x, y, weight, eps, scale, grad, want_grad, rows_out, want_ro
             nxt = x[i + 1] if i + 1 < r1 else xi
             gi = grad[i] if want_grad else e
             if math.isfinite(m):
-                r, m, wq_sum, wqd_sum = _rows.exp_row_soft(xi, m, e, nxt, yi, weight, keep,
-                                                           spread)
+                r, m, wq_sum, wqd_sum = _rows.exp_row_soft(xi, m, e, nxt, yi, weight, keep, spread)
                 s = 1.0 + r
                 li = wq_sum * math.log1p(r) - wqd_sum
                 if want_grad:
-                    _rows.soft_grad_row(e, gi, yi, weight, keep, spread,
-                                        _rows.cast(scale * wq_sum / s, x), _rows.cast(scale, x))
+                    _rows.soft_grad_row(
+                        e,
+                        gi,
+                        yi,
+                        weight,
+                        keep,
+                        spread,
+                        _rows.cast(scale * wq_sum / s, x),
+                        _rows.cast(scale, x),
+                    )
             else:
                 li = np.nan
                 if want_grad:
@@ -430,10 +539,24 @@ def compute(x2, t2, w, probs, eps, ignore_index, scale, want_rows, grad2):
     per = _rows.rows_per_chunk(x2.shape[1])
     stream = want_grad and _rows.streams(grad2)
     if probs:
-        partial = launch(_ce_prob_kernel, x2, t2, w, eps, scale, grad2, want_grad, rows,
-                         want_rows, per)
+        partial = launch(
+            _ce_prob_kernel, x2, t2, w, eps, scale, grad2, want_grad, rows, want_rows, per
+        )
     else:
         kernel = _ce_short_rows_kernel if x2.shape[1] < SHORT_ROWS else _ce_index_kernel
-        partial = launch(kernel, x2, t2, w, ignore_index, eps, scale, grad2, want_grad, rows,
-                         want_rows, per, stream)
+        partial = launch(
+            kernel,
+            x2,
+            t2,
+            w,
+            ignore_index,
+            eps,
+            scale,
+            grad2,
+            want_grad,
+            rows,
+            want_rows,
+            per,
+            stream,
+        )
     return float(np.sum(partial)), rows

@@ -28,8 +28,19 @@ from .jit import KERNEL_OPTIONS, PARALLEL_OPTIONS, POINTWISE_OPTIONS
 from .numerics import atanh2_third, exp, exp_nonpos, log, log1p
 from .rows import cast, sum64
 from .threads import launch
-from .._calls import (BCE_LOGITS, BCE_PROBS, COL, FULL, GAUSSIAN, KL, MSE, ROW, SCALAR,
-                      operand_kind, split)
+from .._calls import (
+    BCE_LOGITS,
+    BCE_PROBS,
+    COL,
+    FULL,
+    GAUSSIAN,
+    KL,
+    MSE,
+    ROW,
+    SCALAR,
+    operand_kind,
+    split,
+)
 
 CHUNK = 16384
 
@@ -55,8 +66,10 @@ def layout(shape, operands):
     shape = tuple(shape)
     s = split(shape, [op.shape for op in operands])
     if s is None:
-        kinds = [SCALAR if operand_kind(op.shape, shape, len(shape)) == SCALAR else FULL
-                 for op in operands]
+        kinds = [
+            SCALAR if operand_kind(op.shape, shape, len(shape)) == SCALAR else FULL
+            for op in operands
+        ]
         s = 1, math.prod(shape), kinds, len(shape)
     r, l_, kinds, k = s
     if l_ == 0:  # nothing is read; derivatives come out as zeros of the operand's shape
@@ -103,15 +116,15 @@ def operand(a, kind, filled, r0, r1, j0, j1, l_):
     if kind == FULL:
         return a[lo:hi]
     if kind == SCALAR:
-        return filled[:hi - lo]
+        return filled[: hi - lo]
     out = np.empty(hi - lo, a.dtype)
     w = j1 - j0
     if kind == ROW:
         for r in range(r0, r1):
-            out[(r - r0) * w:(r - r0 + 1) * w] = a[r]
+            out[(r - r0) * w : (r - r0 + 1) * w] = a[r]
     else:
         for r in range(r0, r1):
-            out[(r - r0) * w:(r - r0 + 1) * w] = a[j0:j1]
+            out[(r - r0) * w : (r - r0 + 1) * w] = a[j0:j1]
     return out
 
 
@@ -287,8 +300,28 @@ def _poisson(x, t, unused1, unused2, flags, eps, scale, g, loss, dv):
 
 
 @njit(**PARALLEL_OPTIONS)
-def _kernel(loss_id, x, a, ka, b, kb, c3, kc, p0, p1, r, l_, scale, grad, want_grad, loss_out,
-            want_none, dv_out, dv_kind, per_row_dv):
+def _kernel(
+    loss_id,
+    x,
+    a,
+    ka,
+    b,
+    kb,
+    c3,
+    kc,
+    p0,
+    p1,
+    r,
+    l_,
+    scale,
+    grad,
+    want_grad,
+    loss_out,
+    want_none,
+    dv_out,
+    dv_kind,
+    per_row_dv,
+):
     """Returns the float64 chunk sums of the loss; fills grad, loss_out and the
     d/d(operand b) output as asked (``dv_kind`` -1: none, FULL: element-wise
     into dv_out, otherwise per-(chunk, row) partial sums into per_row_dv)."""
@@ -324,7 +357,7 @@ def _kernel(loss_id, x, a, ka, b, kb, c3, kc, p0, p1, r, l_, scale, grad, want_g
         if dv_kind > FULL:
             w = j1 - j0
             for rr in range(r1 - r0):
-                per_row_dv[c, rr] = sum64(dvs[rr * w:(rr + 1) * w])
+                per_row_dv[c, rr] = sum64(dvs[rr * w : (rr + 1) * w])
     return part
 
 
@@ -345,15 +378,27 @@ def count_outside(a, lo, hi):
     nch = (n + CHUNK - 1) // CHUNK
     counts = np.zeros(nch, np.int64)
     for c in prange(nch):
-        counts[c] = _count_outside(a[c * CHUNK:min(n, (c + 1) * CHUNK)], lo, hi)
+        counts[c] = _count_outside(a[c * CHUNK : min(n, (c + 1) * CHUNK)], lo, hi)
     return counts.sum()
 
 
 # --- driver (Python) ----------------------------------------------------------------
 
 
-def run(loss_id, x, operands, params=(0.0, 0.0), *, scale, want_loss, want_none, want_grad,
-        out=None, dv_index=None, dv_dtype=None):
+def run(
+    loss_id,
+    x,
+    operands,
+    params=(0.0, 0.0),
+    *,
+    scale,
+    want_loss,
+    want_none,
+    want_grad,
+    out=None,
+    dv_index=None,
+    dv_dtype=None,
+):
     """Run the fused kernel on C-contiguous ``x`` and up to three operands that
     broadcast to ``x.shape`` (already in x's dtype).
 
@@ -380,16 +425,37 @@ def run(loss_id, x, operands, params=(0.0, 0.0), *, scale, want_loss, want_none,
     rows_in_chunk = 1 if l_ >= CHUNK else max(1, min(r, CHUNK // max(l_, 1)))
     per_row = np.zeros((nch, rows_in_chunk) if dv_kind > FULL else (0, 0))
     if n:
-        part = launch(_kernel, loss_id, xf, flats[0], kinds[0], flats[1], kinds[1], flats[2],
-                      kinds[2], float(params[0]), float(params[1]), r, l_, float(scale), gf,
-                      want_grad, lf, want_none, dv_full, dv_kind, per_row)
+        part = launch(
+            _kernel,
+            loss_id,
+            xf,
+            flats[0],
+            kinds[0],
+            flats[1],
+            kinds[1],
+            flats[2],
+            kinds[2],
+            float(params[0]),
+            float(params[1]),
+            r,
+            l_,
+            float(scale),
+            gf,
+            want_grad,
+            lf,
+            want_none,
+            dv_full,
+            dv_kind,
+            per_row,
+        )
         total = float(np.sum(part))
     else:
         total = 0.0
     dv = None
     if dv_index is not None:
-        dv = _reduce_dv(dv_kind, dv_full, per_row, r, l_, x.shape, operands[dv_index],
-                        dv_dtype or dt)
+        dv = _reduce_dv(
+            dv_kind, dv_full, per_row, r, l_, x.shape, operands[dv_index], dv_dtype or dt
+        )
     return total, loss_el, grad, dv
 
 
@@ -401,7 +467,8 @@ def _reduce_dv(kind, dv_full, per_row, r, l_, shape, op, dt):
             return full
         lead = len(shape) - op.ndim
         axes = tuple(range(lead)) + tuple(
-            lead + i for i, s in enumerate(op.shape) if s == 1 and shape[lead + i] != 1)
+            lead + i for i, s in enumerate(op.shape) if s == 1 and shape[lead + i] != 1
+        )
         return full.sum(axis=axes, dtype=np.float64).reshape(op.shape).astype(dt)
     if per_row.size == 0:
         return np.zeros(op.shape, dt)

@@ -111,8 +111,11 @@ def _private(path: str) -> bool:
         st = os.lstat(path)
     except OSError:
         return False
-    return (stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid()
-            and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
+    return (
+        stat.S_ISDIR(st.st_mode)
+        and st.st_uid == os.getuid()
+        and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    )
 
 
 def _user_id() -> str:
@@ -132,8 +135,12 @@ def cache_root() -> str | None:
     a per-user directory in the temporary directory (if it is private), else a fresh
     directory for this process only; None if nothing can be written (Numba's own
     locators are then tried). Checked once per process and setting."""
-    key = (numba.config.CACHE_DIR or "", os.environ.get("XDG_CACHE_HOME", ""),
-           os.environ.get("LOCALAPPDATA", ""), os.path.expanduser("~"))
+    key = (
+        numba.config.CACHE_DIR or "",
+        os.environ.get("XDG_CACHE_HOME", ""),
+        os.environ.get("LOCALAPPDATA", ""),
+        os.path.expanduser("~"),
+    )
     if key in _roots:
         return _roots[key]
     version = _version()

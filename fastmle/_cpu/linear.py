@@ -45,8 +45,12 @@ def _axpy4(y, a0, a1, a2, a3, X, i):
     # rows i..i+3 of X through one array: with four separate row arrays LLVM gives up
     # on the run-time alias checks and the loop stays scalar (measured)
     for j in range(y.shape[0]):
-        y[j] += (a0 * np.float64(X[i, j]) + a1 * np.float64(X[i + 1, j])
-                 + a2 * np.float64(X[i + 2, j]) + a3 * np.float64(X[i + 3, j]))
+        y[j] += (
+            a0 * np.float64(X[i, j])
+            + a1 * np.float64(X[i + 1, j])
+            + a2 * np.float64(X[i + 2, j])
+            + a3 * np.float64(X[i + 3, j])
+        )
 
 
 @njit(**KERNEL_OPTIONS)
@@ -176,8 +180,9 @@ def _bernoulli_kernel(X, wt, y, sw, perfect, G, counts, Z):
     cnts = np.zeros((nch, 2), np.int64)
     losses = np.zeros(nch)
     for c in prange(nch):
-        losses[c] = _bernoulli_rows(X, wt, y, sw, perfect, parts[c, 0], cnts[c], Z, c * CHUNK,
-                                    min(n, (c + 1) * CHUNK))
+        losses[c] = _bernoulli_rows(
+            X, wt, y, sw, perfect, parts[c, 0], cnts[c], Z, c * CHUNK, min(n, (c + 1) * CHUNK)
+        )
     _add_parts(parts, G)
     loss = 0.0
     for c in range(nch):
@@ -190,8 +195,16 @@ def _bernoulli_kernel(X, wt, y, sw, perfect, G, counts, Z):
 _NO_WEIGHTS = np.zeros(0)
 
 
-def bernoulli_pass(X: np.ndarray, Wt: np.ndarray, y: np.ndarray, sw, G: np.ndarray,
-                   counts: np.ndarray, perfect: float, Z=None) -> float:
+def bernoulli_pass(
+    X: np.ndarray,
+    Wt: np.ndarray,
+    y: np.ndarray,
+    sw,
+    G: np.ndarray,
+    counts: np.ndarray,
+    perfect: float,
+    Z=None,
+) -> float:
     """The summed (weighted) Bernoulli NLL of rows ``X`` with log-odds
     ``Wt[0, 0] + X . Wt[0, 1:]``, ``G += its gradient`` (shape (1, d + 1)) and
     ``counts += [misclassified rows, rows of margin > perfect]`` (positive weight):
@@ -260,8 +273,9 @@ def _poisson_kernel(X, wt, y, sw, off, G, Z):
     parts = np.zeros((nch, 1, G.shape[1]))
     losses = np.zeros(nch)
     for c in prange(nch):
-        losses[c] = _poisson_rows(X, wt, y, sw, off, parts[c, 0], Z, c * CHUNK,
-                                  min(n, (c + 1) * CHUNK))
+        losses[c] = _poisson_rows(
+            X, wt, y, sw, off, parts[c, 0], Z, c * CHUNK, min(n, (c + 1) * CHUNK)
+        )
     _add_parts(parts, G)
     loss = 0.0
     for c in range(nch):
@@ -269,8 +283,9 @@ def _poisson_kernel(X, wt, y, sw, off, G, Z):
     return loss
 
 
-def poisson_pass(X: np.ndarray, Wt: np.ndarray, y: np.ndarray, sw, G: np.ndarray,
-                 offset=None, Z=None) -> float:
+def poisson_pass(
+    X: np.ndarray, Wt: np.ndarray, y: np.ndarray, sw, G: np.ndarray, offset=None, Z=None
+) -> float:
     """The summed (weighted) Poisson NLL ``sum w (mu - y eta)`` (without the constant
     ``log(y!)``) of rows ``X`` with log-mean ``eta = Wt[0, 0] + X . Wt[0, 1:] + offset``
     and ``G += its gradient`` (shape (1, d + 1)): the predictor, ``mu = exp(eta)`` and
@@ -335,8 +350,9 @@ def _gram_pool():
     if _pool is None:
         from concurrent.futures import ThreadPoolExecutor
 
-        _pool = ThreadPoolExecutor(max(1, min(GRAM_PARTS, get_num_threads())),
-                                   thread_name_prefix="fastmle-gram")
+        _pool = ThreadPoolExecutor(
+            max(1, min(GRAM_PARTS, get_num_threads())), thread_name_prefix="fastmle-gram"
+        )
     return _pool
 
 
@@ -379,9 +395,13 @@ def gram(X: np.ndarray, Wts: np.ndarray, H: np.ndarray) -> None:
         if n < 1024 * GRAM_PARTS:
             parts = [_gram_part(Xf, w)]
         else:
-            parts = list(_gram_pool().map(
-                _gram_part, [Xf[a:b] for a, b in zip(cuts, cuts[1:])],
-                [w[a:b] for a, b in zip(cuts, cuts[1:])]))
+            parts = list(
+                _gram_pool().map(
+                    _gram_part,
+                    [Xf[a:b] for a, b in zip(cuts, cuts[1:])],
+                    [w[a:b] for a, b in zip(cuts, cuts[1:])],
+                )
+            )
         for XtX, wx in parts:
             H[q, 1:, 1:] += XtX
             H[q, 0, 1:] += wx
@@ -403,7 +423,7 @@ def _kron_part(X, P, s):
     H = -(M.T @ M)  # syrk
     for a in range(m):
         A = Xa * np.sqrt(Ps[:, a] * s)[:, None]  # sqrt(w p_a) [1, x]
-        H[a * d1:(a + 1) * d1, a * d1:(a + 1) * d1] += A.T @ A
+        H[a * d1 : (a + 1) * d1, a * d1 : (a + 1) * d1] += A.T @ A
     return H
 
 
@@ -430,8 +450,9 @@ def softmax_hessian(X: np.ndarray, P: np.ndarray, sw, H: np.ndarray) -> None:
     def lane(j):  # slices j, j + GRAM_PARTS, ...: one sum per lane, in slice order
         out = None
         for i in range(j, len(cuts) - 1, GRAM_PARTS):
-            part = _kron_part(X[cuts[i]:cuts[i + 1]], P[cuts[i]:cuts[i + 1]],
-                              s[cuts[i]:cuts[i + 1]])
+            part = _kron_part(
+                X[cuts[i] : cuts[i + 1]], P[cuts[i] : cuts[i + 1]], s[cuts[i] : cuts[i + 1]]
+            )
             out = part if out is None else out + part
         return out
 

@@ -30,8 +30,17 @@ from numba.extending import intrinsic, overload
 
 from .jit import HELPER_OPTIONS
 
-__all__ = ["exp", "exp_nonpos", "log", "log1p", "atanh2_third", "sortable", "from_sortable",
-           "stream_copy", "store_fence"]
+__all__ = [
+    "exp",
+    "exp_nonpos",
+    "log",
+    "log1p",
+    "atanh2_third",
+    "sortable",
+    "from_sortable",
+    "stream_copy",
+    "store_fence",
+]
 
 
 # --- bit reinterpretation (an LLVM bitcast; ``ndarray.view`` would block SIMD) ----
@@ -171,9 +180,13 @@ def stream_copy(typingctx, src, dst):
     """``dst[:] = src[:]`` for 1-D contiguous arrays of one size and dtype, written
     with non-temporal stores (the bits are copied: no rounding, NaN kept). Call
     :func:`store_fence` before another thread may read ``dst``."""
-    if not (isinstance(src, types.Array) and isinstance(dst, types.Array)
-            and src.ndim == dst.ndim == 1 and src.dtype == dst.dtype
-            and isinstance(src.dtype, types.Float)):
+    if not (
+        isinstance(src, types.Array)
+        and isinstance(dst, types.Array)
+        and src.ndim == dst.ndim == 1
+        and src.dtype == dst.dtype
+        and isinstance(src.dtype, types.Float)
+    ):
         return None
 
     def codegen(context, builder, sig, args):
@@ -189,14 +202,15 @@ def stream_copy(typingctx, src, dst):
         zero, one, vw = (ir.Constant(intp, v) for v in (0, 1, width))
         nt = builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)])
         fn = builder.function
-        blocks = [fn.append_basic_block(f"stream.{b}") for b in
-                  ("head", "head_body", "body", "body_body", "tail", "tail_body", "done")]
+        blocks = [
+            fn.append_basic_block(f"stream.{b}")
+            for b in ("head", "head_body", "body", "body_body", "tail", "tail_body", "done")
+        ]
         head, head_body, body, body_body, tail, tail_body, done = blocks
         i_ptr = cgutils.alloca_once_value(builder, zero)
 
         def copy_one(i):
-            builder.store(builder.load(builder.gep(s_arr.data, [i])),
-                          builder.gep(d_arr.data, [i]))
+            builder.store(builder.load(builder.gep(s_arr.data, [i])), builder.gep(d_arr.data, [i]))
             builder.store(builder.add(i, one), i_ptr)
 
         builder.branch(head)
@@ -204,7 +218,8 @@ def stream_copy(typingctx, src, dst):
         i = builder.load(i_ptr)
         addr = builder.ptrtoint(builder.gep(d_arr.data, [i]), intp)
         misaligned = builder.icmp_unsigned(
-            "!=", builder.and_(addr, ir.Constant(intp, _VECTOR_BYTES - 1)), zero)
+            "!=", builder.and_(addr, ir.Constant(intp, _VECTOR_BYTES - 1)), zero
+        )
         builder.cbranch(builder.and_(builder.icmp_signed("<", i, n), misaligned), head_body, body)
         builder.position_at_end(head_body)
         copy_one(i)
@@ -213,10 +228,10 @@ def stream_copy(typingctx, src, dst):
         i = builder.load(i_ptr)
         builder.cbranch(builder.icmp_signed("<=", builder.add(i, vw), n), body_body, tail)
         builder.position_at_end(body_body)
-        v = builder.load(builder.bitcast(builder.gep(s_arr.data, [i]), vty.as_pointer()),
-                         align=isz)
-        st = builder.store(v, builder.bitcast(builder.gep(d_arr.data, [i]), vty.as_pointer()),
-                           align=_VECTOR_BYTES)
+        v = builder.load(builder.bitcast(builder.gep(s_arr.data, [i]), vty.as_pointer()), align=isz)
+        st = builder.store(
+            v, builder.bitcast(builder.gep(d_arr.data, [i]), vty.as_pointer()), align=_VECTOR_BYTES
+        )
         st.set_metadata("nontemporal", nt)
         builder.store(builder.add(i, vw), i_ptr)
         builder.branch(body)
@@ -286,8 +301,15 @@ _exp64 = _make_exp(np.float64, 13, -746.0, 710.0)
 # polynomial fitted for relative error on [-ln2/2, ln2/2] (max 2e-8, below float32
 # rounding), and 2**n is applied as 2**(n+64) * 2**-64 so that subnormal results
 # round once, correctly. NaN propagates through f.
-_EXP6 = (1.0000000005541962, 1.000000036323054, 0.49999992079355077, 0.16666420170334445,
-         0.0416682256734659, 0.008374815771937216, 0.0013836840172961476)
+_EXP6 = (
+    1.0000000005541962,
+    1.000000036323054,
+    0.49999992079355077,
+    0.16666420170334445,
+    0.0416682256734659,
+    0.008374815771937216,
+    0.0013836840172961476,
+)
 
 
 def _make_exp_nonpos32():
@@ -392,8 +414,13 @@ _log64, _log1p64 = _make_log(np.float64, np.int64, 52, 10)
 # e in [0, 1]: 2 s g(s**2) with g(z) = sum z**k / (2k+1). float64 takes the series
 # to where (1/9)**k/(2k+1) < half an ulp; float32 a degree-4 polynomial fitted for
 # relative error on z in [0, 1/9] (max 8e-9).
-_ATANH_F32 = (1.0000000039604688, 0.33333157342518516, 0.2001245507239207,
-              0.13980302365152128, 0.14089163010065703)
+_ATANH_F32 = (
+    1.0000000039604688,
+    0.33333157342518516,
+    0.2001245507239207,
+    0.13980302365152128,
+    0.14089163010065703,
+)
 _atanh2_third32 = _make_atanh2(np.float32, _ATANH_F32)
 _atanh2_third64 = _make_atanh2(np.float64, tuple(1.0 / (2 * j + 1) for j in range(18)))
 

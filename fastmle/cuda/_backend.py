@@ -21,8 +21,19 @@ import threading
 import numpy as np
 from numba import cuda
 
-from .._calls import (COL, FULL, LOSSES, LSE, ROW, SCALAR, CrossEntropy, Pointwise, Softmax,
-                      operand_kind, split)
+from .._calls import (
+    COL,
+    FULL,
+    LOSSES,
+    LSE,
+    ROW,
+    SCALAR,
+    CrossEntropy,
+    Pointwise,
+    Softmax,
+    operand_kind,
+    split,
+)
 from .._reduction import grad_scale
 from . import _kernels as K
 from ._device import (
@@ -88,8 +99,9 @@ def _scalar_result(vals, dt, s, *, mean, denom=0.0, params=None):
     """0-d device array: sum(vals) in fixed order, / denominator for a mean."""
     out = cuda.device_array(1, dt, stream=s)
     dummy = params if params is not None else vals
-    K.finish_kernel()[1, K.THREADS, s](vals, dummy, params is not None, float(denom),
-                                       bool(mean), out)
+    K.finish_kernel()[1, K.THREADS, s](
+        vals, dummy, params is not None, float(denom), bool(mean), out
+    )
     return out.reshape(())
 
 
@@ -114,27 +126,37 @@ def pointwise(call: Pointwise):
     e = error_record(s)
     grad = None
     if call.want_grad:
-        grad = (cuda.device_array(shape, dt, stream=s) if call.out is None else
-                device_out(call.out, shape, dt, s, x, dict(zip(loss.operands, ops))))
+        grad = (
+            cuda.device_array(shape, dt, stream=s)
+            if call.out is None
+            else device_out(call.out, shape, dt, s, x, dict(zip(loss.operands, ops)))
+        )
     want_none = call.want_loss and call.reduction == "none"
     mean = call.reduction == "mean"
     value = dv = None
     want_dv = call.d_operand is not None
     if n == 0:
         if call.want_loss:
-            value = (cuda.device_array(shape, dt, stream=s) if want_none
-                     else _host_result(np.nan if mean else 0.0, (), dt, s))
+            value = (
+                cuda.device_array(shape, dt, stream=s)
+                if want_none
+                else _host_result(np.nan if mean else 0.0, (), dt, s)
+            )
         if want_dv:
             dv = _host_result(0.0, tuple(ops[call.d_operand].shape), dt, s)
     else:
         lay = split(shape, [tuple(o.shape) for o in ops])
         if lay is None:
-            bad = [nm for o, nm in zip(ops, loss.operands)
-                   if operand_kind(tuple(o.shape), shape, len(shape)) is None]
+            bad = [
+                nm
+                for o, nm in zip(ops, loss.operands)
+                if operand_kind(tuple(o.shape), shape, len(shape)) is None
+            ]
             raise ValueError(
                 f"{', '.join(bad)} broadcasts to the input's shape in a pattern the GPU path "
                 "does not support (constant along inner axes between varying ones): pass it "
-                "at the input's full shape")
+                "at the input's full shape"
+            )
         r, l_, kinds, _ = lay
         flats = [o.reshape(o.size) for o in ops]
         while len(flats) < 3:  # unread fillers
@@ -148,12 +170,31 @@ def pointwise(call: Pointwise):
         partial = cuda.device_array(nb, np.float64, stream=s)
         params = tuple(float(p) for p in call.params)
         K.elementwise_kernel(call.loss, dt)[nb, K.THREADS, s](
-            xf, flats[0], kinds[0], flats[1], kinds[1], flats[2], kinds[2], l_, params,
-            grad_scale(call.reduction, call.denom), gf, call.want_grad,
-            loss_el.reshape(loss_el.size), want_none, dvf, want_dv, partial, e)
+            xf,
+            flats[0],
+            kinds[0],
+            flats[1],
+            kinds[1],
+            flats[2],
+            kinds[2],
+            l_,
+            params,
+            grad_scale(call.reduction, call.denom),
+            gf,
+            call.want_grad,
+            loss_el.reshape(loss_el.size),
+            want_none,
+            dvf,
+            want_dv,
+            partial,
+            e,
+        )
         if call.want_loss:
-            value = loss_el if want_none else _scalar_result(partial, dt, s, mean=mean,
-                                                             denom=float(call.denom))
+            value = (
+                loss_el
+                if want_none
+                else _scalar_result(partial, dt, s, mean=mean, denom=float(call.denom))
+            )
         if want_dv:
             dv = _reduce_dv(kinds[call.d_operand], dvf, r, l_, ops[call.d_operand], dt, s)
     if loss.rule is not None:
@@ -195,7 +236,8 @@ def _class_indices(target, s):
     if t.dtype not in (np.int32, np.int64):
         raise TypeError(
             f"target has dtype {t.dtype}: pass integer class indices (int32/int64 on the "
-            "GPU) of shape (N,) or float class probabilities of the input's shape")
+            "GPU) of shape (N,) or float class probabilities of the input's shape"
+        )
     return contiguous(t, "target")
 
 
@@ -211,8 +253,11 @@ def cross_entropy(call: CrossEntropy):
     e = error_record(s)
     grad = None
     if call.want_grad:
-        grad = (cuda.device_array(xshape, dt, stream=s) if call.out is None else
-                device_out(call.out, xshape, dt, s, x, {"target": t, "weight": w}))
+        grad = (
+            cuda.device_array(xshape, dt, stream=s)
+            if call.out is None
+            else device_out(call.out, xshape, dt, s, x, {"target": t, "weight": w})
+        )
         grad2 = grad.reshape((n, c))
     else:
         grad2 = cuda.device_array((1, 1), dt, stream=s)
@@ -223,8 +268,17 @@ def cross_entropy(call: CrossEntropy):
         params = None
         if n:
             K.ce_prob_kernel(dt)[blocks, K.THREADS, s, shm](
-                x2, t2, w, eps, grad_scale(call.reduction, n), grad2, call.want_grad, rows,
-                tpr, cached)
+                x2,
+                t2,
+                w,
+                eps,
+                grad_scale(call.reduction, n),
+                grad2,
+                call.want_grad,
+                rows,
+                tpr,
+                cached,
+            )
     else:
         nb = _blocks(n)
         partial = cuda.device_array(nb, np.float64, stream=s)
@@ -233,15 +287,16 @@ def cross_entropy(call: CrossEntropy):
         K.ce_params_kernel()[1, K.THREADS, s](partial, w, call.reduction == "mean", params)
         if n:
             K.ce_index_kernel(dt)[blocks, K.THREADS, s, shm](
-                x2, t2, w, call.ignore_index, eps, params, grad2, call.want_grad, rows, tpr,
-                cached)
+                x2, t2, w, call.ignore_index, eps, params, grad2, call.want_grad, rows, tpr, cached
+            )
     loss = None
     if call.want_loss:
         if call.reduction == "none":
             loss = _cast(rows, dt, s).reshape(xshape[:-1])
         else:
-            loss = _scalar_result(rows, dt, s, mean=call.reduction == "mean",
-                                  denom=float(n), params=params)
+            loss = _scalar_result(
+                rows, dt, s, mean=call.reduction == "mean", denom=float(n), params=params
+            )
     strict_check(e, s, None if probs else (t2, c, call.ignore_index))
     if loss is not None:
         loss = like(org, loss)
@@ -260,15 +315,15 @@ def softmax(call: Softmax):
     if ax is None:  # all elements (and a 0-d array: one element along its only "axis")
         outer, c, inner = 1, x.size, 1
     else:
-        outer, c, inner = math.prod(shape[:ax]), shape[ax], math.prod(shape[ax + 1:])
+        outer, c, inner = math.prod(shape[:ax]), shape[ax], math.prod(shape[ax + 1 :])
     n_rows = outer * inner
     out = cuda.device_array(shape if mode != LSE else (0,), dt, stream=s)
     if n_rows and c:
         lse = cuda.device_array(n_rows, dt, stream=s)
         blocks, tpr, _, cached, shm = K.row_launch(n_rows, c, dt.itemsize)
         K.softmax_kernel(dt)[blocks, K.THREADS, s, shm](
-            x.reshape(x.size), n_rows, c, inner, mode, out.reshape(out.size), lse, tpr,
-            cached)
+            x.reshape(x.size), n_rows, c, inner, mode, out.reshape(out.size), lse, tpr, cached
+        )
     else:
         lse = _host_result(-np.inf, n_rows, dt, s)
     if mode != LSE:
@@ -276,5 +331,5 @@ def softmax(call: Softmax):
     if ax is None:
         res = lse.reshape((1,) * x.ndim if call.keepdims else ())
     else:
-        res = lse.reshape(shape[:ax] + ((1,) if call.keepdims else ()) + shape[ax + 1:])
+        res = lse.reshape(shape[:ax] + ((1,) if call.keepdims else ()) + shape[ax + 1 :])
     return like(org, res)

@@ -93,7 +93,8 @@ def contiguous(d, name: str):
     if d.size and not d.is_c_contiguous():
         raise ValueError(
             f"{name} must be C-contiguous on the GPU (the GPU path copies nothing); make a "
-            "contiguous copy first")
+            "contiguous copy first"
+        )
     return d
 
 
@@ -104,7 +105,8 @@ def device_input(a, s, name: str = "input"):
     if d.dtype not in (np.float32, np.float64):
         raise TypeError(
             f"{name} is a device array of dtype {d.dtype}: the GPU path computes in float32 "
-            "or float64 and converts nothing")
+            "or float64 and converts nothing"
+        )
     return contiguous(d, name)
 
 
@@ -117,7 +119,8 @@ def device_operand(a, name: str, dt, s):
     if d.dtype != dt:
         raise TypeError(
             f"{name} is a device array of dtype {d.dtype}; on the GPU it must have the "
-            f"input's dtype {dt}")
+            f"input's dtype {dt}"
+        )
     return contiguous(d, name)
 
 
@@ -127,11 +130,9 @@ def device_out(out, shape, dt, s, input, operands: dict):
     (``_rules.check_no_overlap``)."""
     d = as_numba(out, s)
     if d is None:
-        raise TypeError(f"out must be a device array for a device input, got "
-                        f"{type(out).__name__}")
+        raise TypeError(f"out must be a device array for a device input, got {type(out).__name__}")
     if tuple(d.shape) != tuple(shape):
-        raise ValueError(f"out has shape {tuple(d.shape)}, the gradient has shape "
-                         f"{tuple(shape)}")
+        raise ValueError(f"out has shape {tuple(d.shape)}, the gradient has shape {tuple(shape)}")
     if d.dtype != dt:
         raise TypeError(f"out has dtype {d.dtype}, the gradient is {dt}: pass a {dt} array")
     if d.size and not d.is_c_contiguous():
@@ -196,8 +197,11 @@ def _reset(e, s):
 
 def _bad_values(h):
     """(loss id, count) of each element-wise loss whose ValueRule the record reports."""
-    return [(i, int(h[K.ERR_VALUES + i])) for i in sorted(LOSSES)
-            if LOSSES[i].rule is not None and h[K.ERR_VALUES + i]]
+    return [
+        (i, int(h[K.ERR_VALUES + i]))
+        for i in sorted(LOSSES)
+        if LOSSES[i].rule is not None and h[K.ERR_VALUES + i]
+    ]
 
 
 def _any(h) -> bool:
@@ -222,11 +226,13 @@ def check_errors() -> None:
         if h[K.ERR_LABELS]:
             msgs.append(
                 f"{h[K.ERR_LABELS]} target class index(es) outside [0, C) that are not "
-                f"ignore_index (first at target[{h[K.ERR_FIRST_LABEL]}] of its call)")
+                f"ignore_index (first at target[{h[K.ERR_FIRST_LABEL]}] of its call)"
+            )
         msgs += [LOSSES[i].rule.message.format(n) for i, n in _bad_values(h)]
     if msgs:
-        raise ValueError("GPU calls met invalid data (their rows/elements gave NaN): "
-                         + "; ".join(msgs))
+        raise ValueError(
+            "GPU calls met invalid data (their rows/elements gave NaN): " + "; ".join(msgs)
+        )
 
 
 def strict_check(e, s, labels=None) -> None:
@@ -246,7 +252,8 @@ def strict_check(e, s, labels=None) -> None:
         val = t2[first : first + 1].copy_to_host()[0]
         raise ValueError(
             f"target holds {h[K.ERR_LABELS]} class index(es) outside [0, {c}) that are "
-            f"not ignore_index={ii}, e.g. target[{first}] = {val}")
+            f"not ignore_index={ii}, e.g. target[{first}] = {val}"
+        )
     bad = _bad_values(h)
     if bad:
         i, n = bad[0]

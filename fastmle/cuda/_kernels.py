@@ -32,8 +32,20 @@ import math
 import numpy as np
 from numba import cuda, float64
 
-from .._calls import (BCE_LOGITS, BCE_PROBS, COL, FULL, GAUSSIAN, KL, LOSSES, LSE, MSE,
-                      POISSON, ROW, SOFTMAX)
+from .._calls import (
+    BCE_LOGITS,
+    BCE_PROBS,
+    COL,
+    FULL,
+    GAUSSIAN,
+    KL,
+    LOSSES,
+    LSE,
+    MSE,
+    POISSON,
+    ROW,
+    SOFTMAX,
+)
 
 # block size (a power of two) and the dynamic shared memory a block may use for
 # cached rows (48 KB per block minus the static reduction buffers, 10 KB at 256
@@ -635,8 +647,7 @@ def _point(loss_id, nt):
                 return ex - tj * xj + st, sc * (ex - tj), zero
             xe = xj + nt(eps)
             # log(0) = -inf, log(< 0) = NaN (the simulator's math.log would raise)
-            lx = nt(math.log(xe)) if xe > zero else (nt(-math.inf) if xe == zero else
-                                                     nt(math.nan))
+            lx = nt(math.log(xe)) if xe > zero else (nt(-math.inf) if xe == zero else nt(math.nan))
             return xj - tj * lx + st, sc * (nt(1.0) - tj / xe), zero
 
     else:
@@ -667,8 +678,26 @@ def elementwise_kernel(loss_id, dt):
         point = _point(loss_id, nt)
 
         @cuda.jit
-        def k(x, a, ka, b, kb, c3, kc, l_, params, scale, grad, want_grad, loss_el, want_el,
-              dv, want_dv, partial, err):
+        def k(
+            x,
+            a,
+            ka,
+            b,
+            kb,
+            c3,
+            kc,
+            l_,
+            params,
+            scale,
+            grad,
+            want_grad,
+            loss_el,
+            want_el,
+            dv,
+            want_dv,
+            partial,
+            err,
+        ):
             buf = cuda.shared.array(THREADS, float64)
             tid = cuda.threadIdx.x
             n = x.size
@@ -683,10 +712,16 @@ def elementwise_kernel(loss_id, dt):
                 cj = _opval(c3, kc, k_, l_) if n_ops >= 3 else xj
                 bad = False
                 if checked:
-                    v = xj if rule_at == 0 else (yj if rule_at == 1 else (
-                        bj if rule_at == 2 else cj))
-                    kv = FULL if rule_at == 0 else (ka if rule_at == 1 else (
-                        kb if rule_at == 2 else kc))
+                    v = (
+                        xj
+                        if rule_at == 0
+                        else (yj if rule_at == 1 else (bj if rule_at == 2 else cj))
+                    )
+                    kv = (
+                        FULL
+                        if rule_at == 0
+                        else (ka if rule_at == 1 else (kb if rule_at == 2 else kc))
+                    )
                     if v < nt(lo) or v > nt(hi):
                         bad = True
                         if _first_use(kv, k_, l_):

@@ -59,8 +59,10 @@ def input(a, name: str = "input"):
             f"dask.array.from_array({name}, chunks=(rows, -1)), or compute the other argument"
         )
     if a.ndim == 0:
-        raise ValueError(f"{name} is a 0-d Dask array: the Dask path needs a batch axis to "
-                         f"chunk; compute it ({name}.compute()) and pass the NumPy value")
+        raise ValueError(
+            f"{name} is a 0-d Dask array: the Dask path needs a batch axis to "
+            f"chunk; compute it ({name}.compute()) and pass the NumPy value"
+        )
     return _as_float(a, name)
 
 
@@ -107,8 +109,9 @@ def _map_rows(task, x, operands, *args, **kwargs):
     other axes are one chunk. The blocks of the result are the tasks' tuples."""
     x = x.rechunk({k: -1 for k in range(1, x.ndim)})
     blocks = [_row_chunked(a, x) for a in operands]
-    return da.map_blocks(task, x, *blocks, *args, dtype=object,
-                         meta=np.empty((0,) * x.ndim, object), **kwargs)
+    return da.map_blocks(
+        task, x, *blocks, *args, dtype=object, meta=np.empty((0,) * x.ndim, object), **kwargs
+    )
 
 
 def _item(block, i):
@@ -117,8 +120,9 @@ def _item(block, i):
 
 def _part(tuples, i, chunks, dtype):
     """Item ``i`` of every task's tuple, as a Dask array of the given chunks."""
-    return tuples.map_blocks(_item, i, chunks=chunks, dtype=dtype,
-                             meta=np.empty((0,) * len(chunks), dtype))
+    return tuples.map_blocks(
+        _item, i, chunks=chunks, dtype=dtype, meta=np.empty((0,) * len(chunks), dtype)
+    )
 
 
 def _exact_sum(parts, shape):
@@ -134,11 +138,21 @@ def _total(tuples, i, shape=()):
     tuples' ndim. Returns a float64 Dask array of ``shape``."""
     nd = tuples.ndim
     pad = (1,) * (nd - len(shape)) + tuple(shape)
-    parts = _part(tuples, i, ((1,) * tuples.numblocks[0],) + tuple((s,) for s in pad[1:]),
-                  np.float64)
+    parts = _part(
+        tuples, i, ((1,) * tuples.numblocks[0],) + tuple((s,) for s in pad[1:]), np.float64
+    )
     out = _AXES[1:nd] if shape else ""  # "": one 0-d block holding a NumPy scalar
-    total = da.blockwise(_exact_sum, out, parts, _AXES[:nd], pad[1:] if shape else (), None,
-                         concatenate=True, dtype=np.float64, meta=np.empty((0,) * len(out)))
+    total = da.blockwise(
+        _exact_sum,
+        out,
+        parts,
+        _AXES[:nd],
+        pad[1:] if shape else (),
+        None,
+        concatenate=True,
+        dtype=np.float64,
+        meta=np.empty((0,) * len(out)),
+    )
     return total.reshape(shape)
 
 
@@ -149,22 +163,42 @@ def _finish(total, denom, reduction, dtype):
 def _reduce(total, denom, reduction, dtype):
     """The reduced loss from its float64 total and the mean's denominator (a number
     or a 0-d Dask array), as a 0-d Dask array of ``dtype``."""
-    return da.blockwise(_finish, "", total, "", denom, "" if is_dask(denom) else None,
-                        reduction, None, dtype, None, dtype=dtype, meta=np.empty((), dtype))
+    return da.blockwise(
+        _finish,
+        "",
+        total,
+        "",
+        denom,
+        "" if is_dask(denom) else None,
+        reduction,
+        None,
+        dtype,
+        None,
+        dtype=dtype,
+        meta=np.empty((), dtype),
+    )
 
 
 # --- element-wise losses: one runner for every entry of LOSSES ---------------------
 
 
-def _pointwise_task(x, *ops, loss, params, scale, want_none, want_grad, d_operand, d_summed,
-                    rule):
+def _pointwise_task(x, *ops, loss, params, scale, want_none, want_grad, d_operand, d_summed, rule):
     x = np.ascontiguousarray(x)
     ops = [np.ascontiguousarray(o) for o in ops]
     if rule is not None:
         _cpu.check_values(rule, ([x] + ops)[rule.position])
     total, loss_el, grad, dv = _ew.run(
-        loss, x, ops, params, scale=scale, want_loss=True, want_none=want_none,
-        want_grad=want_grad, dv_index=d_operand, dv_dtype=np.float64 if d_summed else None)
+        loss,
+        x,
+        ops,
+        params,
+        scale=scale,
+        want_loss=True,
+        want_none=want_none,
+        want_grad=want_grad,
+        dv_index=d_operand,
+        dv_dtype=np.float64 if d_summed else None,
+    )
     if d_summed:  # a partial sum: padded to x's ndim with the batch axis first
         dv = dv.reshape((1,) * (x.ndim - dv.ndim) + dv.shape)
     return grad, loss_el, np.full((1,) * x.ndim, total), dv
@@ -180,17 +214,28 @@ def pointwise(call: Pointwise):
     op = None if call.d_operand is None else ops[call.d_operand]
     summed = op is not None and not _spans(op, x)
     reduction = call.reduction
-    tuples = _map_rows(_pointwise_task, x, ops, loss=call.loss, params=call.params,
-                       scale=grad_scale(reduction, call.denom),
-                       want_none=call.want_loss and reduction == "none",
-                       want_grad=call.want_grad, d_operand=call.d_operand, d_summed=summed,
-                       rule=rule)
+    tuples = _map_rows(
+        _pointwise_task,
+        x,
+        ops,
+        loss=call.loss,
+        params=call.params,
+        scale=grad_scale(reduction, call.denom),
+        want_none=call.want_loss and reduction == "none",
+        want_grad=call.want_grad,
+        d_operand=call.d_operand,
+        d_summed=summed,
+        rule=rule,
+    )
     loss = grad = dv = None
     if call.want_grad:
         grad = _part(tuples, 0, tuples.chunks, x.dtype)
     if call.want_loss:
-        loss = (_part(tuples, 1, tuples.chunks, x.dtype) if reduction == "none"
-                else _reduce(_total(tuples, 2), call.denom, reduction, x.dtype))
+        loss = (
+            _part(tuples, 1, tuples.chunks, x.dtype)
+            if reduction == "none"
+            else _reduce(_total(tuples, 2), call.denom, reduction, x.dtype)
+        )
     if summed:
         dv = _total(tuples, 3, op.shape).astype(x.dtype)
     elif op is not None:
@@ -208,8 +253,9 @@ def _label_task(t, w, *, n_classes, ignore_index, block_info=None):
     return (np.full((1, 1), _ce.labels(t[:, 0], n_classes, ignore_index, w[0], row0)[1]),)
 
 
-def _ce_task(x, t, w, denom, *, probs, eps, ignore_index, reduction, want_rows, want_grad,
-             block_info=None):
+def _ce_task(
+    x, t, w, denom, *, probs, eps, ignore_index, reduction, want_rows, want_grad, block_info=None
+):
     x = np.ascontiguousarray(x)
     w = np.ascontiguousarray(w[0])
     if probs:
@@ -227,8 +273,10 @@ def cross_entropy(call: CrossEntropy):
     _no_out(call.out)
     x, reduction = call.input, call.reduction
     if x.ndim != 2:
-        raise ValueError(f"a Dask input to cross_entropy must be 2-D logits (N, C) chunked "
-                         f"along N; got shape {x.shape}")
+        raise ValueError(
+            f"a Dask input to cross_entropy must be 2-D logits (N, C) chunked "
+            f"along N; got shape {x.shape}"
+        )
     n_classes, probs = x.shape[1], call.probs
     w = call.weight[None, :]
     # class indices as a column: (N, 1) broadcasts to (N, C)
@@ -237,21 +285,35 @@ def cross_entropy(call: CrossEntropy):
     if probs:
         denom = float(x.shape[0])
     elif reduction == "mean" and call.want_grad:  # a first pass over the targets:
-        labels = _map_rows(_label_task, t, [w], n_classes=n_classes,  # gradient tasks
-                           ignore_index=call.ignore_index)  # need the global sum
+        labels = _map_rows(
+            _label_task,
+            t,
+            [w],
+            n_classes=n_classes,  # gradient tasks
+            ignore_index=call.ignore_index,
+        )  # need the global sum
         denom = _total(labels, 0)
-    tuples = _map_rows(_ce_task, x, [t, w], denom, probs=probs, eps=call.label_smoothing,
-                       ignore_index=call.ignore_index, reduction=reduction,
-                       want_rows=call.want_loss and reduction == "none",
-                       want_grad=call.want_grad)
+    tuples = _map_rows(
+        _ce_task,
+        x,
+        [t, w],
+        denom,
+        probs=probs,
+        eps=call.label_smoothing,
+        ignore_index=call.ignore_index,
+        reduction=reduction,
+        want_rows=call.want_loss and reduction == "none",
+        want_grad=call.want_grad,
+    )
     loss = grad = None
     if call.want_grad:
         grad = _part(tuples, 0, tuples.chunks, x.dtype)
     if call.want_loss and reduction == "none":
         loss = _part(tuples, 1, (x.chunks[0], (1,)), x.dtype)[:, 0]
     elif call.want_loss:
-        loss = _reduce(_total(tuples, 2), _total(tuples, 3) if denom is None else denom,
-                       reduction, x.dtype)
+        loss = _reduce(
+            _total(tuples, 2), _total(tuples, 3) if denom is None else denom, reduction, x.dtype
+        )
     return loss, grad
 
 
@@ -265,14 +327,18 @@ def _softmax_task(block, *, axis, mode, keepdims):
 def softmax(call: Softmax):
     x, ax = call.input, call.axis
     if ax is None:
-        raise ValueError("axis=None is not supported for Dask arrays: pass an int axis "
-                         "(for all elements, a.reshape(-1) with axis=0)")
+        raise ValueError(
+            "axis=None is not supported for Dask arrays: pass an int axis "
+            "(for all elements, a.reshape(-1) with axis=0)"
+        )
     x = x.rechunk({ax: -1})
     meta = np.empty((0,) * x.ndim, x.dtype)
     if call.mode != LSE:
-        return x.map_blocks(_softmax_task, axis=ax, mode=call.mode, keepdims=False,
-                            dtype=x.dtype, meta=meta)
-    chunks = x.chunks[:ax] + ((1,),) + x.chunks[ax + 1:]
-    lse = x.map_blocks(_softmax_task, axis=ax, mode=LSE, keepdims=True, chunks=chunks,
-                       dtype=x.dtype, meta=meta)
+        return x.map_blocks(
+            _softmax_task, axis=ax, mode=call.mode, keepdims=False, dtype=x.dtype, meta=meta
+        )
+    chunks = x.chunks[:ax] + ((1,),) + x.chunks[ax + 1 :]
+    lse = x.map_blocks(
+        _softmax_task, axis=ax, mode=LSE, keepdims=True, chunks=chunks, dtype=x.dtype, meta=meta
+    )
     return lse if call.keepdims else lse.squeeze(axis=ax)

@@ -9,8 +9,12 @@ then one task per chunk of rows on a ``dask.distributed`` cluster
 """
 
 from ._base import ConvergenceWarning, DataConversionWarning, NotFittedError
-from ._estimators import (GaussianRegression, LogisticRegression, PoissonRegression,
-                          SoftmaxRegression)
+from ._estimators import (
+    GaussianRegression,
+    LogisticRegression,
+    PoissonRegression,
+    SoftmaxRegression,
+)
 
 __all__ = [
     "LogisticRegression",

@@ -81,15 +81,20 @@ class BaseEstimator:
             if key not in valid:
                 raise ValueError(
                     f"Invalid parameter {key!r} for estimator {type(self).__name__}: "
-                    f"valid parameters are {valid}")
+                    f"valid parameters are {valid}"
+                )
             setattr(self, key, value)
         return self
 
     def __repr__(self) -> str:
-        defaults = {p.name: p.default for p in
-                    inspect.signature(type(self).__init__).parameters.values()}
-        changed = [f"{k}={v!r}" for k, v in self.get_params().items()
-                   if not (v is defaults.get(k) or _same(v, defaults.get(k)))]
+        defaults = {
+            p.name: p.default for p in inspect.signature(type(self).__init__).parameters.values()
+        }
+        changed = [
+            f"{k}={v!r}"
+            for k, v in self.get_params().items()
+            if not (v is defaults.get(k) or _same(v, defaults.get(k)))
+        ]
         return f"{type(self).__name__}({', '.join(changed)})"
 
     def __sklearn_is_fitted__(self) -> bool:
@@ -99,7 +104,8 @@ class BaseEstimator:
         if not self.__sklearn_is_fitted__():
             raise _not_fitted_error()(
                 f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with "
-                "appropriate arguments before using this estimator.")
+                "appropriate arguments before using this estimator."
+            )
 
     # -- input checks ------------------------------------------------------------
 
@@ -108,15 +114,16 @@ class BaseEstimator:
         array chunked by rows."""
         names = _feature_names(X)
         if hasattr(X, "toarray") or hasattr(X, "tocsr"):
-            raise TypeError(
-                "sparse input is not supported: pass a dense array (X.toarray())")
+            raise TypeError("sparse input is not supported: pass a dense array (X.toarray())")
         if is_dask(X):
             from ._chunks import check_X
 
             X = check_X(X)
         elif type(X).__module__.startswith("dask"):
-            raise TypeError(f"X is a {type(X).__name__}: pass a Dask array "
-                            "(X.to_dask_array(lengths=True)) or a NumPy array")
+            raise TypeError(
+                f"X is a {type(X).__name__}: pass a Dask array "
+                "(X.to_dask_array(lengths=True)) or a NumPy array"
+            )
         else:
             X = np.asarray(X)
         if X.dtype.kind == "c":
@@ -127,13 +134,16 @@ class BaseEstimator:
             raise ValueError(
                 f"Expected 2D array, got {X.ndim}D array instead. Reshape your data either "
                 "using X.reshape(-1, 1) if it has a single feature or X.reshape(1, -1) if it "
-                "contains a single sample")
+                "contains a single sample"
+            )
         if X.shape[0] < 1:
-            raise ValueError(f"Found array with 0 sample(s) (shape={X.shape}) while a minimum "
-                             "of 1 is required.")
+            raise ValueError(
+                f"Found array with 0 sample(s) (shape={X.shape}) while a minimum of 1 is required."
+            )
         if X.shape[1] < 1:
-            raise ValueError(f"Found array with 0 feature(s) (shape={X.shape}) while a minimum "
-                             "of 1 is required.")
+            raise ValueError(
+                f"Found array with 0 feature(s) (shape={X.shape}) while a minimum of 1 is required."
+            )
         if reset:
             self.n_features_in_ = X.shape[1]
             if names is not None:
@@ -148,37 +158,49 @@ class BaseEstimator:
         cls = type(self).__name__
         fitted = getattr(self, "feature_names_in_", None)
         if names is not None and fitted is None:
-            warnings.warn(f"X has feature names, but {cls} was fitted without feature names",
-                          UserWarning, stacklevel=4)
+            warnings.warn(
+                f"X has feature names, but {cls} was fitted without feature names",
+                UserWarning,
+                stacklevel=4,
+            )
         elif names is None and fitted is not None:
-            warnings.warn(f"X does not have valid feature names, but {cls} was fitted with "
-                          "feature names", UserWarning, stacklevel=4)
+            warnings.warn(
+                f"X does not have valid feature names, but {cls} was fitted with feature names",
+                UserWarning,
+                stacklevel=4,
+            )
         elif names is not None and not np.array_equal(names, fitted):
             raise ValueError(
                 "The feature names should match those that were passed during fit: "
-                f"got {list(names)}, fitted with {list(fitted)}")
+                f"got {list(names)}, fitted with {list(fitted)}"
+            )
         if X.shape[1] != self.n_features_in_:
             raise ValueError(
                 f"X has {X.shape[1]} features, but {cls} is expecting {self.n_features_in_} "
-                "features as input")
+                "features as input"
+            )
 
     def _check_y(self, y, n: int) -> np.ndarray:
         if y is None:
-            raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y "
-                             "is None")
+            raise ValueError(
+                f"{type(self).__name__} requires y to be passed, but the target y is None"
+            )
         if not is_dask(y):
             y = np.asarray(y)
         if y.ndim == 2 and y.shape[1] == 1:
-            warnings.warn(warning(
-                DataConversionWarning,
-                "A column-vector y was passed when a 1d array was expected. Please change "
-                "the shape of y to (n_samples,), for example using ravel()."), stacklevel=4)
+            warnings.warn(
+                warning(
+                    DataConversionWarning,
+                    "A column-vector y was passed when a 1d array was expected. Please change "
+                    "the shape of y to (n_samples,), for example using ravel().",
+                ),
+                stacklevel=4,
+            )
             y = y[:, 0]
         if y.ndim != 1:
             raise ValueError(f"y must be 1-dimensional, got shape {y.shape}")
         if y.shape[0] != n:
-            raise ValueError(
-                f"X and y have inconsistent numbers of samples: {n} and {y.shape[0]}")
+            raise ValueError(f"X and y have inconsistent numbers of samples: {n} and {y.shape[0]}")
         return y
 
     def _check_sample_weight(self, sample_weight, n: int) -> tuple:
@@ -199,8 +221,10 @@ class BaseEstimator:
         if parts[:, 1].any():
             raise ValueError("sample_weight has negative values: weights must be >= 0")
         if parts[:, 2].sum() <= 0:
-            raise ValueError("sample_weight sums to zero (all weights are zero): at least one "
-                             "sample needs a positive weight")
+            raise ValueError(
+                "sample_weight sums to zero (all weights are zero): at least one "
+                "sample needs a positive weight"
+            )
         return sw, float(parts[:, 2].sum())
 
 
@@ -229,6 +253,7 @@ def _feature_names(X):
 def _not_fitted_error():
     try:  # scikit-learn's class when it is already loaded, so its helpers recognise it
         import sys
+
         return sys.modules["sklearn.exceptions"].NotFittedError
     except (KeyError, AttributeError):
         return NotFittedError

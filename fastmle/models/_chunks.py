@@ -28,16 +28,18 @@ def get_client():
     try:
         import distributed
     except ImportError:
-        raise ImportError("fitting Dask arrays needs dask.distributed: "
-                          "pip install 'fastmle[dask]'") from None
+        raise ImportError(
+            "fitting Dask arrays needs dask.distributed: pip install 'fastmle[dask]'"
+        ) from None
     try:
         return distributed.get_client()
     except ValueError:
         pass
     global _embedded
     if _embedded is None or _embedded.status != "running":
-        cluster = distributed.LocalCluster(n_workers=_cores(), threads_per_worker=1,
-                                           processes=True, dashboard_address=None)
+        cluster = distributed.LocalCluster(
+            n_workers=_cores(), threads_per_worker=1, processes=True, dashboard_address=None
+        )
         # not the default client: the user's own dask computations stay where they were
         _embedded = distributed.Client(cluster, set_as_default=False)
         atexit.register(_close_embedded)
@@ -104,14 +106,17 @@ _malloc_set = False
 
 # -- checks and conversions of Dask inputs --------------------------------------------
 
+
 def check_X(X):
     """A Dask X as the fit takes it: 2-D, numeric, known chunk sizes, chunked by rows
     only (the columns are joined into one chunk)."""
     if X.dtype.kind == "c":
         raise ValueError("Complex data not supported: pass real values")
     if X.ndim == 2 and any(np.isnan(c) for c in X.chunks[0]):
-        raise ValueError("X has unknown chunk sizes (from a Dask DataFrame or a boolean mask): "
-                         "call X.compute_chunk_sizes() or to_dask_array(lengths=True) first")
+        raise ValueError(
+            "X has unknown chunk sizes (from a Dask DataFrame or a boolean mask): "
+            "call X.compute_chunk_sizes() or to_dask_array(lengths=True) first"
+        )
     if X.dtype.kind not in "biuf":
         X = X.astype(np.float64)
     if X.ndim == 2 and len(X.chunks[1]) > 1:
@@ -173,17 +178,23 @@ def map_rows_2d(fn, X, probe, token: str):
     """``fn`` over the row chunks of X (2-D) as a Dask array named after ``token``, the
     output of each chunk shaped and typed like ``probe`` (fn's output on one row)."""
     tail = probe.shape[1:]
-    kw = dict(dtype=probe.dtype, meta=np.empty((0,) + tail, probe.dtype), token=token,
-              chunks=(X.chunks[0],) + tuple((s,) for s in tail))
+    kw = dict(
+        dtype=probe.dtype,
+        meta=np.empty((0,) + tail, probe.dtype),
+        token=token,
+        chunks=(X.chunks[0],) + tuple((s,) for s in tail),
+    )
     return X.map_blocks(fn, **kw) if tail else X.map_blocks(fn, drop_axis=1, **kw)
 
 
 # -- the problem ----------------------------------------------------------------------
 
+
 def _memory_limits(client) -> list:
     """Each worker's memory limit in bytes (0: none)."""
-    return [w.get("memory_limit") or 0
-            for w in client.scheduler_info(n_workers=-1)["workers"].values()]
+    return [
+        w.get("memory_limit") or 0 for w in client.scheduler_info(n_workers=-1)["workers"].values()
+    ]
 
 
 def _should_persist(X, client) -> bool:
@@ -192,8 +203,9 @@ def _should_persist(X, client) -> bool:
     setting = dask.config.get("fastmle.persist", "auto")
     if setting != "auto":
         if not isinstance(setting, bool):
-            raise ValueError(f"dask config fastmle.persist must be 'auto', True or False, "
-                             f"got {setting!r}")
+            raise ValueError(
+                f"dask config fastmle.persist must be 'auto', True or False, got {setting!r}"
+            )
         return setting
     limits = _memory_limits(client)
     if not limits or not all(limits):

@@ -43,9 +43,18 @@ import sys
 
 import numpy as np
 
-from ._chunks import (_bundle, _chunks, _host_threads, _prepare_worker, _replicable,
-                      _should_persist, get_client, reduce_chunks)
+from ._chunks import (
+    _bundle,
+    _chunks,
+    _host_threads,
+    _prepare_worker,
+    _replicable,
+    _should_persist,
+    get_client,
+    reduce_chunks,
+)
 from ._solver import Problem, add_sums, row_blocks
+
 
 def _chunk_pass(fn, rows, X, check, host_threads, *args):
     """One chunk's part of a pass, on a worker: ``fn`` over its row blocks. ``rows``:
@@ -62,8 +71,9 @@ class DaskProblem(Problem):
     X is persisted on the workers for the fit, or streamed each pass (see the module's
     docstring)."""
 
-    def __init__(self, X, y, sw, family, mask, alpha, verbose=0, offset=None, groups=None,
-                 robust=None):
+    def __init__(
+        self, X, y, sw, family, mask, alpha, verbose=0, offset=None, groups=None, robust=None
+    ):
         import dask
 
         self.client = get_client()
@@ -78,9 +88,12 @@ class DaskProblem(Problem):
         # swaps them, and each task then fetches the other's chunk
         bundle = dask.delayed(_bundle, pure=False)
         self._rows = self.client.compute(
-            [bundle(x if self.persisted else None, yc, sc, oc, gc)
-             for x, yc, sc, oc, gc in zip(xs, ys, ss, os_, gs)],
-            optimize_graph=False)
+            [
+                bundle(x if self.persisted else None, yc, sc, oc, gc)
+                for x, yc, sc, oc, gc in zip(xs, ys, ss, os_, gs)
+            ],
+            optimize_graph=False,
+        )
         self._xs = None if self.persisted else xs
         self._where = [None] * len(xs)
         if self.persisted:
@@ -96,8 +109,11 @@ class DaskProblem(Problem):
             self.client.replicate(self._rows)
         super().__init__(X, y, sw, family, mask, alpha, verbose, offset, groups, robust)
         if verbose:
-            print(f"fitting on {self.client}: X {'persisted' if self.persisted else 'streamed'}"
-                  f", {len(xs)} chunks", file=sys.stderr)
+            print(
+                f"fitting on {self.client}: X {'persisted' if self.persisted else 'streamed'}"
+                f", {len(xs)} chunks",
+                file=sys.stderr,
+            )
 
     def __exit__(self, *exc):
         # dropping the references releases what was persisted for this fit
@@ -117,8 +133,11 @@ class DaskProblem(Problem):
         xs = [None] * len(self._rows) if self.persisted else self._xs
         tasks = []
         for rows, x, where in zip(self._rows, xs, self._where):
-            pin = (dask.annotate(workers=where, allow_other_workers=True) if where
-                   else contextlib.nullcontext())
+            pin = (
+                dask.annotate(workers=where, allow_other_workers=True)
+                if where
+                else contextlib.nullcontext()
+            )
             with pin:
                 tasks.append(task(fn, rows, x, check, self._threads, *args))
         futures = client.compute(tasks, optimize_graph=False)

@@ -16,17 +16,26 @@ from .._cpu.linear import predictor
 from .._kinds import is_dask
 from ..categorical import log_softmax
 from . import _families
-from ._base import (BaseEstimator, ConvergenceWarning, check_finite_block, map_rows,
-                    reduce_rows, warning)
+from ._base import (
+    BaseEstimator,
+    ConvergenceWarning,
+    check_finite_block,
+    map_rows,
+    reduce_rows,
+    warning,
+)
 from ._inference import chi2_sf, summary_table
 from ._linalg import EPS, gram_covariance, r_covariance
 from ._solver import Problem, Result, float_block, rss_sums, solve
 
 SOLVERS = ("auto", "lbfgs", "newton")
 COV_TYPES = ("nonrobust", "HC0", "HC1", "cluster")
-_COV_NAMES = {"nonrobust": "nonrobust", "HC0": "HC0 (robust)",
-              "HC1": "HC1 (robust, n / (n - k))",
-              "cluster": "cluster (G / (G - 1) (n - 1) / (n - k))"}
+_COV_NAMES = {
+    "nonrobust": "nonrobust",
+    "HC0": "HC0 (robust)",
+    "HC1": "HC1 (robust, n / (n - k))",
+    "cluster": "cluster (G / (G - 1) (n - 1) / (n - k))",
+}
 # "auto" takes Newton's method while a Hessian pass (n p^2 / 2 multiply-adds) costs
 # about as much as the handful of gradient passes (n p, memory-bound) it saves.
 NEWTON_MAX_PARAMS = 20
@@ -110,12 +119,15 @@ def _group_codes(groups, n: int):
     if not is_dask(groups):
         groups = np.asarray(groups)
     if groups.ndim != 1 or groups.shape[0] != n:
-        raise ValueError(f"groups must have shape ({n},) (one cluster label per row of X), "
-                         f"got shape {groups.shape}")
+        raise ValueError(
+            f"groups must have shape ({n},) (one cluster label per row of X), "
+            f"got shape {groups.shape}"
+        )
     values = np.unique(np.concatenate(reduce_rows(np.unique, groups)))
     if values.size < 2:
-        raise ValueError(f"cov_type='cluster' needs at least 2 clusters in groups, got "
-                         f"{values.size}")
+        raise ValueError(
+            f"cov_type='cluster' needs at least 2 clusters in groups, got {values.size}"
+        )
     return map_rows(np.searchsorted, values, groups, dtype=np.intp), int(values.size)
 
 
@@ -125,8 +137,9 @@ def _real_rows(a, name: str, n: int):
     if a.ndim == 0:
         a = np.full(n, float(a))
     if a.shape != (n,):
-        raise ValueError(f"{name} must have shape ({n},) (one value per row of X), got "
-                         f"shape {a.shape}")
+        raise ValueError(
+            f"{name} must have shape ({n},) (one value per row of X), got shape {a.shape}"
+        )
     if not all(reduce_rows(_all_finite, a)):
         raise ValueError(f"{name} contains NaN or infinity")
     return a
@@ -144,7 +157,8 @@ def _labels(y) -> np.ndarray:
         if np.any(y != np.round(y)):
             raise ValueError(
                 "Unknown label type: continuous. A classifier needs class labels; use "
-                "GaussianRegression for a continuous target")
+                "GaussianRegression for a continuous target"
+            )
     return np.unique(y)
 
 
@@ -192,9 +206,19 @@ class _LinearMLE(BaseEstimator):
     _classifier = False
     _newton_max_params = NEWTON_MAX_PARAMS
 
-    def __init__(self, *, fit_intercept=True, alpha=0.0, tol=1e-8, max_iter=200,
-                 solver="auto", warm_start=False, inference=True, cov_type="nonrobust",
-                 verbose=0):
+    def __init__(
+        self,
+        *,
+        fit_intercept=True,
+        alpha=0.0,
+        tol=1e-8,
+        max_iter=200,
+        solver="auto",
+        warm_start=False,
+        inference=True,
+        cov_type="nonrobust",
+        verbose=0,
+    ):
         self.fit_intercept = fit_intercept
         self.cov_type = cov_type
         self.alpha = alpha
@@ -208,8 +232,11 @@ class _LinearMLE(BaseEstimator):
     # -- parameters --------------------------------------------------------------
 
     def _check_params(self) -> None:
-        if not isinstance(self.alpha, numbers.Real) or not np.isfinite(self.alpha) \
-                or self.alpha < 0:
+        if (
+            not isinstance(self.alpha, numbers.Real)
+            or not np.isfinite(self.alpha)
+            or self.alpha < 0
+        ):
             raise ValueError(f"alpha must be a finite number >= 0, got {self.alpha!r}")
         if not isinstance(self.tol, numbers.Real) or not self.tol > 0:
             raise ValueError(f"tol must be a number > 0, got {self.tol!r}")
@@ -249,17 +276,20 @@ class _LinearMLE(BaseEstimator):
         n, d = X.shape
         y = self._check_y(y, n)
         if (groups is None) != (self.cov_type != "cluster"):
-            raise ValueError("cov_type='cluster' needs fit(X, y, groups=...), the cluster of "
-                             "each row" if groups is None else
-                             f"groups is only used with cov_type='cluster' (cov_type="
-                             f"{self.cov_type!r})")
+            raise ValueError(
+                "cov_type='cluster' needs fit(X, y, groups=...), the cluster of each row"
+                if groups is None
+                else f"groups is only used with cov_type='cluster' (cov_type={self.cov_type!r})"
+            )
         if is_dask(X):
             y, sample_weight, exposure, offset, groups = _chunks().rows_like(
-                X, y, sample_weight, exposure, offset, groups)
+                X, y, sample_weight, exposure, offset, groups
+            )
         else:
             y, sample_weight, exposure, offset, groups = (
                 np.asarray(a) if is_dask(a) else a
-                for a in (y, sample_weight, exposure, offset, groups))
+                for a in (y, sample_weight, exposure, offset, groups)
+            )
         y = self._encode_y(y)
         # sample weights are frequency weights: nobs_ is their sum (class weights aside)
         sw, nobs = self._check_sample_weight(sample_weight, n)
@@ -270,15 +300,13 @@ class _LinearMLE(BaseEstimator):
         family, mask = self._family(d)
         self._guard_inference(int(mask.sum()))
         make = _distributed().DaskProblem if is_dask(X) else Problem
-        with make(X, y, sw, family, mask, self.alpha, self.verbose, off, codes,
-                  robust) as problem:
+        with make(X, y, sw, family, mask, self.alpha, self.verbose, off, codes, robust) as problem:
             fit = self._estimate(problem, family, mask, y, sw)
             if robust is not None and fit.cov is not None:
                 fit.cov = self._sandwich(problem, fit, mask, nobs, n_groups)
             sums = self._model_sums(problem, family, y, sw, off, fit)
         res, cov, bad = fit.result, fit.cov, fit.unidentified
-        if res.perfect and bad.any() and res.quasi is None and family.classifier \
-                and not self.alpha:
+        if res.perfect and bad.any() and res.quasi is None and family.classifier and not self.alpha:
             # rows predicted perfectly leave no curvature along the separating direction
             res.quasi, res.converged, bad = bad, False, np.zeros_like(bad)
         self._W = problem.unpack(res.theta)
@@ -286,8 +314,9 @@ class _LinearMLE(BaseEstimator):
         C = self._W[:, 1:]
         penalty = 0.5 * float(self.alpha) * float(np.sum(C * (family.penalty @ C)))
         # the solver's NLL leaves out terms of y alone (Poisson's log(y!)): added here
-        self.loglik_ = (-(res.loss - penalty) - sums.get("const", 0.0) if fit.loglik is None
-                        else fit.loglik)
+        self.loglik_ = (
+            -(res.loss - penalty) - sums.get("const", 0.0) if fit.loglik is None else fit.loglik
+        )
         self.n_iter_ = res.n_iter
         self.converged_ = res.converged
         self.solver_ = fit.solver
@@ -301,14 +330,17 @@ class _LinearMLE(BaseEstimator):
         self.param_names_ = self._names(mask)
         if res.quasi is not None:
             hit = [name for name, q in zip(self.param_names_, res.quasi) if q]
-            warnings.warn(warning(
-                ConvergenceWarning,
-                f"Quasi-complete separation: {res.perfect} rows are predicted perfectly "
-                "(probability of their class > 1 - 1e-8) and the likelihood keeps rising "
-                f"along a direction of {hit}: their maximum likelihood estimates do not "
-                "exist (they grow without bound). The last iterate is returned, its "
-                "standard errors meaningless; use alpha > 0 for a penalised estimate."),
-                stacklevel=3)
+            warnings.warn(
+                warning(
+                    ConvergenceWarning,
+                    f"Quasi-complete separation: {res.perfect} rows are predicted perfectly "
+                    "(probability of their class > 1 - 1e-8) and the likelihood keeps rising "
+                    f"along a direction of {hit}: their maximum likelihood estimates do not "
+                    "exist (they grow without bound). The last iterate is returned, its "
+                    "standard errors meaningless; use alpha > 0 for a penalised estimate.",
+                ),
+                stacklevel=3,
+            )
         if cov is None:
             self.params_, _ = self._natural(res.theta, np.zeros((res.theta.size,) * 2))
         else:
@@ -319,14 +351,19 @@ class _LinearMLE(BaseEstimator):
                 warnings.warn(
                     f"The information matrix is singular: X does not identify {hit} "
                     "(collinear or constant columns); their standard errors are nan.",
-                    RuntimeWarning, stacklevel=3)
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
         self._set_outputs()
         self.fit_time_ = time.perf_counter() - t0
         if self.verbose:
-            print(f"{type(self).__name__}: {res.n_iter} iterations ({fit.solver}), "
-                  f"{problem.n_evals} passes over X, loglik {self.loglik_:.10g}, "
-                  f"{'converged' if res.converged else 'NOT converged'}, "
-                  f"{self.fit_time_:.3g} s", file=sys.stderr)
+            print(
+                f"{type(self).__name__}: {res.n_iter} iterations ({fit.solver}), "
+                f"{problem.n_evals} passes over X, loglik {self.loglik_:.10g}, "
+                f"{'converged' if res.converged else 'NOT converged'}, "
+                f"{self.fit_time_:.3g} s",
+                file=sys.stderr,
+            )
         return self
 
     def _robust_k(self, mask) -> int:
@@ -357,8 +394,11 @@ class _LinearMLE(BaseEstimator):
         """What the model-level statistics need: the intercept-only and saturated
         log-likelihoods (from sums over y alone)."""
         sums = _target_sums(family, y, sw, off)
-        return {"llnull": family.null_loglik(sums), "llsat": family.saturated_loglik(sums),
-                "const": family.nll_constant(sums)}
+        return {
+            "llnull": family.null_loglik(sums),
+            "llsat": family.saturated_loglik(sums),
+            "const": family.nll_constant(sums),
+        }
 
     def _df_model(self, mask, bad) -> int:
         """The degrees of freedom of the likelihood-ratio test: identified parameters
@@ -377,10 +417,12 @@ class _LinearMLE(BaseEstimator):
         self.deviance_ = 2.0 * (sums["llsat"] - self.loglik_)
 
     def _test_lines(self) -> list:
-        return [("Pseudo R-squ.:", f"{self.pseudo_r2_:.4f}"),
-                ("LL-Null:", f"{self.llnull_:.6f}"),
-                ("LLR p-value:", f"{self.llr_pvalue_:.4g}"),
-                ("Deviance:", f"{self.deviance_:.6f}")]
+        return [
+            ("Pseudo R-squ.:", f"{self.pseudo_r2_:.4f}"),
+            ("LL-Null:", f"{self.llnull_:.6f}"),
+            ("LLR p-value:", f"{self.llr_pvalue_:.4g}"),
+            ("Deviance:", f"{self.deviance_:.6f}"),
+        ]
 
     def _guard_inference(self, p: int) -> None:
         if self.inference and p > MAX_INFERENCE_PARAMS:
@@ -388,7 +430,8 @@ class _LinearMLE(BaseEstimator):
                 f"{p} parameters: standard errors need the dense {p} x {p} information "
                 f"matrix ({8 * p * p / 2**30:.1f} GiB, O(p^3) to invert), above the limit "
                 f"of {MAX_INFERENCE_PARAMS} parameters. Pass inference=False to fit the "
-                "coefficients alone.")
+                "coefficients alone."
+            )
 
     def _estimate(self, problem, family, mask, y, sw) -> Fit:
         """The solver's result, the covariance of theta (None without inference), the
@@ -407,9 +450,18 @@ class _LinearMLE(BaseEstimator):
         # "auto" hands a slow L-BFGS over to Newton where Newton's steps are cheap next to
         # gradient passes (1000 classes x 3: three Hessians were 80% of a 13 s fit)
         cheap = mask.sum() <= NEWTON_FALLBACK_MAX_PARAMS
-        res = solve(problem, theta, solver, int(self.max_iter), float(self.tol), search,
-                    fallback=self.solver == "auto" and cheap, started=start.iterations,
-                    hess0=start.hess, polish=bool(self.inference))
+        res = solve(
+            problem,
+            theta,
+            solver,
+            int(self.max_iter),
+            float(self.tol),
+            search,
+            fallback=self.solver == "auto" and cheap,
+            started=start.iterations,
+            hess0=start.hess,
+            polish=bool(self.inference),
+        )
         if not self.inference:
             return Fit(res, None, np.zeros(theta.size, bool), solver)
         H = res.hess
@@ -419,8 +471,12 @@ class _LinearMLE(BaseEstimator):
         return Fit(res, cov, bad, solver)
 
     def _initial(self, problem, family, mask, y, sw) -> Start:
-        if self.warm_start and hasattr(self, "_W") and self._W.shape == mask.shape \
-                and np.array_equal(self._mask, mask):
+        if (
+            self.warm_start
+            and hasattr(self, "_W")
+            and self._W.shape == mask.shape
+            and np.array_equal(self._mask, mask)
+        ):
             return Start(self._W[mask].copy())
         W = np.zeros(mask.shape)
         W[:, 0] = family.initial_intercepts(_target_sums(family, y, sw, problem.offset))
@@ -433,12 +489,19 @@ class _LinearMLE(BaseEstimator):
         return None
 
     def _names(self, mask):
-        features = (list(map(str, self.feature_names_in_)) if hasattr(self, "feature_names_in_")
-                    else [f"x{j}" for j in range(self.n_features_in_)])
+        features = (
+            list(map(str, self.feature_names_in_))
+            if hasattr(self, "feature_names_in_")
+            else [f"x{j}" for j in range(self.n_features_in_)]
+        )
         cols = ["const"] + features
         prefixes = self._output_names()
-        return [f"{prefixes[a]}{cols[j]}" for a in range(mask.shape[0])
-                for j in range(mask.shape[1]) if mask[a, j]]
+        return [
+            f"{prefixes[a]}{cols[j]}"
+            for a in range(mask.shape[0])
+            for j in range(mask.shape[1])
+            if mask[a, j]
+        ]
 
     def _output_names(self):
         return [""] * self._mask.shape[0]
@@ -452,22 +515,31 @@ class _LinearMLE(BaseEstimator):
     def _check_inference(self) -> None:
         self._check_is_fitted()
         if not hasattr(self, "_cov"):
-            raise ValueError(f"This {type(self).__name__} was fitted with inference=False: "
-                             "refit with inference=True for standard errors")
+            raise ValueError(
+                f"This {type(self).__name__} was fitted with inference=False: "
+                "refit with inference=True for standard errors"
+            )
 
     def summary(self) -> str:
         """A text table of the model (log-likelihood, information criteria, the tests
         against the intercept-only model, the covariance type) and of the estimates
         (coef, std err, z, P>|z|, 95% interval)."""
         self._check_inference()
-        lines = [("Model:", type(self).__name__), ("Observations:", str(self.nobs_)),
-                 ("Parameters:", str(self.n_params_)), ("alpha:", f"{self.alpha:g}"),
-                 ("Log-likelihood:", f"{self.loglik_:.6f}"), ("AIC:", f"{self.aic_:.4f}"),
-                 ("BIC:", f"{self.bic_:.4f}"), *self._test_lines(),
-                 ("Covariance Type:", _COV_NAMES[self.cov_type]),
-                 ("Converged:", f"{self.converged_} ({self.n_iter_} iterations, {self.solver_})")]
-        return summary_table(f"{type(self).__name__} results", self.param_names_,
-                             self.params_, self.bse_, lines)
+        lines = [
+            ("Model:", type(self).__name__),
+            ("Observations:", str(self.nobs_)),
+            ("Parameters:", str(self.n_params_)),
+            ("alpha:", f"{self.alpha:g}"),
+            ("Log-likelihood:", f"{self.loglik_:.6f}"),
+            ("AIC:", f"{self.aic_:.4f}"),
+            ("BIC:", f"{self.bic_:.4f}"),
+            *self._test_lines(),
+            ("Covariance Type:", _COV_NAMES[self.cov_type]),
+            ("Converged:", f"{self.converged_} ({self.n_iter_} iterations, {self.solver_})"),
+        ]
+        return summary_table(
+            f"{type(self).__name__} results", self.param_names_, self.params_, self.bse_, lines
+        )
 
     # -- prediction --------------------------------------------------------------
 
@@ -478,8 +550,7 @@ class _LinearMLE(BaseEstimator):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # feature names: checked above
             probe = getattr(self, name)(np.zeros((1, X.shape[1])))
-        return _chunks().map_rows_2d(functools.partial(_call, self, name), X, probe,
-                                          token=name)
+        return _chunks().map_rows_2d(functools.partial(_call, self, name), X, probe, token=name)
 
     def _linear(self, X) -> np.ndarray:
         self._check_is_fitted()
@@ -487,16 +558,18 @@ class _LinearMLE(BaseEstimator):
         out = np.empty((X.shape[0], self._W.shape[0]))
         rows = max(1024, (1 << 22) // max(1, 8 * X.shape[1]))
         for s in range(0, X.shape[0], rows):
-            Xb = float_block(X[s:s + rows])
+            Xb = float_block(X[s : s + rows])
             check_finite_block(Xb)
-            out[s:s + rows] = predictor(Xb, self._W)
+            out[s : s + rows] = predictor(Xb, self._W)
         return out
 
     def __sklearn_tags__(self):
         from sklearn.utils import ClassifierTags, RegressorTags, Tags, TargetTags
 
-        tags = Tags(estimator_type="classifier" if self._classifier else "regressor",
-                    target_tags=TargetTags(required=True))
+        tags = Tags(
+            estimator_type="classifier" if self._classifier else "regressor",
+            target_tags=TargetTags(required=True),
+        )
         if self._classifier:
             tags.classifier_tags = ClassifierTags(multi_class=self._multi_class)
         else:
@@ -508,12 +581,31 @@ class _Classifier(_LinearMLE):
     _classifier = True
     _multi_class = True
 
-    def __init__(self, *, fit_intercept=True, alpha=0.0, tol=1e-8, max_iter=200,
-                 solver="auto", warm_start=False, class_weight=None, inference=True,
-                 cov_type="nonrobust", verbose=0):
-        super().__init__(fit_intercept=fit_intercept, alpha=alpha, tol=tol, max_iter=max_iter,
-                         solver=solver, warm_start=warm_start, inference=inference,
-                         cov_type=cov_type, verbose=verbose)
+    def __init__(
+        self,
+        *,
+        fit_intercept=True,
+        alpha=0.0,
+        tol=1e-8,
+        max_iter=200,
+        solver="auto",
+        warm_start=False,
+        class_weight=None,
+        inference=True,
+        cov_type="nonrobust",
+        verbose=0,
+    ):
+        super().__init__(
+            fit_intercept=fit_intercept,
+            alpha=alpha,
+            tol=tol,
+            max_iter=max_iter,
+            solver=solver,
+            warm_start=warm_start,
+            inference=inference,
+            cov_type=cov_type,
+            verbose=verbose,
+        )
         self.class_weight = class_weight
 
     def _encode_y(self, y):
@@ -524,7 +616,8 @@ class _Classifier(_LinearMLE):
         if classes.size < 2:
             raise ValueError(
                 f"{type(self).__name__} needs samples of at least 2 classes in y; got 1 class "
-                f"({classes[0]!r})")
+                f"({classes[0]!r})"
+            )
         self.classes_ = classes
         return map_rows(np.searchsorted, classes, y, dtype=np.intp)
 
@@ -534,14 +627,17 @@ class _Classifier(_LinearMLE):
         if cw is None:
             return sw
         if isinstance(cw, str) and cw == "balanced":
-            counts = np.sum(reduce_rows(functools.partial(_class_counts, k=self.classes_.size),
-                                        y), axis=0)
+            counts = np.sum(
+                reduce_rows(functools.partial(_class_counts, k=self.classes_.size), y), axis=0
+            )
             per_class = n / (self.classes_.size * np.maximum(counts, 1))
         elif isinstance(cw, dict):
             unknown = set(cw) - set(self.classes_.tolist())
             if unknown:
-                raise ValueError(f"class_weight has labels {sorted(unknown, key=str)} that "
-                                 f"are not classes of y {self.classes_.tolist()}")
+                raise ValueError(
+                    f"class_weight has labels {sorted(unknown, key=str)} that "
+                    f"are not classes of y {self.classes_.tolist()}"
+                )
             per_class = np.array([float(cw.get(c, 1.0)) for c in self.classes_.tolist()])
             if not np.isfinite(per_class).all() or (per_class < 0).any():
                 raise ValueError("class_weight values must be finite and >= 0")
@@ -633,7 +729,8 @@ class LogisticRegression(_Classifier):
         if self.classes_.size != 2:
             raise ValueError(
                 "Only binary classification is supported. The type of the target is "
-                f"multiclass ({self.classes_.size} classes): use SoftmaxRegression")
+                f"multiclass ({self.classes_.size} classes): use SoftmaxRegression"
+            )
         return codes.astype(np.float64)
 
     def _family(self, d):
@@ -753,12 +850,32 @@ class GaussianRegression(_LinearMLE):
     deviance_ (the weighted RSS, as GLM's Gaussian deviance), df_model_, ...
     """
 
-    def __init__(self, *, heteroscedastic=False, variance="ml", fit_intercept=True,
-                 alpha=0.0, tol=1e-8, max_iter=200, solver="auto", warm_start=False,
-                 inference=True, cov_type="nonrobust", verbose=0):
-        super().__init__(fit_intercept=fit_intercept, alpha=alpha, tol=tol, max_iter=max_iter,
-                         solver=solver, warm_start=warm_start, inference=inference,
-                         cov_type=cov_type, verbose=verbose)
+    def __init__(
+        self,
+        *,
+        heteroscedastic=False,
+        variance="ml",
+        fit_intercept=True,
+        alpha=0.0,
+        tol=1e-8,
+        max_iter=200,
+        solver="auto",
+        warm_start=False,
+        inference=True,
+        cov_type="nonrobust",
+        verbose=0,
+    ):
+        super().__init__(
+            fit_intercept=fit_intercept,
+            alpha=alpha,
+            tol=tol,
+            max_iter=max_iter,
+            solver=solver,
+            warm_start=warm_start,
+            inference=inference,
+            cov_type=cov_type,
+            verbose=verbose,
+        )
         self.heteroscedastic = heteroscedastic
         self.variance = variance
 
@@ -769,11 +886,15 @@ class GaussianRegression(_LinearMLE):
     def _check_params(self) -> None:
         super()._check_params()
         if self.variance not in ("ml", "ols"):
-            raise ValueError(f"variance={self.variance!r} is not valid: use 'ml' (sigma2 = "
-                             "RSS / n, the MLE) or 'ols' (RSS / (n - p), statsmodels OLS)")
+            raise ValueError(
+                f"variance={self.variance!r} is not valid: use 'ml' (sigma2 = "
+                "RSS / n, the MLE) or 'ols' (RSS / (n - p), statsmodels OLS)"
+            )
         if self.variance == "ols" and (self.heteroscedastic or self.alpha):
-            raise ValueError("variance='ols' is the least-squares convention: it needs "
-                             "heteroscedastic=False and alpha=0")
+            raise ValueError(
+                "variance='ols' is the least-squares convention: it needs "
+                "heteroscedastic=False and alpha=0"
+            )
 
     def _estimate(self, problem, family, mask, y, sw) -> Fit:
         if self.heteroscedastic or self.alpha or (self.warm_start and hasattr(self, "_W")):
@@ -783,11 +904,15 @@ class GaussianRegression(_LinearMLE):
         wsum = problem.weight_sum
         exact = not rss > self._exact_rss(family, y, sw, R.shape[0])
         if exact:
-            warnings.warn(warning(
-                ConvergenceWarning,
-                "y is an exact linear function of X (the residuals are at rounding level): "
-                "the maximum likelihood variance is 0, the likelihood unbounded (loglik_ = "
-                "inf) and the standard errors 0."), stacklevel=4)
+            warnings.warn(
+                warning(
+                    ConvergenceWarning,
+                    "y is an exact linear function of X (the residuals are at rounding level): "
+                    "the maximum likelihood variance is 0, the likelihood unbounded (loglik_ = "
+                    "inf) and the standard errors 0.",
+                ),
+                stacklevel=4,
+            )
         p = R.shape[0] - int(bad.sum())  # the rank of X (with the intercept)
         ml = 0.0 if exact else rss / wsum
         s2 = ml if self.variance == "ml" or exact else rss / max(wsum - p, 1e-300)
@@ -808,7 +933,7 @@ class GaussianRegression(_LinearMLE):
         return int(mask.sum()) - (0 if self.heteroscedastic else 1)
 
     def _df_model(self, mask, bad) -> int:
-        return int(mask[0].sum() - mask[0, 0] - bad[:int(mask[0].sum())].sum())
+        return int(mask[0].sum() - mask[0, 0] - bad[: int(mask[0].sum())].sum())
 
     def _model_sums(self, problem, family, y, sw, off, fit) -> dict:
         if fit.rss is not None:
@@ -818,8 +943,7 @@ class GaussianRegression(_LinearMLE):
         sums = _target_sums(family, y, sw)
         if self.fit_intercept:
             mean = sums[1] / sums[0]
-            tss = float(np.sum(reduce_rows(functools.partial(_weighted_ss, center=mean),
-                                           y, sw)))
+            tss = float(np.sum(reduce_rows(functools.partial(_weighted_ss, center=mean), y, sw)))
         else:
             tss = float(sums[2])
         return {"rss": float(rss), "tss": tss}
@@ -848,12 +972,16 @@ class GaussianRegression(_LinearMLE):
         var = rss / problem.weight_sum
         floor = self._exact_rss(family, y, sw, R.shape[0])
         if not rss > floor:
-            warnings.warn(warning(
-                ConvergenceWarning,
-                "y is an exact linear function of X (the residuals are at rounding level): "
-                "the maximum likelihood variance is 0 and the likelihood is unbounded. The "
-                "least-squares coefficients are returned, with sigma2 at the rounding level "
-                "and nan standard errors."), stacklevel=3)
+            warnings.warn(
+                warning(
+                    ConvergenceWarning,
+                    "y is an exact linear function of X (the residuals are at rounding level): "
+                    "the maximum likelihood variance is 0 and the likelihood is unbounded. The "
+                    "least-squares coefficients are returned, with sigma2 at the rounding level "
+                    "and nan standard errors.",
+                ),
+                stacklevel=3,
+            )
             W[1, 0] = math.log(max(floor / problem.weight_sum, 1e-300))
             return Start(W[mask], iterations=1, final=True)
         W[1, 0] = np.log(var)
@@ -876,8 +1004,10 @@ class GaussianRegression(_LinearMLE):
 
     def _encode_y(self, y):
         if y.shape[0] < 2:
-            raise ValueError(f"GaussianRegression needs at least 2 samples, got {y.shape[0]} "
-                             "sample: the variance cannot be estimated from n_samples = 1")
+            raise ValueError(
+                f"GaussianRegression needs at least 2 samples, got {y.shape[0]} "
+                "sample: the variance cannot be estimated from n_samples = 1"
+            )
         if y.dtype.kind not in "biufO":
             raise ValueError(f"y must be numeric, got dtype {y.dtype}")
         y = y.astype(np.float64)
@@ -934,8 +1064,7 @@ class GaussianRegression(_LinearMLE):
         """The coefficient of determination R^2 of the mean prediction."""
         y = np.asarray(y, dtype=np.float64).reshape(-1)
         resid = np.average((y - self.predict(X)) ** 2, weights=sample_weight)
-        total = np.average((y - np.average(y, weights=sample_weight)) ** 2,
-                           weights=sample_weight)
+        total = np.average((y - np.average(y, weights=sample_weight)) ** 2, weights=sample_weight)
         return float(1.0 - resid / total) if total > 0 else float("nan")
 
 
@@ -1005,8 +1134,9 @@ class PoissonRegression(_LinearMLE):
         try:
             y = y.astype(np.float64)
         except (TypeError, ValueError):
-            raise ValueError("y must be numeric (counts): it has values that are not "
-                             "numbers") from None
+            raise ValueError(
+                "y must be numeric (counts): it has values that are not numbers"
+            ) from None
         if not all(reduce_rows(_all_finite, y)):
             raise ValueError("y contains NaN or infinity: remove or impute those values")
         if not all(reduce_rows(_non_negative, y)):

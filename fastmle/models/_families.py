@@ -87,8 +87,9 @@ class Bernoulli:
     def fused(self, Xb, W, y, sw, G, counts, Z=None) -> float:
         """NLL of a block, ``G += gradient``, ``counts += row_counts``, and the linear
         predictors into ``Z`` (n, 1) if given: one read of X."""
-        return bernoulli_pass(Xb, W, y, sw, G, counts, PERFECT,
-                              None if Z is None else Z.reshape(-1))
+        return bernoulli_pass(
+            Xb, W, y, sw, G, counts, PERFECT, None if Z is None else Z.reshape(-1)
+        )
 
 
 class Categorical:
@@ -191,8 +192,10 @@ class Gaussian:
     @staticmethod
     def target_sums(y, sw) -> np.ndarray:
         """Sums of the weights, the weighted y and y^2."""
-        return np.array([y.size if sw is None else sw.sum(), _weighted(y, sw),
-                         _weighted(y * y, sw)], dtype=float)
+        return np.array(
+            [y.size if sw is None else sw.sum(), _weighted(y, sw), _weighted(y * y, sw)],
+            dtype=float,
+        )
 
     def initial_intercepts(self, sums) -> np.ndarray:
         mean = sums[1] / sums[0]
@@ -204,7 +207,8 @@ class Gaussian:
     def loss_grad(self, Z, y, sw):
         var = np.exp(Z[:, 1])
         rows, (d_mean, d_var) = gaussian_nll_loss_value_and_grad(
-            Z[:, 0], y, var, full=True, eps=_TINY, reduction="none")
+            Z[:, 0], y, var, full=True, eps=_TINY, reduction="none"
+        )
         R = np.empty_like(Z)
         R[:, 0] = d_mean
         R[:, 1] = d_var * var  # chain rule through var = exp(log_var)
@@ -219,9 +223,9 @@ class Gaussian:
         inv_var = np.exp(-Z[:, 1])
         r = y - Z[:, 0]
         W = np.empty((Z.shape[0], 3))
-        W[:, 0] = inv_var                   # d2 / d mean^2
-        W[:, 1] = r * inv_var               # d2 / d mean d log_var
-        W[:, 2] = 0.5 * r * r * inv_var     # d2 / d log_var^2
+        W[:, 0] = inv_var  # d2 / d mean^2
+        W[:, 1] = r * inv_var  # d2 / d mean d log_var
+        W[:, 2] = 0.5 * r * r * inv_var  # d2 / d log_var^2
         if sw is not None:
             W *= sw[:, None]
         return W

@@ -21,8 +21,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._cpu.linear import (KRON_BYTES, backprop, gram, group_sums, predictor, softmax_hessian,
-                           symmetrize)
+from .._cpu.linear import (
+    KRON_BYTES,
+    backprop,
+    gram,
+    group_sums,
+    predictor,
+    softmax_hessian,
+    symmetrize,
+)
 from .._progress import Bar
 from ._base import ConvergenceWarning, check_finite_block, warning
 from ._families import row_counts
@@ -84,10 +91,13 @@ class RowBlocks:
         X, y, sw, off, grp = self.X, self.y, self.sw, self.offset, self.groups
         n, rows = X.shape[0], block_rows(X, nbytes)
         for s in range(0, n, rows):
-            yield (float_block(X[s:s + rows]), y[s:s + rows],
-                   None if sw is None else sw[s:s + rows],
-                   None if off is None else off[s:s + rows],
-                   None if grp is None else grp[s:s + rows])
+            yield (
+                float_block(X[s : s + rows]),
+                y[s : s + rows],
+                None if sw is None else sw[s : s + rows],
+                None if off is None else off[s : s + rows],
+                None if grp is None else grp[s : s + rows],
+            )
             if self.progress:
                 self.progress(min(n, s + rows))
         if self.progress:
@@ -101,6 +111,7 @@ def row_blocks(X, y, sw, offset=None, groups=None) -> RowBlocks:
 # -- the work of one pass, on the blocks of one chunk of rows ------------------------
 # Each returns a tuple of partial sums (floats, arrays or None) that add up over the
 # chunks. ``check``: look for NaN/inf in X (the first pass over the data).
+
 
 def nll_sums(blocks, check, W, family, layout, hess, count_wrong, robust=None):
     """(NLL, dNLL/dW, Hessian parts (``layout`` ("pairs", full, vector): the weighted
@@ -131,8 +142,7 @@ def nll_sums(blocks, check, W, family, layout, hess, count_wrong, robust=None):
     count_wrong = (count_wrong or hess) and family.classifier
     fused = family.fused is not None
     with one_blas_thread() if hess else contextlib.nullcontext():
-        for Xb, yb, swb, ob, gb in (blocks if hess or not fused
-                                    else blocks.sized(FUSED_BLOCK_BYTES)):
+        for Xb, yb, swb, ob, gb in blocks if hess or not fused else blocks.sized(FUSED_BLOCK_BYTES):
             if check:
                 part = _column_squares(Xb, swb)
                 if not np.isfinite(part).all():  # NaN or inf in X (or squares past 1e308)
@@ -140,8 +150,11 @@ def nll_sums(blocks, check, W, family, layout, hess, count_wrong, robust=None):
                 sq += part
             if fused:  # the loss, gradient and counts in one read of the block
                 Z = np.empty((Xb.shape[0], k)) if hess else None
-                loss += (family.fused(Xb, W, yb, swb, G, wrong, Z) if ob is None
-                         else family.fused(Xb, W, yb, swb, G, wrong, Z, offset=ob))
+                loss += (
+                    family.fused(Xb, W, yb, swb, G, wrong, Z)
+                    if ob is None
+                    else family.fused(Xb, W, yb, swb, G, wrong, Z, offset=ob)
+                )
             else:
                 Z = predictor(Xb, W)
             if meat is not None:
@@ -171,9 +184,9 @@ def _score_products(Xb, r, swb, gb, meat) -> None:
     for s in range(0, Xb.shape[0], rows):
         Xa = np.empty((min(rows, Xb.shape[0] - s), d1))
         Xa[:, 0] = 1.0
-        Xa[:, 1:] = Xb[s:s + rows]
-        w = None if swb is None else swb[s:s + rows]
-        M = (r[s:s + rows, :, None] * Xa[:, None, :]).reshape(Xa.shape[0], k * d1)
+        Xa[:, 1:] = Xb[s : s + rows]
+        w = None if swb is None else swb[s : s + rows]
+        M = (r[s : s + rows, :, None] * Xa[:, None, :]).reshape(Xa.shape[0], k * d1)
         if gb is None:
             if w is not None:
                 M *= np.sqrt(w)[:, None]
@@ -181,7 +194,9 @@ def _score_products(Xb, r, swb, gb, meat) -> None:
         else:
             if w is not None:
                 M *= w[:, None]
-            group_sums(gb[s:s + rows], M, meat)
+            group_sums(gb[s : s + rows], M, meat)
+
+
 def rss_sums(blocks, check, W):
     """(sum w (y - Z_0)^2,): the weighted residual sum of squares of the first output."""
     rss = 0.0
@@ -285,8 +300,9 @@ class Problem:
     :func:`nll_sums`), restricted to the free parameters.
     """
 
-    def __init__(self, X, y, sw, family, mask, alpha, verbose=0, offset=None, groups=None,
-                 robust=None):
+    def __init__(
+        self, X, y, sw, family, mask, alpha, verbose=0, offset=None, groups=None, robust=None
+    ):
         self.X, self.y, self.sw = X, y, sw
         self.offset, self.groups, self.robust = offset, groups, robust
         self.meat = None
@@ -314,8 +330,7 @@ class Problem:
             full = mask[:, 1:].any(axis=1)
             self.pairs = [(a, b) for a in range(k) for b in range(a + 1)]
             used = [i for i, (a, b) in enumerate(self.pairs) if free[a] and free[b]]
-            self.full_pairs = [i for i in used if full[self.pairs[i][0]]
-                               and full[self.pairs[i][1]]]
+            self.full_pairs = [i for i in used if full[self.pairs[i][0]] and full[self.pairs[i][1]]]
             self.vec_pairs = [i for i in used if i not in self.full_pairs]
             self.layout = ("pairs", self.full_pairs, self.vec_pairs)
         self.n_evals = 0
@@ -379,8 +394,9 @@ class Problem:
         W = self.unpack(theta)
         k, d1 = W.shape
         self.counted = (count_wrong or hess) and fam.classifier
-        loss, G, Hf, Hv, wrong, sq, meat = self._pass(nll_sums, W, fam, self.layout, hess,
-                                                      count_wrong, self.robust)
+        loss, G, Hf, Hv, wrong, sq, meat = self._pass(
+            nll_sums, W, fam, self.layout, hess, count_wrong, self.robust
+        )
         if sq is not None:
             self._data["col_sq"] = sq
         C = W[:, 1:]
@@ -473,8 +489,9 @@ GRAM_RSS = 1e-4
 
 def _columns(blocks, check, fn, cols, intercept):
     """``fn`` on the blocks restricted to the columns ``cols`` of X."""
-    blocks = ((Xb if cols.size == Xb.shape[1] else Xb[:, cols], yb, swb)
-              for Xb, yb, swb, *_ in blocks)
+    blocks = (
+        (Xb if cols.size == Xb.shape[1] else Xb[:, cols], yb, swb) for Xb, yb, swb, *_ in blocks
+    )
     return fn(blocks, check, intercept)
 
 
@@ -520,16 +537,20 @@ def _sufficient_decrease(f, f1, t, slope) -> bool:
 
 def _report(problem, it, f, g, step):
     if problem.verbose:
-        print(f"iter {it:4d}  loss {f / problem.weight_sum:.10g}  "
-              f"|grad|_inf {np.max(np.abs(g), initial=0) / problem.weight_sum:.3e}  "
-              f"step {step:.3g}", file=sys.stderr)
+        print(
+            f"iter {it:4d}  loss {f / problem.weight_sum:.10g}  "
+            f"|grad|_inf {np.max(np.abs(g), initial=0) / problem.weight_sum:.3e}  "
+            f"step {step:.3g}",
+            file=sys.stderr,
+        )
 
 
 def _count_wrong(problem, f) -> bool:
     """Whether to look for a separating iterate: unpenalised classifiers, once the mean
     NLL is below log(2) (on separable data the NLL goes to 0; counting is not free)."""
-    return (problem.family.classifier and problem.alpha == 0
-            and f < math.log(2.0) * problem.weight_sum)
+    return (
+        problem.family.classifier and problem.alpha == 0 and f < math.log(2.0) * problem.weight_sum
+    )
 
 
 def _backtrack(problem, theta, p, f, slope, count, hess=False):
@@ -573,8 +594,13 @@ def newton(problem: Scaled, theta, max_iter: int, first, refine: bool = True) ->
     f, g, H, wrong = first
     for it in range(max_iter + 1):
         done = _stop(problem, it, theta, f, g, H, wrong)
-        if done and refine and done.converged and done.step is not None \
-                and np.abs(done.step).max() > STEP_TOL:
+        if (
+            done
+            and refine
+            and done.converged
+            and done.step is not None
+            and np.abs(done.step).max() > STEP_TOL
+        ):
             ev = problem.evaluate(done.theta, hess=True)
             done = _stop(problem, it, done.theta, *ev) or done
         if done:
@@ -644,9 +670,18 @@ LBFGS_BEFORE_NEWTON = 50  # solver="auto": L-BFGS iterations before it hands ove
 LBFGS_TIGHTER = 1e-4
 
 
-def solve(problem: Problem, theta, solver: str, max_iter: int, tol: float,
-          search=None, fallback: bool = False, started: int = 0, hess0=None,
-          polish: bool = True) -> Result:
+def solve(
+    problem: Problem,
+    theta,
+    solver: str,
+    max_iter: int,
+    tol: float,
+    search=None,
+    fallback: bool = False,
+    started: int = 0,
+    hess0=None,
+    polish: bool = True,
+) -> Result:
     """Minimise ``problem`` from ``theta`` in at most ``max_iter`` iterations, in the
     equilibrated coordinates of :class:`Scaled`.
 
@@ -663,13 +698,13 @@ def solve(problem: Problem, theta, solver: str, max_iter: int, tol: float,
     """
     limit, max_iter = max_iter, max_iter - started
     if solver == "newton":
-        first = problem.evaluate(theta, hess=hess0 is None,
-                                 count_wrong=_count_wrong(problem, 0.0))
+        first = problem.evaluate(theta, hess=hess0 is None, count_wrong=_count_wrong(problem, 0.0))
         if hess0 is not None:
             first = (first[0], first[1], hess0, first[3])
         scaled = Scaled(problem, tol)
-        res = scaled.natural(newton(scaled, theta * scaled.D, max_iter, scaled.scale(first),
-                                    refine=polish))
+        res = scaled.natural(
+            newton(scaled, theta * scaled.D, max_iter, scaled.scale(first), refine=polish)
+        )
     else:
         other, theta2, back = search if search is not None else (problem, theta, None)
         first = other.evaluate(theta2, count_wrong=_count_wrong(other, 0.0))
@@ -679,16 +714,21 @@ def solve(problem: Problem, theta, solver: str, max_iter: int, tol: float,
         so = Scaled(other, tol * LBFGS_TIGHTER if polish else tol)
         budget = min(max_iter, LBFGS_BEFORE_NEWTON) if fallback else max_iter
         res = lbfgs(so, theta2 * so.D, budget, so.scale(first))
-        if not (res.converged or res.separable) and \
-                float(np.max(np.abs(res.grad), initial=0.0)) <= tol * so.weight_sum:
+        if (
+            not (res.converged or res.separable)
+            and float(np.max(np.abs(res.grad), initial=0.0)) <= tol * so.weight_sum
+        ):
             res.converged, res.reason = True, ""  # at tol, if not tighter
         res = so.natural(res)
         if back is not None:
             res.theta = back(res.theta)
             res.grad = None
             problem.n_evals += other.n_evals
-        if not res.separable and res.n_iter < max_iter and (
-                (res.converged and polish) or (fallback and not res.converged)):
+        if (
+            not res.separable
+            and res.n_iter < max_iter
+            and ((res.converged and polish) or (fallback and not res.converged))
+        ):
             scaled = Scaled(problem, tol)
             t = res.theta * scaled.D
             ev = scaled.evaluate(t, hess=True)
@@ -711,8 +751,13 @@ def _check_quasi_separation(problem, res) -> None:
     moves the coefficients far (the likelihood keeps rising along a direction that
     separates those rows: the MLE is at infinity). At a finite optimum the last step
     is ~tol; here each step adds ~1 to the log-odds of the separated rows."""
-    if not (problem.family.classifier and problem.alpha == 0 and res.converged
-            and res.perfect and res.step is not None):
+    if not (
+        problem.family.classifier
+        and problem.alpha == 0
+        and res.converged
+        and res.perfect
+        and res.step is not None
+    ):
         return
     size = np.abs(res.step)
     if size.max() > QUASI_STEP:
@@ -723,25 +768,42 @@ def _check_quasi_separation(problem, res) -> None:
 def _warn(problem, res, solver, limit, tol):
     # the gradient in equilibrated coordinates t = D theta: dNLL/dt = g / D
     gnorm = float(np.max(np.abs(res.grad / problem.param_scales()), initial=0.0))
-    where = (f"max |gradient| in equilibrated coordinates / sum of weights = "
-             f"{gnorm / problem.weight_sum:.3g} > tol={tol}")
+    where = (
+        f"max |gradient| in equilibrated coordinates / sum of weights = "
+        f"{gnorm / problem.weight_sum:.3g} > tol={tol}"
+    )
     if res.separable:
-        warnings.warn(warning(
-            ConvergenceWarning,
-            "The classes are perfectly separable by a linear function of X: the maximum "
-            "likelihood estimate does not exist (the coefficients grow without bound). The "
-            "finite coefficients of the current iterate are returned; use alpha > 0 for a "
-            "penalised estimate."), stacklevel=4)
+        warnings.warn(
+            warning(
+                ConvergenceWarning,
+                "The classes are perfectly separable by a linear function of X: the maximum "
+                "likelihood estimate does not exist (the coefficients grow without bound). The "
+                "finite coefficients of the current iterate are returned; use alpha > 0 for a "
+                "penalised estimate.",
+            ),
+            stacklevel=4,
+        )
     elif res.reason == "max_iter":
-        warnings.warn(warning(
-            ConvergenceWarning,
-            f"The {solver} solver did not converge in max_iter={limit} iterations ({where}): "
-            "increase max_iter, or use alpha > 0."), stacklevel=4)
+        warnings.warn(
+            warning(
+                ConvergenceWarning,
+                f"The {solver} solver did not converge in max_iter={limit} iterations ({where}): "
+                "increase max_iter, or use alpha > 0.",
+            ),
+            stacklevel=4,
+        )
     elif res.reason:
-        warnings.warn(warning(
-            ConvergenceWarning,
-            f"The {solver} solver stopped after {res.n_iter} iterations: "
-            + ("the objective did not decrease along the search direction"
-               if res.reason == "no decrease" else "the Hessian or gradient is not finite")
-            + f" ({where}). The best point found is returned; X may have nearly collinear "
-            "columns (alpha > 0 makes the problem well-posed)."), stacklevel=4)
+        warnings.warn(
+            warning(
+                ConvergenceWarning,
+                f"The {solver} solver stopped after {res.n_iter} iterations: "
+                + (
+                    "the objective did not decrease along the search direction"
+                    if res.reason == "no decrease"
+                    else "the Hessian or gradient is not finite"
+                )
+                + f" ({where}). The best point found is returned; X may have nearly collinear "
+                "columns (alpha > 0 makes the problem well-posed).",
+            ),
+            stacklevel=4,
+        )

@@ -123,9 +123,7 @@ def test_cross_entropy_probs(eps, red, dt, smem):
     lg, gg = fm.cross_entropy_value_and_grad(
         dev(x), dev(y), weight=dev(w), reduction=red, label_smoothing=eps
     )
-    lc, gc = fm.cross_entropy_value_and_grad(
-        x, y, weight=w, reduction=red, label_smoothing=eps
-    )
+    lc, gc = fm.cross_entropy_value_and_grad(x, y, weight=w, reduction=red, label_smoothing=eps)
     close(lg, lc, dt)
     close(gg, gc, dt)
 
@@ -256,8 +254,9 @@ REDS = ["mean", "sum", "none"]
 
 def _ids(case):
     loss, g, dt, _ = case
-    return f"{loss.name}-{'-'.join(f'{k}={v}' for k, v in g.items()) or 'default'}-" \
-           f"{np.dtype(dt).name}"
+    return (
+        f"{loss.name}-{'-'.join(f'{k}={v}' for k, v in g.items()) or 'default'}-{np.dtype(dt).name}"
+    )
 
 
 @pytest.mark.parametrize("case", list(registry.cases()), ids=_ids)
@@ -269,8 +268,9 @@ def test_elementwise_registry(case):
     on_dev = lambda v: dev(v) if isinstance(v, np.ndarray) else v  # noqa: E731
     for red in loss.reductions:
         lc, gc = loss.value_and_grad(x, *args, **kw, reduction=red)
-        lg, gg = loss.value_and_grad(dev(x), *map(on_dev, args),
-                                     **{k: on_dev(v) for k, v in kw.items()}, reduction=red)
+        lg, gg = loss.value_and_grad(
+            dev(x), *map(on_dev, args), **{k: on_dev(v) for k, v in kw.items()}, reduction=red
+        )
         close(lg, lc, dt)
         for g, c in zip(gg, gc) if loss.d_operand else [(gg, gc)]:
             close(g, c, dt)
@@ -295,11 +295,7 @@ def test_bce_with_logits(weight, pos_weight, red, dt):
     y[1, 3:] = 1
     shapes = {"col": (6,), "full": (4, 6), "row": (4, 1)}
     w = None if weight is None else rng.uniform(0.5, 2, shapes[weight]).astype(dt)
-    pw = (
-        None
-        if pos_weight is None
-        else rng.uniform(0.5, 3, shapes[pos_weight]).astype(dt)
-    )
+    pw = None if pos_weight is None else rng.uniform(0.5, 3, shapes[pos_weight]).astype(dt)
     lg, gg = fm.binary_cross_entropy_with_logits_value_and_grad(
         dev(x),
         dev(y),
@@ -313,9 +309,7 @@ def test_bce_with_logits(weight, pos_weight, red, dt):
 
 
 @pytest.mark.parametrize("dt", DTYPES)
-@pytest.mark.parametrize(
-    "weighted,red", [(False, "mean"), (True, "sum"), (True, "none")]
-)
+@pytest.mark.parametrize("weighted,red", [(False, "mean"), (True, "sum"), (True, "none")])
 def test_bce_probs(weighted, red, dt):
     p = rng.uniform(0, 1, (3, 5)).astype(dt)
     p[0, 0], p[0, 1] = 0, 1
@@ -373,9 +367,7 @@ def test_gaussian_nll(var, full, red, dt):
         v = rng.uniform(0.1, 2, VARS[var]).astype(dt)
         v.reshape(-1)[0] = 1e-9  # below eps: clamped
         vd = dev(v)
-    lg, (gg, dvg) = fm.gaussian_nll_loss_value_and_grad(
-        dev(x), dev(t), vd, full, 1e-6, red
-    )
+    lg, (gg, dvg) = fm.gaussian_nll_loss_value_and_grad(dev(x), dev(t), vd, full, 1e-6, red)
     lc, (gc, dvc) = fm.gaussian_nll_loss_value_and_grad(x, t, v, full, 1e-6, red)
     close(lg, lc, dt)
     close(gg, gc, dt)
@@ -434,9 +426,7 @@ def test_elementwise_in_place_deterministic_and_host_operands():
     pw = rng.uniform(0.5, 3, 6).astype(np.float32)
     lc, gc = fm.binary_cross_entropy_with_logits_value_and_grad(x, y, pos_weight=pw)
     xd = dev(x)
-    l1 = fm.binary_cross_entropy_with_logits(
-        xd, dev(y), pos_weight=pw
-    )  # host pos_weight
+    l1 = fm.binary_cross_entropy_with_logits(xd, dev(y), pos_weight=pw)  # host pos_weight
     l2 = fm.binary_cross_entropy_with_logits(xd, dev(y), pos_weight=dev(pw))
     assert host(l1).tobytes() == host(l2).tobytes()
     loss, g = fm.binary_cross_entropy_with_logits_value_and_grad(
