@@ -247,6 +247,14 @@ def check_class_weight(w, n_classes: int):
     return w
 
 
+def bad_labels_message(nbad: int, n_classes: int, ignore_index: int, index: int, value) -> str:
+    """The error for class indices outside [0, C) (checked by each backend's kernel)."""
+    return (
+        f"target holds {nbad} class index(es) outside [0, {n_classes}) that are not "
+        f"ignore_index={ignore_index}, e.g. target[{index}] = {value}"
+    )
+
+
 def target_is_probs(t, x_shape: tuple[int, ...], ignore_index: int) -> bool:
     """Cross-entropy's target: float class probabilities of the input's shape (True) or
     integer class indices of shape ``x_shape[:-1]`` (False); anything else raises."""

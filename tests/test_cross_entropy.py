@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+from conftest import TOL
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -31,7 +32,6 @@ def kernel(request):
 
 
 # relative tolerance of the loss; the gradient's tolerance is TOL * max|grad|
-TOL = {np.float32: 1e-6, np.float64: 1e-12}
 FUNCS = {
     "value": fm.cross_entropy,
     "grad": fm.cross_entropy_grad,

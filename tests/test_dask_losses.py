@@ -22,6 +22,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+from conftest import TOL
 import pytest
 
 dask = pytest.importorskip("dask")
@@ -39,7 +40,7 @@ from reference_elementwise import bce_with_logits_ref, gaussian_nll_loss_ref, kl
 from registry import ELEMENTWISE, cases  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-RTOL = {np.float32: 1e-6, np.float64: 1e-12}
+RTOL = TOL
 SYNC = "synchronous"
 
 

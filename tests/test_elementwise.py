@@ -21,6 +21,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from conftest import TOL, same
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -37,7 +38,6 @@ from reference_elementwise import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-TOL = {np.float32: 1e-6, np.float64: 1e-12}
 HYPO = settings(
     max_examples=40,
     deadline=None,
@@ -107,13 +107,6 @@ def max_abs(a):
 
 def grad_scale(reduction, denom):
     return 1.0 / denom if (reduction in ("mean", "batchmean") and denom) else 1.0
-
-
-def same(a, b):
-    """Bitwise-equal results (NaN == NaN), with the same dtype and shape."""
-    a = np.asarray(a)
-    b = np.asarray(b)
-    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
 
 
 # --- strategies ---------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The vectorizable scalar math in fastmle._math against NumPy (float64 reference)."""
+"""The vectorizable scalar math in fastmle._cpu.numerics against NumPy (float64 reference)."""
 
 from __future__ import annotations
 

@@ -395,15 +395,20 @@ def test_c_contiguous_float_input_is_not_copied():
 
 
 def test_editing_any_module_invalidates_cached_kernels(tmp_path):
-    """Kernels inline helpers from other modules: editing only _math.py must
-    recompile them, not load stale code."""
+    """Kernels inline helpers from other modules: editing only _cpu/numerics.py, or the
+    loss table they compile in (_calls.py), must recompile them, not load stale code;
+    editing a module outside the kernels' folder (the CLI) must not."""
     pkg = tmp_path / "pkg"
     shutil.copytree(ROOT / "fastmle", pkg / "fastmle", ignore=shutil.ignore_patterns("__pycache__"))
     env = _no_cache_env(tmp_path)
     _run_cache_script(pkg, env, tmp_path)
     warm = _run_cache_script(pkg, env, tmp_path)
     assert warm["hits"] >= 1 and warm["misses"] == 0
-    math_py = pkg / "fastmle" / "_math.py"
-    math_py.write_text(math_py.read_text() + "\n# an edit\n")
-    edited = _run_cache_script(pkg, env, tmp_path)
-    assert edited["misses"] >= 1 and edited["hits"] == 0
+    cli_py = pkg / "fastmle" / "cli.py"
+    cli_py.write_text(cli_py.read_text() + "\n# an edit\n")
+    assert _run_cache_script(pkg, env, tmp_path)["misses"] == 0
+    for edit in ("_cpu/numerics.py", "_calls.py"):
+        path = pkg / "fastmle" / edit
+        path.write_text(path.read_text() + "\n# an edit\n")
+        edited = _run_cache_script(pkg, env, tmp_path)
+        assert edited["misses"] >= 1 and edited["hits"] == 0, edit

@@ -17,13 +17,13 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from conftest import TOL
 import pytest
 
 import fastmle as fm
 
 ROOT = Path(__file__).resolve().parents[1]
 DTYPES = [np.float32, np.float64]
-TOL = {np.float32: 1e-6, np.float64: 1e-12}
 REDUCTIONS = ["none", "mean", "sum"]
 
 

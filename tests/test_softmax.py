@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from conftest import TOL
 import pytest
 import scipy.special as sps
 from hypothesis import HealthCheck, given, settings
@@ -11,7 +12,6 @@ from hypothesis import strategies as st
 import fastmle as fm
 from reference import log_softmax_ref, logsumexp_ref, softmax_ref
 
-TOL = {np.float32: 1e-6, np.float64: 1e-12}
 FUNCS = {"logsumexp": fm.logsumexp, "softmax": fm.softmax, "log_softmax": fm.log_softmax}
 
 

@@ -27,6 +27,7 @@ from numba import njit, prange
 from . import rows as _rows
 from .jit import KERNEL_OPTIONS, PARALLEL_OPTIONS
 from .numerics import exp_nonpos, from_sortable, log1p, sortable
+from .._rules import bad_labels_message
 from .threads import launch
 
 # --- kernels --------------------------------------------------------------------
@@ -519,10 +520,7 @@ def labels(t, n_classes, ignore_index, w, row0=0):
     t = np.ascontiguousarray(t)
     nbad, first, wsum = launch(_check_labels, t, n_classes, ignore_index, w)
     if nbad:
-        raise ValueError(
-            f"target holds {nbad} class index(es) outside [0, {n_classes}) that are not "
-            f"ignore_index={ignore_index}, e.g. target[{row0 + first}] = {t[first]}"
-        )
+        raise ValueError(bad_labels_message(nbad, n_classes, ignore_index, row0 + first, t[first]))
     return t, wsum
 
 

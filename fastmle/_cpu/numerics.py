@@ -430,7 +430,7 @@ _atanh2_third64 = _make_atanh2(np.float64, tuple(1.0 / (2 * j + 1) for j in rang
 
 def _generic(name, f32, f64):
     def stub(x):
-        raise NotImplementedError(f"fastmle._math.{name} is only callable from jitted code")
+        raise NotImplementedError(f"fastmle._cpu.numerics.{name} is only callable from jitted code")
 
     stub.__name__ = name
 

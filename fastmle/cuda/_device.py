@@ -16,7 +16,7 @@ import numpy as np
 from numba import cuda
 
 from .._calls import LOSSES
-from .._rules import as_float_array, check_no_overlap
+from .._rules import as_float_array, bad_labels_message, check_no_overlap
 from . import _kernels as K
 
 _local = threading.local()
@@ -250,10 +250,7 @@ def strict_check(e, s, labels=None) -> None:
         t2, c, ii = labels
         first = int(h[K.ERR_FIRST_LABEL])
         val = t2[first : first + 1].copy_to_host()[0]
-        raise ValueError(
-            f"target holds {h[K.ERR_LABELS]} class index(es) outside [0, {c}) that are "
-            f"not ignore_index={ii}, e.g. target[{first}] = {val}"
-        )
+        raise ValueError(bad_labels_message(int(h[K.ERR_LABELS]), c, ii, first, val))
     bad = _bad_values(h)
     if bad:
         i, n = bad[0]

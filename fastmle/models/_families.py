@@ -100,7 +100,7 @@ class Categorical:
 
     fused = None
     classifier = True
-    # the Hessian as one product over the classes (_linear.softmax_hessian), not pairs
+    # the Hessian as one product over the classes (_cpu.linear.softmax_hessian), not pairs
     kron_hessian = True
 
     def __init__(self, n_classes: int, symmetric: bool = False):

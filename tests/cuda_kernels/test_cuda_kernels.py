@@ -31,12 +31,12 @@ from fastmle.cuda import _kernels as K  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the loss registry
 import registry  # noqa: E402
+from conftest import TOL  # noqa: E402
 
 if SIM:
     K.THREADS = 8
 
 DTYPES = [np.float32, np.float64]
-TOL = {np.float32: 1e-6, np.float64: 1e-12}
 rng = np.random.default_rng(12345)
 
 
