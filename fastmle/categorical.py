@@ -11,11 +11,8 @@ and its gradient is  d loss_i / d x_ij = p_ij * sum_k w_k q'_ik - w_j q'_ij,
 p = softmax(x). Minimising the mean of loss_i over data drawn from p_data is
 minimising KL(p_data || p_model): cross-entropy minus the (constant) data entropy.
 
-Numerics: with m = max_j x_ij, s = sum_j exp(x_ij - m) >= 1 cannot overflow, and
-lse_i - x_ij = log1p(s - 1) - (x_ij - m) is a sum of two non-negative terms, where
-s - 1 is summed without the max element's exact 1: the loss keeps full relative
-accuracy even when it is tiny (log1p(exp(-30)) for a gap of 30, where PyTorch's
-log(s) loses three digits). Row sums are accumulated in float64.
+The kernels and their numerics (a log-sum-exp that keeps full relative accuracy for
+tiny losses, float64 row sums) are in ``fastmle._cpu.cross_entropy``.
 """
 
 from __future__ import annotations

@@ -1,14 +1,4 @@
-"""Softmax cross-entropy (the categorical negative log-likelihood) and its gradient.
-
-For logits x (N, C), targets t and class weights w, with q the target
-distribution (one-hot at t, or given probabilities) smoothed as
-q' = (1 - eps) q + eps / C, the loss of row i is
-
-    loss_i = sum_j w_j q'_ij (lse_i - x_ij),   lse_i = log sum_j exp(x_ij)
-
-and its gradient is  d loss_i / d x_ij = p_ij * sum_k w_k q'_ik - w_j q'_ij,
-p = softmax(x). Minimising the mean of loss_i over data drawn from p_data is
-minimising KL(p_data || p_model): cross-entropy minus the (constant) data entropy.
+"""Softmax cross-entropy kernels (the formula: ``fastmle.categorical``).
 
 Numerics: with m = max_j x_ij, s = sum_j exp(x_ij - m) >= 1 cannot overflow, and
 lse_i - x_ij = log1p(s - 1) - (x_ij - m) is a sum of two non-negative terms, where
