@@ -555,6 +555,35 @@ def test_memmap_fortran_and_float32(tmp_path):
         )
 
 
+@pytest.mark.parametrize("make", [fm.LogisticRegression, fm.PoissonRegression])
+def test_memmap_written_with_nan_during_the_fit_raises(tmp_path, monkeypatch, make):
+    """Issue 17 item 14: X is checked for NaN on the first pass only; a memmap rewritten
+    with NaN during the fit gave NaN (or stale) parameters without an error."""
+    from fastmle.models import _solver
+
+    X, y = logistic_data(12, 4000, 5)
+    path = tmp_path / "X.npy"
+    mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.float64, shape=X.shape)
+    mm[:] = X
+    mm.flush()
+    Xr = np.load(path, mmap_mode="r")
+    calls = []
+    evaluate = _solver.Problem.evaluate
+
+    def spoiling(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # after the first pass: another process writes NaN
+            mm[100:200] = np.nan
+            mm.flush()
+        return evaluate(self, *args, **kwargs)
+
+    monkeypatch.setattr(_solver.Problem, "evaluate", spoiling)
+    model = make()
+    with pytest.raises(ValueError, match="X .changed during the fit.* NaN or infinity"):
+        model.fit(Xr, y)
+    assert not hasattr(model, "params_")
+
+
 # --- 5. bad input and hard cases ------------------------------------------------------------
 
 

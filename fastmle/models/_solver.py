@@ -173,6 +173,12 @@ def nll_sums(blocks, check, W, family, layout, hess, count_wrong, robust=None):
                 block_loss, R = family.loss_grad(Z, yb, swb)  # may overwrite Z
                 loss += block_loss
                 backprop(Xb, R, G)
+    if not check and not np.isfinite(G).all():
+        # X and y were checked on the first pass; NaN now means they changed since (a
+        # memmap written to during the fit). An overflow (inf) passes this re-read.
+        for Xb, yb, *_ in blocks:
+            check_finite_block(Xb, "X (changed during the fit?)")
+            check_finite_block(yb, "y (changed during the fit?)")
     return loss, G, Hf, Hv, wrong, sq, meat
 
 
