@@ -719,3 +719,26 @@ def test_poisson_negative_counts_are_refused(tmp_path, frame, capsys):
     data = write_csv(tmp_path / "neg.csv", {"a": frame["a"][:50], "y": frame["a"][:50]})
     code, out, err = run(["fit", data, "--target", "y", "--family", "poisson"], capsys)
     assert code == 2 and "negative values" in err and "counts >= 0" in err
+
+
+@pytest.mark.parametrize("family,target", [("bernoulli", "y01"), ("gaussian", "yg")])
+def test_units_of_the_features_do_not_change_the_fit(tmp_path, frame, capsys, family, target):
+    """Issue 17 item 14: features in units of 1e-8 gave zero coefficients marked
+    converged. Through the command: the coefficient of a column scaled by 1e-8 is 1e8
+    times the unscaled one, with the same standard errors in the same units and the
+    same log-likelihood."""
+    base = {k: frame[k] for k in ("a", "b", target)}
+    tiny = dict(base, a=frame["a"] * 1e-8)
+    fits = []
+    for name, cols in (("base", base), ("tiny", tiny)):
+        path = write_csv(tmp_path / f"{name}.csv", cols)
+        res, _ = fit_json(tmp_path, path, capsys, "--target", target, "--family", family)
+        fits.append(res)
+    (ref, got) = fits
+    assert got["converged"] and got["loglik"] == pytest.approx(ref["loglik"], rel=1e-10)
+    scale = {"a": 1e8}
+    for p, q in zip(ref["params"], got["params"]):
+        s = scale.get(p["name"], 1.0)
+        assert q["coef"] == pytest.approx(p["coef"] * s, rel=1e-8)
+        assert q["std_err"] == pytest.approx(p["std_err"] * s, rel=1e-8)
+        assert abs(q["coef"]) > 0
