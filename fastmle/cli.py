@@ -78,6 +78,19 @@ def _parser() -> argparse.ArgumentParser:
         "proportional to it: log(exposure) is an offset)",
     )
     f.add_argument(
+        "--cov-type",
+        choices=("nonrobust", "HC0", "HC1", "cluster"),
+        default="nonrobust",
+        help="the covariance behind the standard errors: the inverse information "
+        "(default), heteroscedasticity-robust sandwiches HC0 / HC1 (x n/(n-k)), or "
+        "clustered by --groups",
+    )
+    f.add_argument(
+        "--groups",
+        metavar="COLUMN",
+        help="--cov-type cluster: a numeric column of cluster labels",
+    )
+    f.add_argument(
         "--delimiter",
         metavar="CHAR",
         help="CSV field delimiter: one character, or tab, comma, semicolon, pipe "
@@ -191,20 +204,42 @@ def fit(args: argparse.Namespace) -> int:
             os.unlink(tmp)
 
 
+def _extra_columns(args) -> dict[str, str]:
+    """The columns read with X but not features of it: ``{"exposure": COLUMN, "groups":
+    COLUMN}`` as given, checked against the other roles."""
+    exposure, groups = getattr(args, "exposure", None), getattr(args, "groups", None)
+    if exposure is not None and args.family != "poisson":
+        raise UsageError(f"--exposure is for --family poisson, not {args.family}")
+    if (groups is not None) != (getattr(args, "cov_type", "nonrobust") == "cluster"):
+        raise UsageError("--groups COLUMN and --cov-type cluster go together")
+    extra = {k: v for k, v in (("exposure", exposure), ("groups", groups)) if v is not None}
+    if exposure is not None and exposure == groups:
+        raise UsageError(f"column {exposure!r} cannot be the exposure and also the groups")
+    for role, col in extra.items():
+        if col in (args.target, args.weights):
+            other = "target" if col == args.target else "weights"
+            raise UsageError(f"column {col!r} cannot be the {role} and also the {other}")
+        if args.features and col in args.features:
+            raise UsageError(f"column {col!r} cannot be the {role} and also a feature")
+    return extra
+
+
+def _take_column(data, col: str, role: str, source: str) -> np.ndarray:
+    """Column ``col`` (read as one more column of X) taken out of X."""
+    if col not in data.features:
+        raise UsageError(f"--{role} {col!r} is not a column of {source}")
+    j = data.features.index(col)
+    values = np.array(data.X[:, j], dtype=np.float64)
+    data.X = np.delete(data.X, j, axis=1)
+    data.features = [c for c in data.features if c != col]
+    return values
+
+
 def _fit(args: argparse.Namespace, tmp: str | None) -> int:
     t0 = time.perf_counter()
-    exposure_col = getattr(args, "exposure", None)
-    if exposure_col is not None and args.family != "poisson":
-        raise UsageError(f"--exposure is for --family poisson, not {args.family}")
-    if exposure_col is not None and exposure_col in (args.target, args.weights):
-        raise UsageError(
-            f"column {exposure_col!r} cannot be the exposure and also the "
-            f"{'target' if exposure_col == args.target else 'weights'}"
-        )
-    if exposure_col is not None and args.features and exposure_col in args.features:
-        raise UsageError(f"column {exposure_col!r} cannot be the exposure and also a feature")
-    features = args.features + [exposure_col] if args.features and exposure_col else args.features
-    extra = int(exposure_col is not None)
+    extra_cols = _extra_columns(args)
+    features = args.features + list(extra_cols.values()) if args.features else args.features
+    extra = len(extra_cols)
     bar = Bar(f"reading {args.data}")
     try:
         data = read(
@@ -220,20 +255,14 @@ def _fit(args: argparse.Namespace, tmp: str | None) -> int:
     finally:
         bar.close()
     read_time = time.perf_counter() - t0
-    exposure = None
-    if exposure_col is not None:  # read as one more column of X, then taken out of it
-        if exposure_col not in data.features:
-            raise UsageError(f"--exposure {exposure_col!r} is not a column of {args.data}")
-        j = data.features.index(exposure_col)
-        exposure = np.array(data.X[:, j], dtype=np.float64)
-        if not (exposure > 0).all():
-            i = int(np.flatnonzero(~(exposure > 0))[0])
-            raise UsageError(
-                f"exposure {exposure_col!r} must be > 0 (got {exposure[i]:g} in "
-                f"data row {i + 1}, 1-based)"
-            )
-        data.X = np.delete(data.X, j, axis=1)
-        data.features = [c for c in data.features if c != exposure_col]
+    taken = {role: _take_column(data, col, role, args.data) for role, col in extra_cols.items()}
+    exposure, groups = taken.get("exposure"), taken.get("groups")
+    if exposure is not None and not (exposure > 0).all():
+        i = int(np.flatnonzero(~(exposure > 0))[0])
+        raise UsageError(
+            f"exposure {extra_cols['exposure']!r} must be > 0 (got {exposure[i]:g} in "
+            f"data row {i + 1}, 1-based)"
+        )
     y = _check_target(data.y, data.target, args.family)
     _check_size(
         data.X.shape[0],
@@ -245,10 +274,10 @@ def _fit(args: argparse.Namespace, tmp: str | None) -> int:
     X = _named(data.X, data.features)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        kw = {} if groups is None else {"groups": groups}
         if args.family == "poisson":
-            model.fit(X, y, sample_weight=data.sample_weight, exposure=exposure)
-        else:
-            model.fit(X, y, sample_weight=data.sample_weight)
+            kw["exposure"] = exposure
+        model.fit(X, y, sample_weight=data.sample_weight, **kw)
     for w in caught:
         print(f"fastmle: warning: {str(w.message).splitlines()[0]}", file=sys.stderr)
     n = data.X.shape[0]
@@ -406,6 +435,7 @@ def _estimator(args, verbose: int):
         alpha=args.alpha,
         fit_intercept=not args.no_intercept,
         max_iter=args.max_iter,
+        cov_type=getattr(args, "cov_type", "nonrobust"),
         verbose=verbose,
     )
     if args.family == "bernoulli":
@@ -472,6 +502,9 @@ def results(model, args, data, read_time: float) -> dict:
             out["modelled_class"] = out["classes"][1]  # P(target = classes[1]) is modelled
     if args.family == "poisson":
         out["exposure"] = getattr(args, "exposure", None)
+    out["cov_type"] = model.cov_type
+    if getattr(args, "groups", None) is not None:
+        out["groups"] = args.groups
     for name in ("llnull", "llr", "llr_pvalue", "pseudo_r2", "r2", "deviance"):
         if hasattr(model, name + "_"):
             out[name] = float(getattr(model, name + "_"))

@@ -742,3 +742,37 @@ def test_units_of_the_features_do_not_change_the_fit(tmp_path, frame, capsys, fa
         assert q["coef"] == pytest.approx(p["coef"] * s, rel=1e-8)
         assert q["std_err"] == pytest.approx(p["std_err"] * s, rel=1e-8)
         assert abs(q["coef"]) > 0
+
+
+@pytest.mark.parametrize("cov_type", ["HC0", "HC1", "cluster"])
+def test_fit_robust_covariance(tmp_path, frame, capsys, cov_type):
+    """--cov-type (and --groups for clusters): the estimator's robust standard errors."""
+    groups = (np.arange(3000) % 37).astype(float)
+    path = write_csv(tmp_path / "d.csv", {**{k: frame[k] for k in ("a", "b", "y01")}, "g": groups})
+    args = ["--target", "y01", "--family", "bernoulli", "--cov-type", cov_type]
+    if cov_type == "cluster":
+        args += ["--groups", "g"]
+    res, out = fit_json(tmp_path, path, capsys, *args)
+    X = np.column_stack([frame["a"], frame["b"]] + ([] if cov_type == "cluster" else [groups]))
+    model = fm.LogisticRegression(cov_type=cov_type)
+    model.fit(X, frame["y01"], **({"groups": groups} if cov_type == "cluster" else {}))
+    assert res["cov_type"] == cov_type and res["features"] == (
+        ["a", "b"] if cov_type == "cluster" else ["a", "b", "g"]
+    )
+    np.testing.assert_allclose([p["std_err"] for p in res["params"]], model.bse_, rtol=1e-9)
+    assert cov_type in out  # the summary names the covariance
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--groups", "g"], "--groups COLUMN and --cov-type cluster go together"),
+        (["--cov-type", "cluster"], "--groups COLUMN and --cov-type cluster go together"),
+        (["--cov-type", "cluster", "--groups", "y01"], "cannot be the groups and also the target"),
+        (["--cov-type", "cluster", "--groups", "nope"], "--groups 'nope' is not a column"),
+    ],
+)
+def test_fit_groups_misuse_is_one_line(tmp_path, frame, capsys, args, message):
+    path = write_csv(tmp_path / "d.csv", {k: frame[k][:100] for k in ("a", "y01")})
+    code, out, err = run(["fit", path, "--target", "y01", "--family", "bernoulli", *args], capsys)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
