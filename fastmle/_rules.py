@@ -247,6 +247,16 @@ def check_class_weight(w, n_classes: int):
     return w
 
 
+def as_class_indices(t: np.ndarray) -> np.ndarray:
+    """Host class indices as a C-contiguous int32/int64 array (other integer dtypes
+    become int64; uint64 values beyond int64 are refused rather than wrapped)."""
+    if t.dtype not in (np.int32, np.int64):
+        if t.dtype == np.uint64 and t.size and t.max() > np.iinfo(np.int64).max:
+            raise ValueError("target holds class indices larger than int64")
+        t = t.astype(np.int64)
+    return np.ascontiguousarray(t)
+
+
 def bad_labels_message(nbad: int, n_classes: int, ignore_index: int, index: int, value) -> str:
     """The error for class indices outside [0, C) (checked by each backend's kernel)."""
     return (

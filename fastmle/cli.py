@@ -224,15 +224,18 @@ def _extra_columns(args) -> dict[str, str]:
     return extra
 
 
-def _take_column(data, col: str, role: str, source: str) -> np.ndarray:
-    """Column ``col`` (read as one more column of X) taken out of X."""
-    if col not in data.features:
-        raise UsageError(f"--{role} {col!r} is not a column of {source}")
-    j = data.features.index(col)
-    values = np.array(data.X[:, j], dtype=np.float64)
-    data.X = np.delete(data.X, j, axis=1)
-    data.features = [c for c in data.features if c != col]
-    return values
+def _take_columns(data, columns: dict[str, str], source: str) -> dict[str, np.ndarray]:
+    """The ``{role: column}`` read as more columns of X, taken out of it (one copy of X)."""
+    for role, col in columns.items():
+        if col not in data.features:
+            raise UsageError(f"--{role} {col!r} is not a column of {source}")
+    if not columns:
+        return {}
+    idx = {role: data.features.index(col) for role, col in columns.items()}
+    taken = {role: np.array(data.X[:, j], dtype=np.float64) for role, j in idx.items()}
+    data.X = np.delete(data.X, list(idx.values()), axis=1)
+    data.features = [c for c in data.features if c not in columns.values()]
+    return taken
 
 
 def _fit(args: argparse.Namespace, tmp: str | None) -> int:
@@ -255,7 +258,7 @@ def _fit(args: argparse.Namespace, tmp: str | None) -> int:
     finally:
         bar.close()
     read_time = time.perf_counter() - t0
-    taken = {role: _take_column(data, col, role, args.data) for role, col in extra_cols.items()}
+    taken = _take_columns(data, extra_cols, args.data)
     exposure, groups = taken.get("exposure"), taken.get("groups")
     if exposure is not None and not (exposure > 0).all():
         i = int(np.flatnonzero(~(exposure > 0))[0])

@@ -17,7 +17,7 @@ from numba import njit, prange
 from . import rows as _rows
 from .jit import KERNEL_OPTIONS, PARALLEL_OPTIONS
 from .numerics import exp_nonpos, from_sortable, log1p, sortable
-from .._rules import bad_labels_message
+from .._rules import as_class_indices, bad_labels_message
 from .threads import launch
 
 # --- kernels --------------------------------------------------------------------
@@ -503,11 +503,7 @@ def labels(t, n_classes, ignore_index, w, row0=0):
     """Class indices ``t`` (N,) as a contiguous int32/int64 array, checked to lie in
     [0, C) unless equal to ignore_index; returns it and the sum of w[t] over the kept
     rows. ``row0``: the index of t's first row in the whole batch (for the message)."""
-    if t.dtype not in (np.int32, np.int64):
-        if t.dtype == np.uint64 and t.size and t.max() > np.iinfo(np.int64).max:
-            raise ValueError("target holds class indices larger than int64")
-        t = t.astype(np.int64)
-    t = np.ascontiguousarray(t)
+    t = as_class_indices(t)
     nbad, first, wsum = launch(_check_labels, t, n_classes, ignore_index, w)
     if nbad:
         raise ValueError(bad_labels_message(nbad, n_classes, ignore_index, row0 + first, t[first]))

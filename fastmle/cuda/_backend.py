@@ -35,6 +35,7 @@ from .._calls import (
     split,
 )
 from .._reduction import grad_scale
+from .._rules import as_array, as_class_indices
 from . import _kernels as K
 from ._device import (
     as_numba,
@@ -79,9 +80,9 @@ def operand(a, name: str, dtype):
     return device_operand(a, name, np.dtype(dtype), _context()[0])
 
 
-def array(a):
+def array(a, name: str = "target"):
     d = as_numba(a, _context()[0])
-    return np.asarray(a) if d is None else d
+    return as_array(a, name) if d is None else d
 
 
 def ones(n: int, dtype):
@@ -228,11 +229,11 @@ def _reduce_dv(kind, dvf, r, l_, op, dt, s):
 
 
 def _class_indices(target, s):
-    """Class indices on the device as int32/int64 (host data is copied as int64)."""
+    """Class indices on the device as int32/int64 (host data as ``_rules.as_class_indices``
+    makes it)."""
     t = as_numba(target, s)
     if t is None:
-        th = np.asarray(target, dtype=np.int64, order="C")
-        return cuda.to_device(th.reshape(-1), stream=s)
+        return cuda.to_device(as_class_indices(np.asarray(target)).reshape(-1), stream=s)
     if t.dtype not in (np.int32, np.int64):
         raise TypeError(
             f"target has dtype {t.dtype}: pass integer class indices (int32/int64 on the "

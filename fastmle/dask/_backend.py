@@ -19,7 +19,7 @@ import numpy as np
 from .._calls import LOSSES, LSE, CrossEntropy, Pointwise, Softmax
 from .._kinds import is_dask
 from .._reduction import grad_scale, reduce_total
-from .._rules import as_float_array, float_dtype, reject_non_numeric
+from .._rules import as_array, as_float_array, float_dtype, reject_non_numeric
 from .._cpu import backend as _cpu
 from .._cpu import cross_entropy as _ce
 from .._cpu import elementwise as _ew
@@ -74,7 +74,7 @@ def array(a, name: str = "target"):
     if is_dask(a):
         _check_chunks(a, name)
         return a
-    return np.asarray(a)
+    return as_array(a, name)
 
 
 def ones(n: int, dtype) -> np.ndarray:

@@ -20,6 +20,7 @@ import warnings
 import numpy as np
 
 from .._kinds import is_dask
+from ._chunks import check_X, map_chunks, reduce_chunks
 
 
 class ConvergenceWarning(UserWarning):
@@ -49,8 +50,6 @@ def reduce_rows(fn, *arrays) -> list:
     """``[fn(*arrays)]`` for NumPy arrays (or None); for Dask arrays chunked alike, fn
     of each chunk, computed on the cluster, in chunk order."""
     if any(is_dask(a) for a in arrays):
-        from ._chunks import reduce_chunks
-
         return reduce_chunks(fn, *arrays)
     return [fn(*arrays)]
 
@@ -58,8 +57,6 @@ def reduce_rows(fn, *arrays) -> list:
 def map_rows(fn, *arrays, dtype, **kwargs):
     """``fn(*arrays, **kwargs)``, lazily chunk by chunk for Dask arrays (of ``dtype``)."""
     if any(is_dask(a) for a in arrays):
-        from ._chunks import map_chunks
-
         return map_chunks(fn, *arrays, dtype=dtype, **kwargs)
     return fn(*arrays, **kwargs)
 
@@ -116,8 +113,6 @@ class BaseEstimator:
         if hasattr(X, "toarray") or hasattr(X, "tocsr"):
             raise TypeError("sparse input is not supported: pass a dense array (X.toarray())")
         if is_dask(X):
-            from ._chunks import check_X
-
             X = check_X(X)
         elif type(X).__module__.startswith("dask"):
             raise TypeError(
@@ -207,14 +202,7 @@ class BaseEstimator:
         """``(sample_weight as float64 or None, its sum)``, checked (n when None)."""
         if sample_weight is None:
             return None, float(n)
-        if is_dask(sample_weight):
-            sw = sample_weight.astype(np.float64)
-        else:
-            sw = np.asarray(sample_weight, dtype=np.float64)
-        if sw.ndim == 0:
-            sw = np.full(n, float(sw))
-        if sw.shape != (n,):
-            raise ValueError(f"sample_weight has shape {sw.shape}, expected ({n},)")
+        sw = per_row(sample_weight, "sample_weight", n)
         parts = np.array(reduce_rows(_weight_sums, sw))
         if not parts[:, 0].all():
             raise ValueError("sample_weight contains NaN or infinity")
@@ -226,6 +214,24 @@ class BaseEstimator:
                 "sample needs a positive weight"
             )
         return sw, float(parts[:, 2].sum())
+
+
+def check_rows(a, name: str, n: int) -> None:
+    """A per-row argument (sample_weight, exposure, offset, groups) has shape (n,)."""
+    if a.shape != (n,):
+        raise ValueError(
+            f"{name} must have shape ({n},), one value per row of X; {name} has shape {a.shape}"
+        )
+
+
+def per_row(a, name: str, n: int):
+    """A per-row number as float64 (NumPy, or Dask lazily), a scalar repeated n times;
+    shape checked, values not."""
+    a = a.astype(np.float64) if is_dask(a) else np.asarray(a, dtype=np.float64)
+    if a.ndim == 0:
+        a = np.full(n, float(a))
+    check_rows(a, name, n)
+    return a
 
 
 def _weight_sums(sw) -> tuple:

@@ -15,12 +15,14 @@ import numpy as np
 from .._cpu.linear import predictor
 from .._kinds import is_dask
 from ..categorical import log_softmax
-from . import _families
+from . import _chunks, _families
 from ._base import (
     BaseEstimator,
     ConvergenceWarning,
     check_finite_block,
+    check_rows,
     map_rows,
+    per_row,
     reduce_rows,
     warning,
 )
@@ -78,12 +80,6 @@ def _distributed():
     return _distributed
 
 
-def _chunks():
-    from . import _chunks
-
-    return _chunks
-
-
 def _rowwise(method):
     """The method also takes a Dask X, and then returns a Dask array: the method on
     each chunk of rows (computed when the user computes it)."""
@@ -118,11 +114,7 @@ def _group_codes(groups, n: int):
     distinct values of ``groups`` (a NumPy or Dask array of n labels)."""
     if not is_dask(groups):
         groups = np.asarray(groups)
-    if groups.ndim != 1 or groups.shape[0] != n:
-        raise ValueError(
-            f"groups must have shape ({n},) (one cluster label per row of X), "
-            f"got shape {groups.shape}"
-        )
+    check_rows(groups, "groups", n)
     values = np.unique(np.concatenate(reduce_rows(np.unique, groups)))
     if values.size < 2:
         raise ValueError(
@@ -133,13 +125,7 @@ def _group_codes(groups, n: int):
 
 def _real_rows(a, name: str, n: int):
     """A per-row float64 array (NumPy or Dask), checked finite, of shape (n,)."""
-    a = a.astype(np.float64) if is_dask(a) else np.asarray(a, dtype=np.float64)
-    if a.ndim == 0:
-        a = np.full(n, float(a))
-    if a.shape != (n,):
-        raise ValueError(
-            f"{name} must have shape ({n},) (one value per row of X), got shape {a.shape}"
-        )
+    a = per_row(a, name, n)
     if not all(reduce_rows(_all_finite, a)):
         raise ValueError(f"{name} contains NaN or infinity")
     return a
@@ -282,7 +268,7 @@ class _LinearMLE(BaseEstimator):
                 else f"groups is only used with cov_type='cluster' (cov_type={self.cov_type!r})"
             )
         if is_dask(X):
-            y, sample_weight, exposure, offset, groups = _chunks().rows_like(
+            y, sample_weight, exposure, offset, groups = _chunks.rows_like(
                 X, y, sample_weight, exposure, offset, groups
             )
         else:
@@ -550,7 +536,7 @@ class _LinearMLE(BaseEstimator):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # feature names: checked above
             probe = getattr(self, name)(np.zeros((1, X.shape[1])))
-        return _chunks().map_rows_2d(functools.partial(_call, self, name), X, probe, token=name)
+        return _chunks.map_rows_2d(functools.partial(_call, self, name), X, probe, token=name)
 
     def _linear(self, X) -> np.ndarray:
         self._check_is_fitted()
