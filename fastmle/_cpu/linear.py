@@ -20,10 +20,14 @@ import numpy as np
 from numba import get_num_threads, njit, prange
 
 from .elementwise import _bce_logits_point
+from .numerics import exp, exp_nonpos
+from .rows import sum64
 from .jit import KERNEL_OPTIONS, PARALLEL_OPTIONS, POINTWISE_OPTIONS
 from .threads import launch
 
 CHUNK = 1024
+_NO_WEIGHTS = np.zeros(0)  # an absent per-row argument
+_NO_ROWS = np.zeros((0, 0))
 
 
 @njit(**KERNEL_OPTIONS)
@@ -103,6 +107,35 @@ def _backprop_rows(X, R, p, i0, i1):
 
 
 @njit(**KERNEL_OPTIONS)
+def _squares_rows(X, sw, p, i0, i1):
+    for i in range(i0, i1):
+        w = sw[i] if sw.shape[0] else 1.0
+        p[0] += w
+        for j in range(X.shape[1]):
+            x = np.float64(X[i, j])
+            p[j + 1] += w * (x * x)
+
+
+@njit(**PARALLEL_OPTIONS)
+def _squares_kernel(X, sw, out):
+    n = X.shape[0]
+    nch = (n + CHUNK - 1) // CHUNK
+    parts = np.zeros((nch, out.shape[0]))
+    for c in prange(nch):
+        _squares_rows(X, sw, parts[c], c * CHUNK, min(n, (c + 1) * CHUNK))
+    _add_parts(parts, out)
+
+
+def column_squares(X: np.ndarray, sw) -> np.ndarray:
+    """[sum w, sum_i w_i x_ij^2 for each column j] of rows X (sw float64 or None), in
+    float64: one parallel read of X (NaN or inf in X shows as a non-finite sum)."""
+    out = np.zeros(X.shape[1] + 1)
+    if X.shape[0]:
+        launch(_squares_kernel, X, _NO_WEIGHTS if sw is None else sw, out)
+    return out
+
+
+@njit(**KERNEL_OPTIONS)
 def _add_parts(parts, out):
     """out += parts[0] + parts[1] + ..., in chunk order. Not ``out += parts[c]`` in the
     parallel kernel: Numba makes that a parfor, one thread launch per chunk (25x slower
@@ -124,65 +157,91 @@ def _backprop_kernel(X, R, G):
     _add_parts(parts, G)
 
 
-@njit(**POINTWISE_OPTIONS)
-def _bernoulli_row(z, y, sw, unit, i, perfect, cnt):
-    # (weighted loss, gradient) of one row, and its [misclassified, perfect] counts
-    lz, rz = _bce_logits_point(z, y[i], 1.0)
-    m = (2.0 * y[i] - 1.0) * z
-    if unit or sw[i] > 0.0:
-        if m <= 0.0:
-            cnt[0] += 1
-        elif m > perfect:
-            cnt[1] += 1
-    if unit:
-        return lz, rz
-    return sw[i] * lz, sw[i] * rz
+# -- the fused passes of the one-predictor families -----------------------------------
+# Each chunk of CHUNK rows goes through four loops: the linear predictor (X read from
+# memory), the family's point formula over the chunk's predictors (a loop over
+# contiguous arrays, which vectorizes; called row by row inside the dot-product loop
+# it did not, and cost as much as reading X: 30 of 72 ms per 10^6 x 50 rows, measured),
+# the back-propagation (X again, now from cache) and, for a Hessian, the rows
+# sqrt(h) [1, x] that one BLAS product squares (see :func:`gram_rows`).
+
+
+@njit(**KERNEL_OPTIONS)
+def _chunk_predictor(X, wt, off, z, i0, i1):
+    # z[:] = wt[0] + X[i0:i1] . wt[1:] (+ off[i0:i1])
+    _predict_rows(X[i0:i1], wt.reshape((1, wt.shape[0])), z.reshape((z.shape[0], 1)), 0, i1 - i0)
+    if off.shape[0]:
+        for j in range(z.shape[0]):
+            z[j] += off[i0 + j]
+
+
+@njit(**KERNEL_OPTIONS)
+def _chunk_rows(X, r, h, p, A, i0, i1):
+    # p += [1, X[i0:i1]]^T r, and A[i0:i1] = sqrt(h) [1, X[i0:i1]] where A is not empty
+    _backprop_rows(X[i0:i1], r.reshape((r.shape[0], 1)), p.reshape((1, p.shape[0])), 0, i1 - i0)
+    if A.shape[0]:
+        for j in range(i1 - i0):
+            s = np.sqrt(h[j])
+            A[i0 + j, 0] = s
+            for c in range(X.shape[1]):
+                A[i0 + j, c + 1] = s * np.float64(X[i0 + j, c])
 
 
 @njit(**POINTWISE_OPTIONS)
-def _bernoulli_rows(X, wt, y, sw, perfect, p, cnt, Z, i0, i1):
-    # the Bernoulli NLL of rows i0..i1 and p += its gradient, each row read once: the
-    # dot products and updates vectorize (fast-math helpers), the point formula is
-    # the public BCE-with-logits one, without fast-math (same bits as that loss)
-    loss = 0.0
-    b = wt[0]
-    w = wt[1:]
-    unit = sw.shape[0] == 0
-    i = i0
-    while i + 4 <= i1:
-        s0, s1, s2, s3 = _dot4(w, X[i], X[i + 1], X[i + 2], X[i + 3])
-        if Z.shape[0]:
-            Z[i], Z[i + 1], Z[i + 2], Z[i + 3] = b + s0, b + s1, b + s2, b + s3
-        l0, r0 = _bernoulli_row(b + s0, y, sw, unit, i, perfect, cnt)
-        l1, r1 = _bernoulli_row(b + s1, y, sw, unit, i + 1, perfect, cnt)
-        l2, r2 = _bernoulli_row(b + s2, y, sw, unit, i + 2, perfect, cnt)
-        l3, r3 = _bernoulli_row(b + s3, y, sw, unit, i + 3, perfect, cnt)
-        loss += (l0 + l1) + (l2 + l3)
-        p[0] += (r0 + r1) + (r2 + r3)
-        _axpy4(p[1:], r0, r1, r2, r3, X, i)
-        i += 4
-    for r in range(i, i1):
-        zr = b + _dot(X[r], w)
-        if Z.shape[0]:
-            Z[r] = zr
-        lr, rr = _bernoulli_row(zr, y, sw, unit, r, perfect, cnt)
-        loss += lr
-        p[0] += rr
-        _axpy(p[1:], rr, X[r])
-    return loss
+def _bernoulli_points(z, y, sw, nll, r, h):
+    # each row's weighted NLL, dNLL/dz and (h not empty) d2NLL/dz^2 = w p (1 - p) at
+    # log-odds z: the public BCE-with-logits point formula, without fast-math (the
+    # same bits as that loss)
+    if sw.shape[0]:
+        for j in range(z.shape[0]):
+            lj, rj = _bce_logits_point(z[j], y[j], 1.0)
+            nll[j] = sw[j] * lj
+            r[j] = sw[j] * rj
+    else:
+        for j in range(z.shape[0]):
+            nll[j], r[j] = _bce_logits_point(z[j], y[j], 1.0)
+    if h.shape[0]:
+        for j in range(z.shape[0]):
+            e = exp_nonpos(-abs(z[j]))
+            h[j] = e / ((1.0 + e) * (1.0 + e))  # p (1 - p), no overflow for large |z|
+            if sw.shape[0]:
+                h[j] *= sw[j]
+
+
+@njit(**KERNEL_OPTIONS)
+def _bernoulli_counts(z, y, sw, perfect, cnt):
+    # cnt += [misclassified rows, rows of margin > perfect] among rows of positive weight
+    wrong = good = 0
+    for j in range(z.shape[0]):
+        m = (2.0 * y[j] - 1.0) * z[j]
+        keep = sw.shape[0] == 0 or sw[j] > 0.0
+        wrong += keep and m <= 0.0
+        good += keep and m > perfect
+    cnt[0] += wrong
+    cnt[1] += good
 
 
 @njit(**PARALLEL_OPTIONS)
-def _bernoulli_kernel(X, wt, y, sw, perfect, G, counts, Z):
+def _bernoulli_kernel(X, wt, y, sw, perfect, G, counts, Z, A):
     n = X.shape[0]
     nch = (n + CHUNK - 1) // CHUNK
-    parts = np.zeros((nch, 1, G.shape[1]))
+    parts = np.zeros((nch, G.shape[1]))
     cnts = np.zeros((nch, 2), np.int64)
     losses = np.zeros(nch)
     for c in prange(nch):
-        losses[c] = _bernoulli_rows(
-            X, wt, y, sw, perfect, parts[c, 0], cnts[c], Z, c * CHUNK, min(n, (c + 1) * CHUNK)
-        )
+        i0 = c * CHUNK
+        i1 = min(n, i0 + CHUNK)
+        m = i1 - i0
+        z = Z[i0:i1] if Z.shape[0] else np.empty(m)
+        nll = np.empty(m)
+        r = np.empty(m)
+        h = np.empty(m if A.shape[0] else 0)
+        swc = sw[i0:i1] if sw.shape[0] else sw
+        _chunk_predictor(X, wt, _NO_WEIGHTS, z, i0, i1)
+        _bernoulli_points(z, y[i0:i1], swc, nll, r, h)
+        _bernoulli_counts(z, y[i0:i1], swc, perfect, cnts[c])
+        losses[c] = sum64(nll)
+        _chunk_rows(X, r, h, parts[c], A, i0, i1)
     _add_parts(parts, G)
     loss = 0.0
     for c in range(nch):
@@ -190,9 +249,6 @@ def _bernoulli_kernel(X, wt, y, sw, perfect, G, counts, Z):
         counts[0] += cnts[c, 0]
         counts[1] += cnts[c, 1]
     return loss
-
-
-_NO_WEIGHTS = np.zeros(0)
 
 
 def bernoulli_pass(
@@ -204,78 +260,58 @@ def bernoulli_pass(
     counts: np.ndarray,
     perfect: float,
     Z=None,
+    A=None,
 ) -> float:
     """The summed (weighted) Bernoulli NLL of rows ``X`` with log-odds
     ``Wt[0, 0] + X . Wt[0, 1:]``, ``G += its gradient`` (shape (1, d + 1)) and
     ``counts += [misclassified rows, rows of margin > perfect]`` (positive weight):
     the predictor, the BCE-with-logits point formula and the back-propagation fused
     in one read of each row (y float64 of 0/1, sw float64 or None). ``Z``: a float64
-    array of n, if given, receives the log-odds."""
+    array of n, if given, receives the log-odds; ``A``: a float64 array of (n, d + 1),
+    if given, receives the rows ``sqrt(h) [1, x]`` of the Hessian's weights
+    ``h = w p (1 - p)`` (the Hessian is ``A^T A``: :func:`gram_rows`)."""
     if not X.shape[0]:
         return 0.0
     sw = _NO_WEIGHTS if sw is None else sw
     Z = _NO_WEIGHTS if Z is None else Z
-    return float(launch(_bernoulli_kernel, X, Wt[0], y, sw, perfect, G, counts, Z))
+    A = _NO_ROWS if A is None else A
+    return float(launch(_bernoulli_kernel, X, Wt[0], y, sw, perfect, G, counts, Z, A))
 
 
 @njit(**POINTWISE_OPTIONS)
-def _poisson_row(z, y, sw, unit, i):
-    # (weighted NLL without the log(y!) constant, gradient) of one row at log-mean z:
-    # mu - y z and mu - y; exp overflows to inf only where the NLL itself is inf
-    mu = np.exp(z)
-    if unit:
-        return mu - y[i] * z, mu - y[i]
-    return sw[i] * (mu - y[i] * z), sw[i] * (mu - y[i])
-
-
-@njit(**POINTWISE_OPTIONS)
-def _poisson_rows(X, wt, y, sw, off, p, Z, i0, i1):
-    # the Poisson NLL of rows i0..i1 and p += its gradient, each row read once (as
-    # _bernoulli_rows); ``off``: the per-row offsets, or empty
-    loss = 0.0
-    b = wt[0]
-    w = wt[1:]
-    unit = sw.shape[0] == 0
-    has_off = off.shape[0] > 0
-    i = i0
-    while i + 4 <= i1:
-        s0, s1, s2, s3 = _dot4(w, X[i], X[i + 1], X[i + 2], X[i + 3])
-        z0, z1, z2, z3 = b + s0, b + s1, b + s2, b + s3
-        if has_off:
-            z0, z1, z2, z3 = z0 + off[i], z1 + off[i + 1], z2 + off[i + 2], z3 + off[i + 3]
-        if Z.shape[0]:
-            Z[i], Z[i + 1], Z[i + 2], Z[i + 3] = z0, z1, z2, z3
-        l0, r0 = _poisson_row(z0, y, sw, unit, i)
-        l1, r1 = _poisson_row(z1, y, sw, unit, i + 1)
-        l2, r2 = _poisson_row(z2, y, sw, unit, i + 2)
-        l3, r3 = _poisson_row(z3, y, sw, unit, i + 3)
-        loss += (l0 + l1) + (l2 + l3)
-        p[0] += (r0 + r1) + (r2 + r3)
-        _axpy4(p[1:], r0, r1, r2, r3, X, i)
-        i += 4
-    for r in range(i, i1):
-        zr = b + _dot(X[r], w)
-        if has_off:
-            zr += off[r]
-        if Z.shape[0]:
-            Z[r] = zr
-        lr, rr = _poisson_row(zr, y, sw, unit, r)
-        loss += lr
-        p[0] += rr
-        _axpy(p[1:], rr, X[r])
-    return loss
+def _poisson_points(z, y, sw, nll, r, h):
+    # each row's weighted NLL without the log(y!) constant, dNLL/dz and (h not empty)
+    # d2NLL/dz^2 at log-mean z: mu - y z, mu - y and mu; exp overflows to inf only
+    # where the NLL itself is inf (h is capped there: a rejected trial's Hessian is
+    # not used)
+    for j in range(z.shape[0]):
+        mu = exp(z[j])
+        w = sw[j] if sw.shape[0] else 1.0
+        nll[j] = w * (mu - y[j] * z[j])
+        r[j] = w * (mu - y[j])
+    if h.shape[0]:
+        for j in range(z.shape[0]):
+            h[j] = exp(min(z[j], 700.0)) * (sw[j] if sw.shape[0] else 1.0)
 
 
 @njit(**PARALLEL_OPTIONS)
-def _poisson_kernel(X, wt, y, sw, off, G, Z):
+def _poisson_kernel(X, wt, y, sw, off, G, Z, A):
     n = X.shape[0]
     nch = (n + CHUNK - 1) // CHUNK
-    parts = np.zeros((nch, 1, G.shape[1]))
+    parts = np.zeros((nch, G.shape[1]))
     losses = np.zeros(nch)
     for c in prange(nch):
-        losses[c] = _poisson_rows(
-            X, wt, y, sw, off, parts[c, 0], Z, c * CHUNK, min(n, (c + 1) * CHUNK)
-        )
+        i0 = c * CHUNK
+        i1 = min(n, i0 + CHUNK)
+        m = i1 - i0
+        z = Z[i0:i1] if Z.shape[0] else np.empty(m)
+        nll = np.empty(m)
+        r = np.empty(m)
+        h = np.empty(m if A.shape[0] else 0)
+        _chunk_predictor(X, wt, off, z, i0, i1)
+        _poisson_points(z, y[i0:i1], sw[i0:i1] if sw.shape[0] else sw, nll, r, h)
+        losses[c] = sum64(nll)
+        _chunk_rows(X, r, h, parts[c], A, i0, i1)
     _add_parts(parts, G)
     loss = 0.0
     for c in range(nch):
@@ -284,32 +320,57 @@ def _poisson_kernel(X, wt, y, sw, off, G, Z):
 
 
 def poisson_pass(
-    X: np.ndarray, Wt: np.ndarray, y: np.ndarray, sw, G: np.ndarray, offset=None, Z=None
+    X: np.ndarray, Wt: np.ndarray, y: np.ndarray, sw, G: np.ndarray, offset=None, Z=None, A=None
 ) -> float:
     """The summed (weighted) Poisson NLL ``sum w (mu - y eta)`` (without the constant
     ``log(y!)``) of rows ``X`` with log-mean ``eta = Wt[0, 0] + X . Wt[0, 1:] + offset``
     and ``G += its gradient`` (shape (1, d + 1)): the predictor, ``mu = exp(eta)`` and
     the back-propagation fused in one read of each row (y, sw, offset float64 or None).
-    ``Z``: a float64 array of n, if given, receives eta (offset included)."""
+    ``Z``: a float64 array of n, if given, receives eta (offset included); ``A``: as
+    in :func:`bernoulli_pass`, with ``h = w mu``."""
     if not X.shape[0]:
         return 0.0
     sw = _NO_WEIGHTS if sw is None else sw
     off = _NO_WEIGHTS if offset is None else offset
     Z = _NO_WEIGHTS if Z is None else Z
-    return float(launch(_poisson_kernel, X, Wt[0], y, sw, off, G, Z))
+    A = _NO_ROWS if A is None else A
+    return float(launch(_poisson_kernel, X, Wt[0], y, sw, off, G, Z, A))
+
+
+@njit(**POINTWISE_OPTIONS)
+def _poisson_sum_rows(y, sw, off, p, i0, i1):
+    for i in range(i0, i1):
+        w = sw[i] if sw.shape[0] else 1.0
+        o = off[i] if off.shape[0] else 0.0
+        yi = y[i]
+        p[0] += w
+        p[1] += w * yi
+        if yi != 0.0 and yi != 1.0:  # log(0!) = log(1!) = 0 (the common counts)
+            p[2] += w * math.lgamma(yi + 1.0)
+        if yi > 0.0:  # 0 log 0 = 0
+            p[3] += w * (yi * math.log(yi))
+        p[4] += w * math.exp(o)  # inf past exp's range, as the NLL
+        p[5] += w * (yi * o)
 
 
 @njit(**PARALLEL_OPTIONS)
-def _lgamma1_kernel(y, out):
-    for i in prange(y.shape[0]):
-        out[i] = math.lgamma(y[i] + 1.0)
+def _poisson_sums_kernel(y, sw, off, out):
+    n = y.shape[0]
+    nch = (n + CHUNK - 1) // CHUNK
+    parts = np.zeros((nch, out.shape[0]))
+    for c in prange(nch):
+        _poisson_sum_rows(y, sw, off, parts[c], c * CHUNK, min(n, (c + 1) * CHUNK))
+    _add_parts(parts, out)
 
 
-def lgamma1(y: np.ndarray) -> np.ndarray:
-    """log(y!) = lgamma(y + 1) of each element of a float64 array."""
-    out = np.empty(y.shape[0])
+def poisson_sums(y: np.ndarray, sw, offset) -> np.ndarray:
+    """Weighted sums of [1, y, log(y!), y log y, exp(offset), y offset] over the rows
+    (y, sw, offset float64; sw, offset may be None), in one parallel pass."""
+    out = np.zeros(6)
     if y.shape[0]:
-        launch(_lgamma1_kernel, y, out)
+        sw = _NO_WEIGHTS if sw is None else sw
+        off = _NO_WEIGHTS if offset is None else offset
+        launch(_poisson_sums_kernel, y, sw, off, out)
     return out
 
 
@@ -372,6 +433,25 @@ def _gram_part(Xf, w):
         return A.T @ A, s @ A  # NumPy calls syrk for a product with its transpose
     A = Xf * w[:, None]
     return A.T @ Xf, A.sum(axis=0)
+
+
+def _square(A):
+    return A.T @ A  # NumPy calls syrk for a product with its transpose
+
+
+def gram_rows(A: np.ndarray, H: np.ndarray) -> None:
+    """H += A^T A for float64 rows A (the rows sqrt(h) [1, x] of a fused pass): BLAS
+    syrk on ``GRAM_PARTS`` fixed row slices in parallel, added in slice order (one
+    BLAS thread each, as :func:`gram`), so the bits do not depend on the thread count.
+    On 2 cores, 10^6 x 51 rows: 66 ms, against 137 ms for one product on one thread
+    and 115 ms for one product on OpenBLAS's two threads (measured)."""
+    n = A.shape[0]
+    if n < 1024 * GRAM_PARTS:
+        H += _square(A)
+        return
+    cuts = [n * i // GRAM_PARTS for i in range(GRAM_PARTS + 1)]
+    for part in _gram_pool().map(_square, [A[a:b] for a, b in zip(cuts, cuts[1:])]):
+        H += part
 
 
 def gram(X: np.ndarray, Wts: np.ndarray, H: np.ndarray) -> None:

@@ -6,8 +6,9 @@ intercepts by ``initial_intercepts(sums)``.
 
 A family sees one block of rows at a time: ``Z`` of shape (n, k) holds the k
 linear predictors of each row, ``y`` the targets, ``sw`` the sample weights (or
-None). Either ``fused(Xb, W, y, sw, G, counts, Z=None)`` does a block's NLL,
-gradient and row counts in one read of X (Z only if asked for), or ``fused`` is
+None). Either ``fused(Xb, W, y, sw, G, counts, Z=None, A=None)`` does a block's
+NLL, gradient and row counts in one read of X (Z only if asked for; the rows
+``sqrt(h) [1, x]`` of a one-predictor Hessian ``A^T A`` into ``A`` if given), or ``fused`` is
 None and ``loss_grad(Z, y, sw)`` returns the weighted NLL of the block (a float64
 sum) and ``R = dNLL/dZ`` (n, k), with ``margins(Z, y)`` (each row's own-class score
 minus the best other) for the separation counts of a classifier. For Newton steps
@@ -27,7 +28,7 @@ import math
 
 import numpy as np
 
-from .._cpu.linear import bernoulli_pass, lgamma1, poisson_pass
+from .._cpu.linear import bernoulli_pass, poisson_pass, poisson_sums
 from ..categorical import cross_entropy_value_and_grad, softmax
 from ..gaussian import gaussian_nll_loss_value_and_grad
 
@@ -84,11 +85,12 @@ class Bernoulli:
         h = e / (1.0 + e) ** 2  # p (1 - p), without overflow for large |z|
         return (h if sw is None else h * sw)[:, None]
 
-    def fused(self, Xb, W, y, sw, G, counts, Z=None) -> float:
-        """NLL of a block, ``G += gradient``, ``counts += row_counts``, and the linear
-        predictors into ``Z`` (n, 1) if given: one read of X."""
+    def fused(self, Xb, W, y, sw, G, counts, Z=None, A=None) -> float:
+        """NLL of a block, ``G += gradient``, ``counts += row_counts``, the linear
+        predictors into ``Z`` (n, 1) and the Hessian's rows into ``A`` if given: one
+        read of X."""
         return bernoulli_pass(
-            Xb, W, y, sw, G, counts, PERFECT, None if Z is None else Z.reshape(-1)
+            Xb, W, y, sw, G, counts, PERFECT, None if Z is None else Z.reshape(-1), A
         )
 
 
@@ -253,11 +255,7 @@ class Poisson:
     @staticmethod
     def target_sums(y, sw, offset=None) -> np.ndarray:
         """Weighted sums of [1, y, log(y!), y log y, exp(offset), y offset]."""
-        o = np.zeros_like(y) if offset is None else offset
-        with np.errstate(over="ignore"):
-            e = np.exp(o)
-        rows = (np.ones_like(y), y, lgamma1(y), _xlogy(y, y), e, y * o)
-        return np.array([_weighted(r, sw) for r in rows])
+        return poisson_sums(y, sw, offset)
 
     def initial_intercepts(self, sums) -> np.ndarray:
         # the predictor's scale: the information per row is ~ mean(y) x^2, so in units
@@ -268,10 +266,10 @@ class Poisson:
         # the intercept-only MLE: exp(b) sum w exp(offset) = sum w y
         return np.array([math.log(wy / sums[4])])
 
-    def fused(self, Xb, W, y, sw, G, counts, Z=None, offset=None) -> float:
-        """NLL of a block (without log(y!)), ``G += gradient`` and the log-means into
-        ``Z`` (n, 1) if given: one read of X."""
-        return poisson_pass(Xb, W, y, sw, G, offset, None if Z is None else Z.reshape(-1))
+    def fused(self, Xb, W, y, sw, G, counts, Z=None, A=None, offset=None) -> float:
+        """NLL of a block (without log(y!)), ``G += gradient``, the log-means into
+        ``Z`` (n, 1) and the Hessian's rows into ``A`` if given: one read of X."""
+        return poisson_pass(Xb, W, y, sw, G, offset, None if Z is None else Z.reshape(-1), A)
 
     @staticmethod
     def scores(Z, y):

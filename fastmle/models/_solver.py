@@ -24,7 +24,9 @@ import numpy as np
 from .._cpu.linear import (
     KRON_BYTES,
     backprop,
+    column_squares,
     gram,
+    gram_rows,
     group_sums,
     predictor,
     softmax_hessian,
@@ -66,12 +68,24 @@ class Result:
 # blocks: each block costs a parallel launch and Python work, ~0.4 ms (measured: 4 MB
 # blocks made a 10^6 x 50 logistic pass 108 ms, the kernel alone 66 ms).
 FUSED_BLOCK_BYTES = 32 << 20
+# A fused Hessian pass writes each block's rows sqrt(h) [1, x] (float64) for one BLAS
+# product: 16 MB of them per block, or a tenth of X's rows if fewer (the buffer stays
+# small next to X). Per-block costs (launch, thread hand-offs, BLAS set-up) made
+# 10^6 x 50 passes 207 / 158 / 145 / 130 / 125 ms with 2 / 4 / 8 / 16 / 32 MB (measured).
+HESS_BLOCK_BYTES = 16 << 20
 
 
-def block_rows(X, nbytes: int = BLOCK_BYTES) -> int:
-    """Rows per block: about ``nbytes`` of X, a multiple of 1024."""
-    d = X.shape[1]
-    return max(1024, (nbytes // max(1, d * X.dtype.itemsize)) // 1024 * 1024)
+def block_rows(X, nbytes: int = BLOCK_BYTES, row_bytes: int = 0) -> int:
+    """Rows per block: about ``nbytes`` of X (or of rows of ``row_bytes``), a multiple
+    of 1024."""
+    row_bytes = row_bytes or X.shape[1] * X.dtype.itemsize
+    return max(1024, (nbytes // max(1, row_bytes)) // 1024 * 1024)
+
+
+def hessian_rows(X) -> int:
+    """Rows per block of a fused Hessian pass (see ``HESS_BLOCK_BYTES``)."""
+    rows = block_rows(X, HESS_BLOCK_BYTES, 8 * (X.shape[1] + 1))
+    return max(1024, min(rows, X.shape[0] // 10 // 1024 * 1024))
 
 
 class RowBlocks:
@@ -87,9 +101,10 @@ class RowBlocks:
     def __iter__(self):
         return self.sized(BLOCK_BYTES)
 
-    def sized(self, nbytes: int):
+    def sized(self, nbytes: int = 0, rows: int = 0):
+        """Blocks of about ``nbytes`` of X, or of ``rows`` rows."""
         X, y, sw, off, grp = self.X, self.y, self.sw, self.offset, self.groups
-        n, rows = X.shape[0], block_rows(X, nbytes)
+        n, rows = X.shape[0], rows or block_rows(X, nbytes)
         for s in range(0, n, rows):
             yield (
                 float_block(X[s : s + rows]),
@@ -141,25 +156,36 @@ def nll_sums(blocks, check, W, family, layout, hess, count_wrong, robust=None):
     loss, wrong = 0.0, np.zeros(2, np.int64)
     count_wrong = (count_wrong or hess) and family.classifier
     fused = family.fused is not None
+    # a one-predictor Hessian from the fused pass: its rows sqrt(h) [1, x], squared by BLAS
+    rows_hessian = fused and hess and layout[0] == "pairs" and list(layout[1]) == [0]
+    A = buf = None
     with one_blas_thread() if hess else contextlib.nullcontext():
-        for Xb, yb, swb, ob, gb in blocks if hess or not fused else blocks.sized(FUSED_BLOCK_BYTES):
+        sized = blocks
+        if rows_hessian:
+            sized = blocks.sized(rows=hessian_rows(blocks.X))
+        elif fused and not hess:
+            sized = blocks.sized(FUSED_BLOCK_BYTES)
+        for Xb, yb, swb, ob, gb in sized:
             if check:
-                part = _column_squares(Xb, swb)
+                part = column_squares(Xb, swb)
                 if not np.isfinite(part).all():  # NaN or inf in X (or squares past 1e308)
                     check_finite_block(Xb)
                 sq += part
             if fused:  # the loss, gradient and counts in one read of the block
-                Z = np.empty((Xb.shape[0], k)) if hess else None
-                loss += (
-                    family.fused(Xb, W, yb, swb, G, wrong, Z)
-                    if ob is None
-                    else family.fused(Xb, W, yb, swb, G, wrong, Z, offset=ob)
-                )
+                m = Xb.shape[0]
+                Z = np.empty((m, k)) if hess and (meat is not None or not rows_hessian) else None
+                if rows_hessian:  # one buffer for the pass's blocks (the last may be short)
+                    buf = np.empty((m, d1)) if buf is None or buf.shape[0] < m else buf
+                    A = buf[:m]
+                extra = {} if ob is None else {"offset": ob}
+                loss += family.fused(Xb, W, yb, swb, G, wrong, Z, A, **extra)
             else:
                 Z = predictor(Xb, W)
             if meat is not None:
                 _score_products(Xb, family.scores(Z, yb), swb, gb, meat)
-            if hess and layout[0] == "kron":
+            if rows_hessian:
+                gram_rows(A, Hf[0])
+            elif hess and layout[0] == "kron":
                 softmax_hessian(Xb, family.probabilities(Z)[:, outputs], swb, Hf)
             elif hess:
                 Wts = family.hess_weights(Z, yb, swb)
@@ -224,14 +250,6 @@ def one_blas_thread():
     except ImportError:
         return contextlib.nullcontext()
     return threadpool_limits(1, user_api="blas")
-
-
-def _column_squares(Xb, swb) -> np.ndarray:
-    """[sum w, sum w x_j^2 for each column j] of one block, in float64."""
-    Xf = np.asarray(Xb, dtype=np.float64)
-    if swb is None:
-        return np.concatenate([[Xb.shape[0]], np.einsum("ij,ij->j", Xf, Xf)])
-    return np.concatenate([[swb.sum()], swb @ (Xf * Xf)])
 
 
 def _augmented(Xb, yb, swb, intercept: bool) -> np.ndarray:
