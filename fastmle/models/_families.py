@@ -6,9 +6,10 @@ intercepts by ``initial_intercepts(sums)``.
 
 A family sees one block of rows at a time: ``Z`` of shape (n, k) holds the k
 linear predictors of each row, ``y`` the targets, ``sw`` the sample weights (or
-None). Either ``fused(Xb, W, y, sw, G, counts, Z=None, A=None)`` does a block's
-NLL, gradient and row counts in one read of X (Z only if asked for; the rows
-``sqrt(h) [1, x]`` of a one-predictor Hessian ``A^T A`` into ``A`` if given), or ``fused`` is
+None). Either ``fused(Xb, W, y, sw, G, counts, Z=None, A=None, sq=None)`` does a
+block's NLL, gradient and row counts in one read of X (Z only if asked for; the rows
+``sqrt(h) [1, x]`` of a one-predictor Hessian ``A^T A`` into ``A`` and the weighted
+column squares of [1, X] into ``sq`` if given), or ``fused`` is
 None and ``loss_grad(Z, y, sw)`` returns the weighted NLL of the block (a float64
 sum) and ``R = dNLL/dZ`` (n, k), with ``margins(Z, y)`` (each row's own-class score
 minus the best other) for the separation counts of a classifier. For Newton steps
@@ -85,12 +86,12 @@ class Bernoulli:
         h = e / (1.0 + e) ** 2  # p (1 - p), without overflow for large |z|
         return (h if sw is None else h * sw)[:, None]
 
-    def fused(self, Xb, W, y, sw, G, counts, Z=None, A=None) -> float:
+    def fused(self, Xb, W, y, sw, G, counts, Z=None, A=None, sq=None) -> float:
         """NLL of a block, ``G += gradient``, ``counts += row_counts``, the linear
-        predictors into ``Z`` (n, 1) and the Hessian's rows into ``A`` if given: one
-        read of X."""
+        predictors into ``Z`` (n, 1), the Hessian's rows into ``A`` and the column
+        squares into ``sq`` if given: one read of X."""
         return bernoulli_pass(
-            Xb, W, y, sw, G, counts, PERFECT, None if Z is None else Z.reshape(-1), A
+            Xb, W, y, sw, G, counts, PERFECT, None if Z is None else Z.reshape(-1), A, sq
         )
 
 
@@ -266,10 +267,12 @@ class Poisson:
         # the intercept-only MLE: exp(b) sum w exp(offset) = sum w y
         return np.array([math.log(wy / sums[4])])
 
-    def fused(self, Xb, W, y, sw, G, counts, Z=None, A=None, offset=None) -> float:
+    def fused(self, Xb, W, y, sw, G, counts, Z=None, A=None, sq=None, offset=None) -> float:
         """NLL of a block (without log(y!)), ``G += gradient``, the log-means into
-        ``Z`` (n, 1) and the Hessian's rows into ``A`` if given: one read of X."""
-        return poisson_pass(Xb, W, y, sw, G, offset, None if Z is None else Z.reshape(-1), A)
+        ``Z`` (n, 1), the Hessian's rows into ``A`` and the column squares into ``sq``
+        if given: one read of X."""
+        Z = None if Z is None else Z.reshape(-1)
+        return poisson_pass(Xb, W, y, sw, G, offset, Z, A, sq)
 
     @staticmethod
     def scores(Z, y):

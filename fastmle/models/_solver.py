@@ -166,11 +166,9 @@ def nll_sums(blocks, check, W, family, layout, hess, count_wrong, robust=None):
         elif fused and not hess:
             sized = blocks.sized(FUSED_BLOCK_BYTES)
         for Xb, yb, swb, ob, gb in sized:
-            if check:
+            part = np.zeros(d1) if check else None
+            if check and not fused:
                 part = column_squares(Xb, swb)
-                if not np.isfinite(part).all():  # NaN or inf in X (or squares past 1e308)
-                    check_finite_block(Xb)
-                sq += part
             if fused:  # the loss, gradient and counts in one read of the block
                 m = Xb.shape[0]
                 Z = np.empty((m, k)) if hess and (meat is not None or not rows_hessian) else None
@@ -178,9 +176,13 @@ def nll_sums(blocks, check, W, family, layout, hess, count_wrong, robust=None):
                     buf = np.empty((m, d1)) if buf is None or buf.shape[0] < m else buf
                     A = buf[:m]
                 extra = {} if ob is None else {"offset": ob}
-                loss += family.fused(Xb, W, yb, swb, G, wrong, Z, A, **extra)
+                loss += family.fused(Xb, W, yb, swb, G, wrong, Z, A, part, **extra)
             else:
                 Z = predictor(Xb, W)
+            if check:
+                if not np.isfinite(part).all():  # NaN or inf in X (or squares past 1e308)
+                    check_finite_block(Xb)
+                sq += part
             if meat is not None:
                 _score_products(Xb, family.scores(Z, yb), swb, gb, meat)
             if rows_hessian:
