@@ -378,8 +378,10 @@ class _LinearMLE(BaseEstimator):
 
     def _model_sums(self, problem, family, y, sw, off, fit) -> dict:
         """What the model-level statistics need: the intercept-only and saturated
-        log-likelihoods (from sums over y alone)."""
-        sums = _target_sums(family, y, sw, off)
+        log-likelihoods (from sums over y alone: those of the start, if it took them)."""
+        sums = getattr(problem, "target_sums", None)
+        if sums is None:
+            sums = _target_sums(family, y, sw, off)
         return {
             "llnull": family.null_loglik(sums),
             "llsat": family.saturated_loglik(sums),
@@ -465,7 +467,8 @@ class _LinearMLE(BaseEstimator):
         ):
             return Start(self._W[mask].copy())
         W = np.zeros(mask.shape)
-        W[:, 0] = family.initial_intercepts(_target_sums(family, y, sw, problem.offset))
+        problem.target_sums = _target_sums(family, y, sw, problem.offset)
+        W[:, 0] = family.initial_intercepts(problem.target_sums)
         return Start(W[mask])
 
     def _natural(self, theta, cov):
