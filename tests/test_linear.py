@@ -73,3 +73,88 @@ def test_softmax_hessian(weighted, dtype):
         for i in range(n)
     )
     np.testing.assert_allclose(H, ref, rtol=1e-10, atol=1e-10 * np.abs(ref).max())
+
+
+def _fused_reference(family, X, w, y, sw, off):
+    """(NLL sum, gradient, Hessian rows sqrt(h) [1, x], column squares) in float64."""
+    Xa = _augmented(X)
+    z = Xa @ w + (0.0 if off is None else off)
+    s = np.ones(X.shape[0]) if sw is None else sw
+    if family == "bernoulli":
+        nll = np.logaddexp(0.0, z) - y * z
+        r = 1.0 / (1.0 + np.exp(-z)) - y
+        h = np.exp(-np.abs(z)) / (1.0 + np.exp(-np.abs(z))) ** 2
+    else:
+        nll = np.exp(z) - y * z
+        r = np.exp(z) - y
+        h = np.exp(z)
+    sq = np.concatenate([[s.sum()], s @ (Xa[:, 1:] ** 2)])
+    return (s * nll).sum(), (s * r) @ Xa, np.sqrt(s * h)[:, None] * Xa, sq, z
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    n=st.integers(1, 2600),
+    d=st.integers(1, 9),
+    family=st.sampled_from(["bernoulli", "poisson"]),
+    weighted=st.booleans(),
+    with_offset=st.booleans(),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    seed=st.integers(0, 2**16),
+)
+def test_fused_passes(n, d, family, weighted, with_offset, dtype, seed):
+    # n crosses the 1024-row chunks and the 4-row tiles; the optional outputs (Z, the
+    # Hessian's rows A, the column squares) against float64 NumPy formulas
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d)).astype(dtype)
+    Wt = rng.standard_normal((1, d + 1)) * 0.5
+    sw = rng.uniform(0.0, 2.0, n) if weighted else None
+    off = rng.standard_normal(n) * 0.3 if with_offset and family == "poisson" else None
+    if family == "bernoulli":
+        y = (rng.random(n) < 0.5).astype(np.float64)
+    else:
+        y = rng.poisson(1.5, n).astype(np.float64)
+    nll, grad, rows, sq, z = _fused_reference(family, X, Wt[0], y, sw, off)
+    G, Z, A, S = np.ones((1, d + 1)), np.empty(n), np.empty((n, d + 1)), np.ones(d + 1)
+    if family == "bernoulli":
+        counts = np.zeros(2, np.int64)
+        loss = _linear.bernoulli_pass(X, Wt, y, sw, G, counts, 5.0, Z, A, S)
+        m = (2 * y - 1) * z
+        keep = np.ones(n, bool) if sw is None else sw > 0
+        assert counts.tolist() == [np.sum(keep & (m <= 0)), np.sum(keep & (m > 5.0))]
+    else:
+        loss = _linear.poisson_pass(X, Wt, y, sw, G, off, Z, A, S)
+    np.testing.assert_allclose(loss, nll, rtol=1e-11)
+    np.testing.assert_allclose(G, 1.0 + grad[None, :], rtol=1e-11, atol=1e-9)
+    np.testing.assert_allclose(Z, z, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(A, rows, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(S, 1.0 + sq, rtol=1e-12)
+    # without the optional outputs: the same loss and gradient, bit for bit
+    G2 = np.ones((1, d + 1))
+    if family == "bernoulli":
+        loss2 = _linear.bernoulli_pass(X, Wt, y, sw, G2, np.zeros(2, np.int64), 5.0)
+    else:
+        loss2 = _linear.poisson_pass(X, Wt, y, sw, G2, off)
+    assert loss2 == loss
+    np.testing.assert_array_equal(G2, G)
+    # the Hessian A^T A, by slices in parallel, against one product
+    H = np.zeros((d + 1, d + 1))
+    _linear.gram_rows(A, H)
+    np.testing.assert_allclose(H, rows.T @ rows, rtol=1e-11, atol=1e-10)
+
+
+def test_column_squares_and_poisson_sums():
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((3000, 4)).astype(np.float32)
+    sw = rng.uniform(0, 2, 3000)
+    ref = np.concatenate([[sw.sum()], sw @ X.astype(np.float64) ** 2])
+    np.testing.assert_allclose(_linear.column_squares(X, sw), ref, rtol=1e-12)
+    # counts, and non-integer targets (log Gamma(y + 1) != 0 between 0 and 1)
+    y = np.concatenate([rng.poisson(2.0, 2000), rng.uniform(0, 3, 1000)]).astype(float)
+    off = rng.standard_normal(3000)
+    from scipy.special import gammaln, xlogy
+
+    rows = (np.ones(3000), y, gammaln(y + 1), xlogy(y, y), np.exp(off), y * off)
+    ref = [r @ sw for r in rows]
+    np.testing.assert_allclose(_linear.poisson_sums(y, sw, off), ref, rtol=1e-12)
+    assert _linear.poisson_sums(np.zeros(0), None, None).tolist() == [0.0] * 6
