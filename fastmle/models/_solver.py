@@ -3,8 +3,9 @@
 Every evaluation reads X once, in blocks of rows sized to stay in cache: Z = [1, X]
 W, the family's fused loss and gradient, G += [1, X]^T R and, when a Hessian is
 wanted, the weighted Gram matrices. Extra memory is a few blocks plus O(p^2) for
-p parameters. X is never copied as a whole: a float32 block stays float32, a
-block of another dtype or layout is converted alone.
+p parameters (the fused Hessian pass: one buffer of 16 MB or a tenth of X's rows,
+whichever is smaller). X is never copied as a whole: a float32 block stays float32,
+a block of another dtype or layout is converted alone.
 
 The objective is ``sum_i w_i NLL_i + alpha/2 * sum_j W[:, j]^T P W[:, j]`` over
 the non-intercept columns j, with the family's penalty matrix P.
