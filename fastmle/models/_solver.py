@@ -65,10 +65,12 @@ class Result:
     quasi: np.ndarray | None = None  # parameters running off (quasi-separation)
 
 
-# A fused pass (one kernel per block, nothing kept between kernels) takes bigger
-# blocks: each block costs a parallel launch and Python work, ~0.4 ms (measured: 4 MB
-# blocks made a 10^6 x 50 logistic pass 108 ms, the kernel alone 66 ms).
-FUSED_BLOCK_BYTES = 32 << 20
+# A fused pass (one kernel per block, nothing kept between kernels) takes big blocks:
+# each block costs a parallel launch and Python work, ~0.4 ms under TBB and more
+# under workqueue (measured: 4 MB blocks made a 10^6 x 50 logistic pass 108 ms, the
+# kernel alone 66 ms; 32 MB blocks left workqueue fits 35% slower than TBB's, 256 MB
+# blocks ~10%). The kernel's per-chunk partial sums take ~0.1% of a block.
+FUSED_BLOCK_BYTES = 256 << 20
 # A fused Hessian pass writes each block's rows sqrt(h) [1, x] (float64) for one BLAS
 # product: 16 MB of them per block, or a tenth of X's rows if fewer (the buffer stays
 # small next to X). Per-block costs (launch, thread hand-offs, BLAS set-up) made
