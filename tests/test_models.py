@@ -1324,3 +1324,45 @@ def test_wide_fit_without_inference_never_forms_a_hessian(monkeypatch):
         warnings.simplefilter("ignore", fm.ConvergenceWarning)  # separable: n < p
         m = fm.LogisticRegression(inference=False, max_iter=30).fit(X, y)
     assert m.coef_.shape == (1, 6000) and np.isfinite(m.coef_).all()
+
+
+def test_long_factorisations_are_interruptible():
+    """Issue 13 item 6: LAPACK on a large information matrix (seconds at thousands of
+    parameters) runs in a worker thread, so that Ctrl-C reaches the caller at once."""
+    import _thread
+    import ctypes
+    import sys
+    import threading
+    import time
+
+    from fastmle.models import _linalg
+
+    if sys.platform == "win32":
+        pytest.skip("the stand-in for LAPACK is libc's sleep")
+    libc = ctypes.CDLL(None)
+
+    @_linalg.interruptible
+    def stuck(M):  # stands for LAPACK: 3 s in C, where a pending Ctrl-C is not seen
+        libc.sleep(3)
+        return M
+
+    timer = threading.Timer(0.2, _thread.interrupt_main)  # Ctrl-C, as the flag it sets
+    timer.start()
+    t0 = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        stuck(np.zeros((_linalg.INTERRUPTIBLE_ORDER, 1)))
+    # in the caller's thread, the interrupt would wait for the 3 s call to return
+    assert time.perf_counter() - t0 < 1.5
+    # the solver's factorisations go through it, with the same results in the thread
+    for fn in ("newton_direction", "gram_covariance", "r_solve", "r_covariance"):
+        assert getattr(_linalg, fn).__wrapped__.__name__ == fn
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((1100, _linalg.INTERRUPTIBLE_ORDER))
+    H = A.T @ A
+    cov, bad = _linalg.gram_covariance(H)
+    ref, ref_bad = _linalg.gram_covariance.__wrapped__(H)
+    np.testing.assert_allclose(cov, ref, rtol=1e-12, atol=0)
+    assert not bad.any() and not ref_bad.any()
+    # an exception in the worker reaches the caller
+    with pytest.raises(np.linalg.LinAlgError):
+        _linalg.interruptible(np.linalg.cholesky)(-np.eye(_linalg.INTERRUPTIBLE_ORDER))

@@ -43,8 +43,9 @@ _COV_NAMES = {
 NEWTON_MAX_PARAMS = 20
 
 # Standard errors need the dense p x p information matrix and its inverse: at 5000
-# parameters 200 MB and ~10 s of LAPACK (which Ctrl-C cannot interrupt); beyond,
-# fits refuse inference (inference=False fits the coefficients by L-BFGS alone)
+# parameters 200 MB and ~10 s of LAPACK (in a worker thread, so that Ctrl-C returns at
+# once: _linalg.interruptible); beyond, fits refuse inference (inference=False fits
+# the coefficients by L-BFGS alone)
 MAX_INFERENCE_PARAMS = 5000
 NEWTON_FALLBACK_MAX_PARAMS = 500
 

@@ -20,15 +20,54 @@ Two representations of the information, one per accuracy need:
 
 from __future__ import annotations
 
+import functools
+import threading
+
 import numpy as np
 
 EPS = np.finfo(np.float64).eps
+# From this order on, a factorisation runs in a worker thread (see interruptible):
+# LAPACK on 1000 x 1000 takes ~0.1 s, on 5000 x 5000 (MAX_INFERENCE_PARAMS) ~10 s.
+INTERRUPTIBLE_ORDER = 1000
 # relative eigenvalue of C (cond(C) = cond(A)^2) below which a direction is singular:
 # C's entries carry rounding of ~p eps, so its inverse has ~cond(C) p eps relative error
 GRAM_RANK_TOL = 1e-12
 # relative singular value of the scaled R below which a direction is singular: a
 # computed R is exact for data perturbed by ~p eps relatively (Householder QR)
 R_RANK_TOL = 64 * EPS
+
+
+def interruptible(fn):
+    """``fn(M, ...)`` in a daemon worker thread when M (its first argument) is of order
+    ``INTERRUPTIBLE_ORDER`` or more, the calling thread waiting on an event: a long
+    LAPACK call holds the interpreter in C, where Ctrl-C waits until it returns; the
+    wait is interrupted at once (KeyboardInterrupt in the caller), and the abandoned
+    call finishes in the background. Smaller matrices are done in the caller."""
+
+    @functools.wraps(fn)
+    def run(M, *args):
+        if M.shape[0] < INTERRUPTIBLE_ORDER:
+            return fn(M, *args)
+        out: list = []
+        done = threading.Event()
+
+        def work():
+            try:
+                out.append((True, fn(M, *args)))
+            except BaseException as exc:  # re-raised in the caller
+                out.append((False, exc))
+            finally:
+                done.set()
+
+        threading.Thread(target=work, name="fastmle-lapack", daemon=True).start()
+        while not done.wait(0.05):  # short waits: Ctrl-C is seen on every platform
+            pass
+        ok, value = out[0]
+        if not ok:
+            raise value
+        return value
+
+    return run
 
 
 def unit_scales(diag: np.ndarray) -> np.ndarray:
@@ -44,6 +83,7 @@ def equilibrated(H: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return H / d[:, None] / d[None, :], d
 
 
+@interruptible
 def newton_direction(H: np.ndarray, g: np.ndarray) -> np.ndarray:
     """``H^-1 g``, solved on the equilibrated H; where H is singular or indefinite, a
     step along its eigenvectors with |curvature| (still a descent direction), none
@@ -67,6 +107,7 @@ def _null_parameters(vecs: np.ndarray, null: np.ndarray) -> np.ndarray:
     return np.abs(vecs[:, null]).max(axis=1, initial=0.0) > 1e-8
 
 
+@interruptible
 def gram_covariance(H: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(H^-1, unidentified)``: the inverse of the observed information, and the
     parameters in singular directions of H (their rows and columns of H^-1 are nan)."""
@@ -125,6 +166,7 @@ def _scaled_svd(R: np.ndarray):
     return U, s, Vt, d, s <= s.max(initial=0.0) * R_RANK_TOL
 
 
+@interruptible
 def r_solve(R: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     """Least squares from an R factor: ``x`` minimising ``|R x - b|`` of minimum norm in
     equilibrated coordinates, the unidentified parameters, and the part of ``|b|^2``
@@ -135,6 +177,7 @@ def r_solve(R: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, float
     return x, _null_parameters(Vt.T, null), float(c[null] @ c[null])
 
 
+@interruptible
 def r_covariance(R: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``((R^T R)^-1, unidentified)`` from the SVD of the equilibrated R: accurate to
     cond(R) eps, where the Gram matrix R^T R would give cond(R)^2 eps."""
