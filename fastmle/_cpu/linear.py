@@ -177,8 +177,18 @@ def _chunk_predictor(X, wt, off, z, i0, i1):
 
 
 @njit(**KERNEL_OPTIONS)
-def _chunk_rows(X, r, h, p, A, i0, i1):
-    # p += [1, X[i0:i1]]^T r, and A[i0:i1] = sqrt(h) [1, X[i0:i1]] where A is not empty
+def _chunk_scratch(Z, A, i0, i1):
+    # a chunk's predictors (into Z where it is not empty), NLLs, dNLL/dz and, for a
+    # Hessian (A not empty), d2NLL/dz^2
+    m = i1 - i0
+    z = Z[i0:i1] if Z.shape[0] else np.empty(m)
+    return z, np.empty(m), np.empty(m), np.empty(m if A.shape[0] else 0)
+
+
+@njit(**KERNEL_OPTIONS)
+def _chunk_rows(X, sw, r, h, p, A, sq, i0, i1):
+    # p += [1, X[i0:i1]]^T r; A[i0:i1] = sqrt(h) [1, X[i0:i1]] where A is not empty;
+    # sq += the weighted column squares where sq is not empty
     _backprop_rows(X[i0:i1], r.reshape((r.shape[0], 1)), p.reshape((1, p.shape[0])), 0, i1 - i0)
     if A.shape[0]:
         for j in range(i1 - i0):
@@ -186,6 +196,8 @@ def _chunk_rows(X, r, h, p, A, i0, i1):
             A[i0 + j, 0] = s
             for c in range(X.shape[1]):
                 A[i0 + j, c + 1] = s * np.float64(X[i0 + j, c])
+    if sq.shape[0]:
+        _squares_rows(X, sw, sq, i0, i1)
 
 
 @njit(**POINTWISE_OPTIONS)
@@ -227,25 +239,19 @@ def _bernoulli_kernel(X, wt, y, sw, perfect, G, counts, Z, A, SQ):
     n = X.shape[0]
     nch = (n + CHUNK - 1) // CHUNK
     parts = np.zeros((nch, G.shape[1]))
-    sq_parts = np.zeros((nch if SQ.shape[0] else 0, G.shape[1]))
+    sq_parts = np.zeros((nch, SQ.shape[0]))
     cnts = np.zeros((nch, 2), np.int64)
     losses = np.zeros(nch)
     for c in prange(nch):
         i0 = c * CHUNK
         i1 = min(n, i0 + CHUNK)
-        m = i1 - i0
-        z = Z[i0:i1] if Z.shape[0] else np.empty(m)
-        nll = np.empty(m)
-        r = np.empty(m)
-        h = np.empty(m if A.shape[0] else 0)
+        z, nll, r, h = _chunk_scratch(Z, A, i0, i1)
         swc = sw[i0:i1] if sw.shape[0] else sw
         _chunk_predictor(X, wt, _NO_WEIGHTS, z, i0, i1)
         _bernoulli_points(z, y[i0:i1], swc, nll, r, h)
         _bernoulli_counts(z, y[i0:i1], swc, perfect, cnts[c])
         losses[c] = sum64(nll)
-        _chunk_rows(X, r, h, parts[c], A, i0, i1)
-        if SQ.shape[0]:
-            _squares_rows(X, sw, sq_parts[c], i0, i1)
+        _chunk_rows(X, sw, r, h, parts[c], A, sq_parts[c], i0, i1)
     _add_parts(parts, G)
     _add_parts(sq_parts, SQ)
     loss = 0.0
@@ -307,22 +313,16 @@ def _poisson_kernel(X, wt, y, sw, off, G, Z, A, SQ):
     n = X.shape[0]
     nch = (n + CHUNK - 1) // CHUNK
     parts = np.zeros((nch, G.shape[1]))
-    sq_parts = np.zeros((nch if SQ.shape[0] else 0, G.shape[1]))
+    sq_parts = np.zeros((nch, SQ.shape[0]))
     losses = np.zeros(nch)
     for c in prange(nch):
         i0 = c * CHUNK
         i1 = min(n, i0 + CHUNK)
-        m = i1 - i0
-        z = Z[i0:i1] if Z.shape[0] else np.empty(m)
-        nll = np.empty(m)
-        r = np.empty(m)
-        h = np.empty(m if A.shape[0] else 0)
+        z, nll, r, h = _chunk_scratch(Z, A, i0, i1)
         _chunk_predictor(X, wt, off, z, i0, i1)
         _poisson_points(z, y[i0:i1], sw[i0:i1] if sw.shape[0] else sw, nll, r, h)
         losses[c] = sum64(nll)
-        _chunk_rows(X, r, h, parts[c], A, i0, i1)
-        if SQ.shape[0]:
-            _squares_rows(X, sw, sq_parts[c], i0, i1)
+        _chunk_rows(X, sw, r, h, parts[c], A, sq_parts[c], i0, i1)
     _add_parts(parts, G)
     _add_parts(sq_parts, SQ)
     loss = 0.0
