@@ -380,7 +380,7 @@ class _LinearMLE(BaseEstimator):
     def _model_sums(self, problem, family, y, sw, off, fit) -> dict:
         """What the model-level statistics need: the intercept-only and saturated
         log-likelihoods (from sums over y alone: those of the start, if it took them)."""
-        sums = getattr(problem, "target_sums", None)
+        sums = problem.target_sums
         if sums is None:
             sums = _target_sums(family, y, sw, off)
         return {

@@ -169,9 +169,9 @@ def nll_sums(blocks, check, W, family, layout, hess, count_wrong, robust=None):
         elif fused and not hess:
             sized = blocks.sized(FUSED_BLOCK_BYTES)
         for Xb, yb, swb, ob, gb in sized:
-            part = np.zeros(d1) if check else None
-            if check and not fused:
-                part = column_squares(Xb, swb)
+            part = None  # the first pass's column squares: by the fused kernel, or alone
+            if check:
+                part = np.zeros(d1) if fused else column_squares(Xb, swb)
             if fused:  # the loss, gradient and counts in one read of the block
                 m = Xb.shape[0]
                 Z = np.empty((m, k)) if hess and (meat is not None or not rows_hessian) else None
