@@ -468,6 +468,12 @@ def _gram_part(Xf, w):
     return A.T @ Xf, A.sum(axis=0)
 
 
+def _gram_slices(n: int) -> list[slice]:
+    """The ``GRAM_PARTS`` fixed row slices of n rows that the pool's products take."""
+    cuts = [n * i // GRAM_PARTS for i in range(GRAM_PARTS + 1)]
+    return [slice(a, b) for a, b in zip(cuts, cuts[1:])]
+
+
 def _square(A):
     return A.T @ A  # NumPy calls syrk for a product with its transpose
 
@@ -482,8 +488,7 @@ def gram_rows(A: np.ndarray, H: np.ndarray) -> None:
     if n < 1024 * GRAM_PARTS:
         H += _square(A)
         return
-    cuts = [n * i // GRAM_PARTS for i in range(GRAM_PARTS + 1)]
-    for part in _gram_pool().map(_square, [A[a:b] for a, b in zip(cuts, cuts[1:])]):
+    for part in _gram_pool().map(_square, [A[sl] for sl in _gram_slices(n)]):
         H += part
 
 
@@ -502,7 +507,7 @@ def gram(X: np.ndarray, Wts: np.ndarray, H: np.ndarray) -> None:
     if not n:
         return
     Xf = np.asarray(X, dtype=np.float64)
-    cuts = [n * i // GRAM_PARTS for i in range(GRAM_PARTS + 1)]
+    slices = _gram_slices(n)
     for q in range(Wts.shape[1]):
         w = Wts[:, q]
         if n < 1024 * GRAM_PARTS:
@@ -511,8 +516,8 @@ def gram(X: np.ndarray, Wts: np.ndarray, H: np.ndarray) -> None:
             parts = list(
                 _gram_pool().map(
                     _gram_part,
-                    [Xf[a:b] for a, b in zip(cuts, cuts[1:])],
-                    [w[a:b] for a, b in zip(cuts, cuts[1:])],
+                    [Xf[sl] for sl in slices],
+                    [w[sl] for sl in slices],
                 )
             )
         for XtX, wx in parts:

@@ -13,7 +13,8 @@ column squares of [1, X] into ``sq`` if given), or ``fused`` is
 None and ``loss_grad(Z, y, sw)`` returns the weighted NLL of the block (a float64
 sum) and ``R = dNLL/dZ`` (n, k), with ``margins(Z, y)`` (each row's own-class score
 minus the best other) for the separation counts of a classifier. For Newton steps
-and inference, ``hess_weights(Z, y, sw)`` gives the second derivatives
+and inference, a fused family's pass gives its Hessian's rows; otherwise
+``hess_weights(Z, y, sw)`` gives the second derivatives
 ``d2NLL/dZ_a dZ_b`` for b <= a, packed as columns ``a * (a + 1) // 2 + b``, or,
 with ``kron_hessian``, ``probabilities(Z)`` feed one Kronecker-structured product.
 ``out_scale`` (k,) is the scale of each predictor's units (1 where they carry
@@ -80,11 +81,6 @@ class Bernoulli:
         e = np.exp(-np.abs(z))
         p = np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))  # sigmoid without overflow
         return (p - y)[:, None]
-
-    def hess_weights(self, Z, y, sw):
-        e = np.exp(-np.abs(Z[:, 0]))
-        h = e / (1.0 + e) ** 2  # p (1 - p), without overflow for large |z|
-        return (h if sw is None else h * sw)[:, None]
 
     def fused(self, Xb, W, y, sw, G, counts, Z=None, A=None, sq=None) -> float:
         """NLL of a block, ``G += gradient``, ``counts += row_counts``, the linear
@@ -278,11 +274,6 @@ class Poisson:
     def scores(Z, y):
         with np.errstate(over="ignore"):
             return (np.exp(Z[:, 0]) - y)[:, None]
-
-    def hess_weights(self, Z, y, sw):
-        # mu; capped where a rejected trial step overflows (its Hessian is not used)
-        h = np.exp(np.minimum(Z[:, 0], 700.0))
-        return (h if sw is None else h * sw)[:, None]
 
     @staticmethod
     def null_loglik(sums) -> float:

@@ -159,8 +159,10 @@ def nll_sums(blocks, check, W, family, layout, hess, count_wrong, robust=None):
     loss, wrong = 0.0, np.zeros(2, np.int64)
     count_wrong = (count_wrong or hess) and family.classifier
     fused = family.fused is not None
-    # a one-predictor Hessian from the fused pass: its rows sqrt(h) [1, x], squared by BLAS
-    rows_hessian = fused and hess and layout[0] == "pairs" and list(layout[1]) == [0]
+    # a fused (one-predictor) family's Hessian: the pass's rows sqrt(h) [1, x], squared
+    # by BLAS; its first row is the intercept's vector where only that is free
+    rows_hessian = fused and hess
+    H1 = np.zeros((d1, d1)) if rows_hessian else None
     A = buf = None
     with one_blas_thread() if hess else contextlib.nullcontext():
         sized = blocks
@@ -174,7 +176,7 @@ def nll_sums(blocks, check, W, family, layout, hess, count_wrong, robust=None):
                 part = np.zeros(d1) if fused else column_squares(Xb, swb)
             if fused:  # the loss, gradient and counts in one read of the block
                 m = Xb.shape[0]
-                Z = np.empty((m, k)) if hess and (meat is not None or not rows_hessian) else None
+                Z = np.empty((m, k)) if meat is not None else None
                 if rows_hessian:  # one buffer for the pass's blocks (the last may be short)
                     buf = np.empty((m, d1)) if buf is None or buf.shape[0] < m else buf
                     A = buf[:m]
@@ -189,7 +191,7 @@ def nll_sums(blocks, check, W, family, layout, hess, count_wrong, robust=None):
             if meat is not None:
                 _score_products(Xb, family.scores(Z, yb), swb, gb, meat)
             if rows_hessian:
-                gram_rows(A, Hf[0])
+                gram_rows(A, H1)
             elif hess and layout[0] == "kron":
                 softmax_hessian(Xb, family.probabilities(Z)[:, outputs], swb, Hf)
             elif hess:
@@ -204,6 +206,10 @@ def nll_sums(blocks, check, W, family, layout, hess, count_wrong, robust=None):
                 block_loss, R = family.loss_grad(Z, yb, swb)  # may overwrite Z
                 loss += block_loss
                 backprop(Xb, R, G)
+    if rows_hessian and full_pairs:
+        Hf[0] += H1
+    elif rows_hessian and vec_pairs:
+        Hv[0] += H1[0]
     if not check and not np.isfinite(G).all():
         # X and y were checked on the first pass; NaN now means they changed since (a
         # memmap written to during the fit). An overflow (inf) passes this re-read.
