@@ -110,3 +110,95 @@ class StartupWarm:
         return min(first_result(cache_dir)[1] for _ in range(self.runs))
 
     track_import_and_call.unit = "seconds"
+
+
+# --- the first call of each public function, cold --------------------------------
+# One fresh process per function with an empty cache: what its first call costs a
+# new user (mostly compiling the kernels it needs). Small inputs, so the time is
+# compilation, not work. Estimators: ``fit`` on 500 rows.
+
+_X = "rng.standard_normal({shape}, dtype=np.{dt})"
+_LOSS_CALLS = {
+    "cross_entropy": ("{x}, np.arange(64) % 100", "(64, 100)"),
+    "binary_cross_entropy_with_logits": ("{x}, ({x} > 0).astype(np.{dt})", "1000"),
+    "binary_cross_entropy": ("1 / (1 + np.exp(-{x})), ({x} > 0).astype(np.{dt})", "1000"),
+    "gaussian_nll_loss": ("{x}, {x}, np.abs({x}) + 0.1", "1000"),
+    "mse_loss": ("{x}, {x}", "1000"),
+    "poisson_nll_loss": ("{x}, np.abs({x})", "1000"),
+    "kl_div": ("{x}, np.abs({x})", "1000"),
+}
+FIRST_CALLS = {
+    f"{name}{suffix}": f"fm.{name}{suffix}({args.format(x=_X.format(shape=shape, dt=dt), dt=dt)})"
+    for name, (args, shape) in _LOSS_CALLS.items()
+    for suffix in ("", "_grad", "_value_and_grad")
+    for dt in ["float32"]
+}
+FIRST_CALLS.update(
+    {
+        f: f"fm.{f}({_X.format(shape='(64, 100)', dt='float32')})"
+        for f in ("logsumexp", "softmax", "log_softmax")
+    }
+)
+_FIT = "X = rng.standard_normal((500, 3)); fm.{est}().fit(X, {y})"
+FIRST_CALLS.update(
+    {
+        "LogisticRegression.fit": _FIT.format(est="LogisticRegression", y="X[:, 0] > 0"),
+        "SoftmaxRegression.fit": _FIT.format(est="SoftmaxRegression", y="rng.integers(0, 3, 500)"),
+        "GaussianRegression.fit": _FIT.format(est="GaussianRegression", y="X[:, 0]"),
+        "PoissonRegression.fit": _FIT.format(est="PoissonRegression", y="rng.poisson(1.0, 500)"),
+    }
+)
+
+CALL_CHILD = """\
+import resource
+def cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+import numpy as np
+import fastmle as fm
+rng = np.random.default_rng(0)
+c0 = cpu()
+{call}
+print(cpu() - c0)
+"""
+
+
+def first_call_cpu(name: str, cache_dir: str) -> float:
+    """CPU seconds of the first call of ``FIRST_CALLS[name]`` in a fresh process
+    (after ``import fastmle``) whose Numba cache is ``cache_dir``."""
+    out = subprocess.run(
+        [sys.executable, "-c", CALL_CHILD.format(call=FIRST_CALLS[name])],
+        env=_child_env(cache_dir),
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return float(out.split()[-1])
+
+
+class StartupColdCalls:
+    """CPU seconds of each public function's first call with an empty cache."""
+
+    timeout = 300
+    params = list(FIRST_CALLS)
+    param_names = ["function"]
+
+    def setup(self, name):
+        self.dir = tempfile.mkdtemp(prefix="fastmle-asv-cold-")
+
+    def teardown(self, name):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def track_first_call_cpu(self, name):
+        return first_call_cpu(name, self.dir)
+
+    track_first_call_cpu.unit = "seconds"
+
+
+if __name__ == "__main__":  # the table of the README: python benchmarks/bench_startup.py
+    for name in FIRST_CALLS:
+        d = tempfile.mkdtemp(prefix="fastmle-cold-")
+        try:
+            print(f"{name:48s} {first_call_cpu(name, d):5.2f} s CPU", flush=True)
+        finally:
+            shutil.rmtree(d, ignore_errors=True)

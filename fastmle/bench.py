@@ -41,7 +41,7 @@ import numba
 import numpy as np
 
 import fastmle as fm
-from fastmle._cpu.threads import threading_layer
+from fastmle._cpu.threads import n_threads
 
 #: the kernels, by the name of their fastmle function
 KERNELS = (
@@ -156,7 +156,7 @@ def torch_module():
         import torch
     except ImportError:
         return None
-    torch.set_num_threads(numba.get_num_threads())
+    torch.set_num_threads(n_threads())
     return torch
 
 
@@ -691,7 +691,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     jax = jax_module() if with_jax else None
     print(
         f"fastmle {fm.__version__}, numba {numba.__version__} "
-        f"({numba.get_num_threads()} threads, {threading_layer()} layer, "
+        f"({n_threads()} threads, "
         f"target CPU {_cpu_name()}), numpy {np.__version__}, "
         f"torch {torch.__version__ if torch else 'not installed'}, "
         f"jax {jax.__version__ if jax else 'not installed'}"

@@ -12,31 +12,30 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from . import rows as _rows
-from .jit import KERNEL_OPTIONS, PARALLEL_OPTIONS
-from .numerics import exp_nonpos, from_sortable, log1p, sortable
+from .jit import DRIVER_OPTIONS, KERNEL_OPTIONS
+from .numerics import borrowed, exp_nonpos, from_sortable, log1p, sortable
 from .._rules import as_class_indices, bad_labels_message
-from .threads import launch
+from .threads import run_pieces
 
 # --- kernels --------------------------------------------------------------------
 
 
-@njit(**PARALLEL_OPTIONS)
-def _check_labels(target, n_classes, ignore_index, weight):
-    """(number of bad labels, index of the first one, sum of weight[t] over kept rows)."""
+LABEL_CHUNK = 65536
+
+
+@njit(**DRIVER_OPTIONS)
+def _check_labels(c0, c1, target, n_classes, ignore_index, weight, bad, first, wsum):
+    """Per chunk c of LABEL_CHUNK labels: the number of bad labels, the index of the
+    first one (-1: none) and the float64 sum of weight[t] over the kept rows."""
     n = target.size
-    per = 65536
-    nchunks = (n + per - 1) // per
-    bad = np.zeros(nchunks, np.int64)
-    first = np.full(nchunks, -1, np.int64)
-    wsum = np.zeros(nchunks)
-    for c in prange(nchunks):
+    for c in range(c0, c1):
         acc = 0.0
         nb = 0
         fb = -1
-        for i in range(c * per, min(n, (c + 1) * per)):
+        for i in range(c * LABEL_CHUNK, min(n, (c + 1) * LABEL_CHUNK)):
             t = target[i]
             if t == ignore_index:
                 continue
@@ -49,15 +48,6 @@ def _check_labels(target, n_classes, ignore_index, weight):
         bad[c] = nb
         first[c] = fb
         wsum[c] = acc
-    nbad = 0
-    fbad = -1
-    total = 0.0
-    for c in range(nchunks):
-        nbad += bad[c]
-        if fbad < 0:
-            fbad = first[c]
-        total += wsum[c]
-    return nbad, fbad, total
 
 
 @njit(**KERNEL_OPTIONS)
@@ -70,8 +60,91 @@ def _class_terms(weight, eps, scale, x):
     return w_total, (weight * (scale * eps / weight.size)).astype(x.dtype)
 
 
-@njit(**PARALLEL_OPTIONS)
+@njit(**DRIVER_OPTIONS)
+def _index_chunk(
+    x,
+    target,
+    weight,
+    ignore_index,
+    eps,
+    scale,
+    grad,
+    want_grad,
+    rows_out,
+    want_rows,
+    stream,
+    w_total,
+    shift,
+    e,
+    r0,
+    r1,
+):
+    """The loss sum of rows [r0, r1) (and their gradient rows, per-row losses)."""
+    c_ = x.shape[1]
+    smooth = eps > 0.0
+    keep = 1.0 - eps
+    acc = 0.0
+    m = x[0, 0]
+    known = False  # whether m already holds max(x[i]) (computed with the previous row)
+    for i in range(r0, r1):
+        xi = x[i]
+        nxt = x[i + 1] if i + 1 < r1 else xi
+        gi = grad[i] if want_grad else e
+        t = target[i]
+        li = 0.0
+        if t == ignore_index:
+            known = False
+            if want_grad:
+                gi[:] = 0
+        else:
+            xt = np.float64(xi[t])  # read before the gradient (maybe into xi) is written
+            if not known:
+                m = _rows.row_max(xi)
+            known = False
+            if not math.isfinite(m):  # a row with +inf, NaN or only -inf: NaN, like PyTorch
+                li = np.nan
+                if want_grad:
+                    gi[:] = np.nan
+            else:
+                if smooth:
+                    r, m_next, sd = _rows.exp_row_weighted(xi, m, e, nxt, weight)
+                else:
+                    r, m_next = _rows.exp_row(xi, m, e, nxt)
+                    sd = 0.0
+                mf = np.float64(m)
+                m, known = m_next, True
+                s = 1.0 + r
+                ls = math.log1p(r)
+                wt = np.float64(weight[t])
+                li = keep * wt * (ls - (xt - mf))
+                if smooth:
+                    li += eps / c_ * (w_total * ls - sd)
+                if want_grad:
+                    a = scale * (keep * wt + eps * w_total / c_) / s
+                    if stream:  # finish the row in the scratch, then stream it out
+                        if smooth:
+                            _rows.scale_shift_inplace(e, _rows.cast(a, x), shift)
+                        else:
+                            _rows.scale_inplace(e, _rows.cast(a, x))
+                        e[t] -= _rows.cast(scale * keep * wt, x)
+                        _rows.write_row(e, gi, True)
+                    else:
+                        if smooth:
+                            _rows.scale_shift_row(e, gi, _rows.cast(a, x), shift)
+                        else:
+                            _rows.scale_row(e, gi, _rows.cast(a, x))
+                        gi[t] -= _rows.cast(scale * keep * wt, x)
+        if want_rows:
+            rows_out[i] = li
+        acc += li
+    _rows.fence(stream)
+    return acc
+
+
+@njit(**DRIVER_OPTIONS)
 def _ce_index_kernel(
+    c0,
+    c1,
     x,
     target,
     weight,
@@ -84,73 +157,34 @@ def _ce_index_kernel(
     want_rows,
     per_chunk,
     stream,
+    partial,
 ):
     n, c_ = x.shape
-    nchunks = (n + per_chunk - 1) // per_chunk
-    partial = np.zeros(nchunks)
     w_total, shift = _class_terms(weight, eps, scale, x)
-    smooth = eps > 0.0
-    keep = 1.0 - eps
-    for c in prange(nchunks):
-        e = np.empty(c_, x.dtype)  # exp(x - max) of the current row
-        acc = 0.0
-        r1 = min(n, (c + 1) * per_chunk)
-        m = x[0, 0]
-        known = False  # whether m already holds max(x[i]) (computed with the previous row)
-        for i in range(c * per_chunk, r1):
-            xi = x[i]
-            nxt = x[i + 1] if i + 1 < r1 else xi
-            gi = grad[i] if want_grad else e
-            t = target[i]
-            li = 0.0
-            if t == ignore_index:
-                known = False
-                if want_grad:
-                    gi[:] = 0
-            else:
-                xt = np.float64(xi[t])  # read before the gradient (maybe into xi) is written
-                if not known:
-                    m = _rows.row_max(xi)
-                known = False
-                if not math.isfinite(m):  # a row with +inf, NaN or only -inf: NaN, like PyTorch
-                    li = np.nan
-                    if want_grad:
-                        gi[:] = np.nan
-                else:
-                    if smooth:
-                        r, m_next, sd = _rows.exp_row_weighted(xi, m, e, nxt, weight)
-                    else:
-                        r, m_next = _rows.exp_row(xi, m, e, nxt)
-                        sd = 0.0
-                    mf = np.float64(m)
-                    m, known = m_next, True
-                    s = 1.0 + r
-                    ls = math.log1p(r)
-                    wt = np.float64(weight[t])
-                    li = keep * wt * (ls - (xt - mf))
-                    if smooth:
-                        li += eps / c_ * (w_total * ls - sd)
-                    if want_grad:
-                        a = scale * (keep * wt + eps * w_total / c_) / s
-                        if stream:  # finish the row in the scratch, then stream it out
-                            if smooth:
-                                _rows.scale_shift_inplace(e, _rows.cast(a, x), shift)
-                            else:
-                                _rows.scale_inplace(e, _rows.cast(a, x))
-                            e[t] -= _rows.cast(scale * keep * wt, x)
-                            _rows.write_row(e, gi, True)
-                        else:
-                            if smooth:
-                                _rows.scale_shift_row(e, gi, _rows.cast(a, x), shift)
-                            else:
-                                _rows.scale_row(e, gi, _rows.cast(a, x))
-                            gi[t] -= _rows.cast(scale * keep * wt, x)
-            if want_rows:
-                rows_out[i] = li
-            acc += li
-        _rows.fence(stream)
-        partial[c] = acc
-    return partial
+    # the arguments, which the caller keeps alive, without refcounts (numerics.borrowed)
+    x, target, weight, grad = borrowed(x), borrowed(target), borrowed(weight), borrowed(grad)
+    rows_out = borrowed(rows_out)
+    e = np.empty(c_, x.dtype)  # exp(x - max) of the current row
+    for c in range(c0, c1):
+        r0 = c * per_chunk
+        partial[c] = _index_chunk(
+            x,
+            target,
+            weight,
+            ignore_index,
+            eps,
+            scale,
+            grad,
+            want_grad,
+            rows_out,
+            want_rows,
+            stream,
+            w_total,
+            shift,
+            e,
+            r0,
+            min(n, r0 + per_chunk),
+        )
 
 
 # --- few classes: rows too short for a SIMD loop each ----------------------------
@@ -392,8 +426,10 @@ def _short_rows_chunk(
     return _row_losses(r_, coef, off, rows_out if want_rows else r_)
 
 
-@njit(**PARALLEL_OPTIONS)
+@njit(**DRIVER_OPTIONS)
 def _ce_short_rows_kernel(
+    c0,
+    c1,
     x,
     target,
     weight,
@@ -406,24 +442,26 @@ def _ce_short_rows_kernel(
     want_rows,
     per_chunk,
     stream,
+    partial,
 ):
     n, c_ = x.shape
-    nchunks = (n + per_chunk - 1) // per_chunk
-    partial = np.zeros(nchunks)
     w_total, shift = _class_terms(weight, eps, scale, x)
+    # the arguments, which the caller keeps alive, without refcounts (numerics.borrowed)
+    x, target, weight, grad = borrowed(x), borrowed(target), borrowed(weight), borrowed(grad)
+    rows_out = borrowed(rows_out)
     nbmax = max(1, SHORT_BLOCK_ELEMENTS // c_)
-    for c in prange(nchunks):
+    xt = np.empty(nbmax * c_, x.dtype)
+    keys = np.full(nbmax, sortable(x[0, 0]))  # int32 / int64 like the keys
+    m = np.empty(nbmax, x.dtype)
+    r_blk = np.empty(nbmax)
+    n_one = np.empty(nbmax, np.int64)
+    sd = np.empty(nbmax)
+    a = np.empty(nbmax, x.dtype)
+    bt = np.empty(nbmax, x.dtype)
+    gbuf = np.empty(nbmax * c_ if stream else 0, x.dtype)
+    for c in range(c0, c1):
         r0 = c * per_chunk
         r1 = min(n, r0 + per_chunk)
-        xt = np.empty(nbmax * c_, x.dtype)
-        keys = np.full(nbmax, sortable(x[r0, 0]))  # int32 / int64 like the keys
-        m = np.empty(nbmax, x.dtype)
-        r_blk = np.empty(nbmax)
-        n_one = np.empty(nbmax, np.int64)
-        sd = np.empty(nbmax)
-        a = np.empty(nbmax, x.dtype)
-        bt = np.empty(nbmax, x.dtype)
-        gbuf = np.empty(nbmax * c_ if stream else 0, x.dtype)
         partial[c] = _short_rows_chunk(
             x[r0:r1],
             target[r0:r1],
@@ -449,18 +487,20 @@ def _ce_short_rows_kernel(
             gbuf,
         )
         _rows.fence(stream)
-    return partial
 
 
-@njit(**PARALLEL_OPTIONS)
-def _ce_prob_kernel(x, y, weight, eps, scale, grad, want_grad, rows_out, want_rows, per_chunk):
+@njit(**DRIVER_OPTIONS)
+def _ce_prob_kernel(
+    c0, c1, x, y, weight, eps, scale, grad, want_grad, rows_out, want_rows, per_chunk, partial
+):
     n, c_ = x.shape
-    nchunks = (n + per_chunk - 1) // per_chunk
-    partial = np.zeros(nchunks)
+    # the arguments, which the caller keeps alive, without refcounts (numerics.borrowed)
+    x, y, weight, grad = borrowed(x), borrowed(y), borrowed(weight), borrowed(grad)
+    rows_out = borrowed(rows_out)
     keep = _rows.cast(1.0 - eps, x)
     spread = _rows.cast(eps / c_, x)
-    for c in prange(nchunks):
-        e = np.empty(c_, x.dtype)
+    e = np.empty(c_, x.dtype)
+    for c in range(c0, c1):
         acc = 0.0
         r1 = min(n, (c + 1) * per_chunk)
         m = _rows.row_max(x[c * per_chunk])  # every chunk has at least one row
@@ -493,7 +533,6 @@ def _ce_prob_kernel(x, y, weight, eps, scale, grad, want_grad, rows_out, want_ro
                 rows_out[i] = li
             acc += li
         partial[c] = acc
-    return partial
 
 
 # --- drivers ----------------------------------------------------------------------
@@ -504,10 +543,16 @@ def labels(t, n_classes, ignore_index, w, row0=0):
     [0, C) unless equal to ignore_index; returns it and the sum of w[t] over the kept
     rows. ``row0``: the index of t's first row in the whole batch (for the message)."""
     t = as_class_indices(t)
-    nbad, first, wsum = launch(_check_labels, t, n_classes, ignore_index, w)
+    nch = (t.size + LABEL_CHUNK - 1) // LABEL_CHUNK
+    bad = np.zeros(nch, np.int64)
+    first = np.full(nch, -1, np.int64)
+    wsum = np.zeros(nch)
+    run_pieces(_check_labels, nch, t, n_classes, ignore_index, w, bad, first, wsum)
+    nbad = int(bad.sum())
     if nbad:
-        raise ValueError(bad_labels_message(nbad, n_classes, ignore_index, row0 + first, t[first]))
-    return t, wsum
+        i = int(first[first >= 0][0])
+        raise ValueError(bad_labels_message(nbad, n_classes, ignore_index, row0 + i, t[i]))
+    return t, float(np.sum(wsum))
 
 
 def compute(x2, t2, w, probs, eps, ignore_index, scale, want_rows, grad2):
@@ -522,14 +567,28 @@ def compute(x2, t2, w, probs, eps, ignore_index, scale, want_rows, grad2):
         return 0.0, rows
     per = _rows.rows_per_chunk(x2.shape[1])
     stream = want_grad and _rows.streams(grad2)
+    partial = np.zeros((n + per - 1) // per)
     if probs:
-        partial = launch(
-            _ce_prob_kernel, x2, t2, w, eps, scale, grad2, want_grad, rows, want_rows, per
+        run_pieces(
+            _ce_prob_kernel,
+            partial.size,
+            x2,
+            t2,
+            w,
+            eps,
+            scale,
+            grad2,
+            want_grad,
+            rows,
+            want_rows,
+            per,
+            partial,
         )
     else:
         kernel = _ce_short_rows_kernel if x2.shape[1] < SHORT_ROWS else _ce_index_kernel
-        partial = launch(
+        run_pieces(
             kernel,
+            partial.size,
             x2,
             t2,
             w,
@@ -542,5 +601,6 @@ def compute(x2, t2, w, probs, eps, ignore_index, scale, want_rows, grad2):
             want_rows,
             per,
             stream,
+            partial,
         )
     return float(np.sum(partial)), rows

@@ -55,9 +55,10 @@ KERNEL_OPTIONS = dict(JIT_OPTIONS, fastmath=KERNEL_FASTMATH)
 # point-wise formulas: no fast-math at all, so that a formula evaluates to the same
 # bits in every loop that uses it (value-only and value-and-gradient agree exactly)
 POINTWISE_OPTIONS = dict(JIT_OPTIONS)
-# parallel drivers: no fast-math (LLVM inlines the helpers they call, and the
-# drivers' flags would then reach the point-wise formulas)
-PARALLEL_OPTIONS = dict(JIT_OPTIONS, parallel=True)
+# drivers (a range of chunks, run on fastmle's threads: ``threads.run_pieces``): no
+# fast-math (LLVM inlines the helpers they call, and the drivers' flags would then
+# reach the point-wise formulas)
+DRIVER_OPTIONS = dict(JIT_OPTIONS)
 
 
 _KERNEL_DIR = os.path.dirname(os.path.abspath(__file__))  # fastmle/_cpu

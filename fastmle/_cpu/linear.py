@@ -14,16 +14,15 @@ the intercept: each of the k linear predictors is one contiguous row.
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
-from numba import get_num_threads, njit, prange
+from numba import njit
 
 from .elementwise import _bce_logits_point
-from .numerics import exp, exp_nonpos
+from .numerics import borrowed, exp, exp_nonpos
 from .rows import sum64
-from .jit import KERNEL_OPTIONS, PARALLEL_OPTIONS, POINTWISE_OPTIONS
-from .threads import launch
+from .jit import DRIVER_OPTIONS, KERNEL_OPTIONS, POINTWISE_OPTIONS
+from .threads import map_threads, run_pieces
 
 CHUNK = 1024
 _NO_WEIGHTS = np.zeros(0)  # an absent per-row argument
@@ -84,10 +83,11 @@ def _predict_rows(X, Wt, Z, i0, i1):
             Z[r, m] = Wt[m, 0] + _dot(X[r], Wt[m, 1:])
 
 
-@njit(**PARALLEL_OPTIONS)
-def _predictor_kernel(X, Wt, Z):
+@njit(**DRIVER_OPTIONS)
+def _predictor_kernel(c0, c1, X, Wt, Z):
+    X, Wt, Z = borrowed(X), borrowed(Wt), borrowed(Z)
     n = X.shape[0]
-    for c in prange((n + CHUNK - 1) // CHUNK):
+    for c in range(c0, c1):
         _predict_rows(X, Wt, Z, c * CHUNK, min(n, (c + 1) * CHUNK))
 
 
@@ -116,30 +116,31 @@ def _squares_rows(X, sw, p, i0, i1):
             p[j + 1] += w * (x * x)
 
 
-@njit(**PARALLEL_OPTIONS)
-def _squares_kernel(X, sw, out):
+@njit(**DRIVER_OPTIONS)
+def _squares_kernel(c0, c1, X, sw, parts):
+    X, sw, parts = borrowed(X), borrowed(sw), borrowed(parts)
     n = X.shape[0]
-    nch = (n + CHUNK - 1) // CHUNK
-    parts = np.zeros((nch, out.shape[0]))
-    for c in prange(nch):
+    for c in range(c0, c1):
         _squares_rows(X, sw, parts[c], c * CHUNK, min(n, (c + 1) * CHUNK))
-    _add_parts(parts, out)
+
+
+def _chunks(n: int) -> int:
+    return (n + CHUNK - 1) // CHUNK
 
 
 def column_squares(X: np.ndarray, sw) -> np.ndarray:
     """[sum w, sum_i w_i x_ij^2 for each column j] of rows X (sw float64 or None), in
     float64: one parallel read of X (NaN or inf in X shows as a non-finite sum)."""
     out = np.zeros(X.shape[1] + 1)
-    if X.shape[0]:
-        launch(_squares_kernel, X, _NO_WEIGHTS if sw is None else sw, out)
+    parts = np.zeros((_chunks(X.shape[0]), out.shape[0]))
+    run_pieces(_squares_kernel, len(parts), X, _NO_WEIGHTS if sw is None else sw, parts)
+    _add_parts(parts, out)
     return out
 
 
 @njit(**KERNEL_OPTIONS)
 def _add_parts(parts, out):
-    """out += parts[0] + parts[1] + ..., in chunk order. Not ``out += parts[c]`` in the
-    parallel kernel: Numba makes that a parfor, one thread launch per chunk (25x slower
-    under the workqueue layer, measured)."""
+    """out += parts[0] + parts[1] + ..., in chunk order (whatever the thread count)."""
     flat = out.reshape(-1)
     for c in range(parts.shape[0]):
         part = parts[c].reshape(-1)
@@ -147,14 +148,12 @@ def _add_parts(parts, out):
             flat[j] += part[j]
 
 
-@njit(**PARALLEL_OPTIONS)
-def _backprop_kernel(X, R, G):
+@njit(**DRIVER_OPTIONS)
+def _backprop_kernel(c0, c1, X, R, parts):
+    X, R, parts = borrowed(X), borrowed(R), borrowed(parts)
     n = X.shape[0]
-    nch = (n + CHUNK - 1) // CHUNK
-    parts = np.zeros((nch,) + G.shape)
-    for c in prange(nch):
+    for c in range(c0, c1):
         _backprop_rows(X, R, parts[c], c * CHUNK, min(n, (c + 1) * CHUNK))
-    _add_parts(parts, G)
 
 
 # -- the fused passes of the one-predictor families -----------------------------------
@@ -234,15 +233,13 @@ def _bernoulli_counts(z, y, sw, perfect, cnt):
     cnt[1] += good
 
 
-@njit(**PARALLEL_OPTIONS)
-def _bernoulli_kernel(X, wt, y, sw, perfect, G, counts, Z, A, SQ):
+@njit(**DRIVER_OPTIONS)
+def _bernoulli_kernel(c0, c1, X, wt, y, sw, perfect, Z, A, parts, sq_parts, cnts, losses):
+    X, wt, y, sw, Z = borrowed(X), borrowed(wt), borrowed(y), borrowed(sw), borrowed(Z)
+    A, parts, sq_parts = borrowed(A), borrowed(parts), borrowed(sq_parts)
+    cnts, losses = borrowed(cnts), borrowed(losses)
     n = X.shape[0]
-    nch = (n + CHUNK - 1) // CHUNK
-    parts = np.zeros((nch, G.shape[1]))
-    sq_parts = np.zeros((nch, SQ.shape[0]))
-    cnts = np.zeros((nch, 2), np.int64)
-    losses = np.zeros(nch)
-    for c in prange(nch):
+    for c in range(c0, c1):
         i0 = c * CHUNK
         i1 = min(n, i0 + CHUNK)
         z, nll, r, h = _chunk_scratch(Z, A, i0, i1)
@@ -252,14 +249,32 @@ def _bernoulli_kernel(X, wt, y, sw, perfect, G, counts, Z, A, SQ):
         _bernoulli_counts(z, y[i0:i1], swc, perfect, cnts[c])
         losses[c] = sum64(nll)
         _chunk_rows(X, sw, r, h, parts[c], A, sq_parts[c], i0, i1)
+
+
+def _fused(kernel, X, G, sq, *args, counts=None):
+    """Run a fused pass's kernel over the chunks of X (its per-chunk parts added in
+    chunk order: the bits do not depend on the thread count); returns the loss."""
+    nch = _chunks(X.shape[0])
+    parts = np.zeros((nch, G.shape[1]))
+    sq_parts = np.zeros((nch, sq.shape[0]))
+    losses = np.zeros(nch)
+    if counts is None:
+        run_pieces(kernel, nch, X, *args, parts, sq_parts, losses)
+    else:
+        cnts = np.zeros((nch, 2), np.int64)
+        run_pieces(kernel, nch, X, *args, parts, sq_parts, cnts, losses)
+        counts += cnts.sum(axis=0)
     _add_parts(parts, G)
-    _add_parts(sq_parts, SQ)
-    loss = 0.0
-    for c in range(nch):
-        loss += losses[c]
-        counts[0] += cnts[c, 0]
-        counts[1] += cnts[c, 1]
-    return loss
+    _add_parts(sq_parts, sq)
+    return float(_in_order(losses))
+
+
+@njit(**KERNEL_OPTIONS)
+def _in_order(a):
+    s = 0.0
+    for v in a:
+        s += v
+    return s
 
 
 def bernoulli_pass(
@@ -289,7 +304,7 @@ def bernoulli_pass(
     Z = _NO_WEIGHTS if Z is None else Z
     A = _NO_ROWS if A is None else A
     sq = _NO_WEIGHTS if sq is None else sq
-    return float(launch(_bernoulli_kernel, X, Wt[0], y, sw, perfect, G, counts, Z, A, sq))
+    return _fused(_bernoulli_kernel, X, G, sq, Wt[0], y, sw, perfect, Z, A, counts=counts)
 
 
 @njit(**POINTWISE_OPTIONS)
@@ -308,14 +323,13 @@ def _poisson_points(z, y, sw, nll, r, h):
             h[j] = exp(min(z[j], 700.0)) * (sw[j] if sw.shape[0] else 1.0)
 
 
-@njit(**PARALLEL_OPTIONS)
-def _poisson_kernel(X, wt, y, sw, off, G, Z, A, SQ):
+@njit(**DRIVER_OPTIONS)
+def _poisson_kernel(c0, c1, X, wt, y, sw, off, Z, A, parts, sq_parts, losses):
+    X, wt, y, sw, off = borrowed(X), borrowed(wt), borrowed(y), borrowed(sw), borrowed(off)
+    Z, A, parts = borrowed(Z), borrowed(A), borrowed(parts)
+    sq_parts, losses = borrowed(sq_parts), borrowed(losses)
     n = X.shape[0]
-    nch = (n + CHUNK - 1) // CHUNK
-    parts = np.zeros((nch, G.shape[1]))
-    sq_parts = np.zeros((nch, SQ.shape[0]))
-    losses = np.zeros(nch)
-    for c in prange(nch):
+    for c in range(c0, c1):
         i0 = c * CHUNK
         i1 = min(n, i0 + CHUNK)
         z, nll, r, h = _chunk_scratch(Z, A, i0, i1)
@@ -323,12 +337,6 @@ def _poisson_kernel(X, wt, y, sw, off, G, Z, A, SQ):
         _poisson_points(z, y[i0:i1], sw[i0:i1] if sw.shape[0] else sw, nll, r, h)
         losses[c] = sum64(nll)
         _chunk_rows(X, sw, r, h, parts[c], A, sq_parts[c], i0, i1)
-    _add_parts(parts, G)
-    _add_parts(sq_parts, SQ)
-    loss = 0.0
-    for c in range(nch):
-        loss += losses[c]
-    return loss
 
 
 def poisson_pass(
@@ -355,7 +363,7 @@ def poisson_pass(
     Z = _NO_WEIGHTS if Z is None else Z
     A = _NO_ROWS if A is None else A
     sq = _NO_WEIGHTS if sq is None else sq
-    return float(launch(_poisson_kernel, X, Wt[0], y, sw, off, G, Z, A, sq))
+    return _fused(_poisson_kernel, X, G, sq, Wt[0], y, sw, off, Z, A)
 
 
 # log(k!) and k log k of the small counts, looked up rather than computed per row (the
@@ -385,25 +393,25 @@ def _poisson_sum_rows(y, sw, off, log_fact, k_log_k, p, i0, i1):
         p[5] += w * (yi * o)
 
 
-@njit(**PARALLEL_OPTIONS)
-def _poisson_sums_kernel(y, sw, off, log_fact, k_log_k, out):
+@njit(**DRIVER_OPTIONS)
+def _poisson_sums_kernel(c0, c1, y, sw, off, log_fact, k_log_k, parts):
+    y, sw, off = borrowed(y), borrowed(sw), borrowed(off)
+    log_fact, k_log_k, parts = borrowed(log_fact), borrowed(k_log_k), borrowed(parts)
     n = y.shape[0]
-    nch = (n + CHUNK - 1) // CHUNK
-    parts = np.zeros((nch, out.shape[0]))
-    for c in prange(nch):
+    for c in range(c0, c1):
         i1 = min(n, (c + 1) * CHUNK)
         _poisson_sum_rows(y, sw, off, log_fact, k_log_k, parts[c], c * CHUNK, i1)
-    _add_parts(parts, out)
 
 
 def poisson_sums(y: np.ndarray, sw, offset) -> np.ndarray:
     """Weighted sums of [1, y, log(y!), y log y, exp(offset), y offset] over the rows
     (y, sw, offset float64; sw, offset may be None), in one parallel pass."""
     out = np.zeros(6)
-    if y.shape[0]:
-        sw = _NO_WEIGHTS if sw is None else sw
-        off = _NO_WEIGHTS if offset is None else offset
-        launch(_poisson_sums_kernel, y, sw, off, _LOG_FACTORIAL, _K_LOG_K, out)
+    sw = _NO_WEIGHTS if sw is None else sw
+    off = _NO_WEIGHTS if offset is None else offset
+    parts = np.zeros((_chunks(y.shape[0]), 6))
+    run_pieces(_poisson_sums_kernel, len(parts), y, sw, off, _LOG_FACTORIAL, _K_LOG_K, parts)
+    _add_parts(parts, out)
     return out
 
 
@@ -420,42 +428,22 @@ def group_sums(codes: np.ndarray, M: np.ndarray, S: np.ndarray) -> None:
 def predictor(X: np.ndarray, Wt: np.ndarray) -> np.ndarray:
     """Z[i, m] = Wt[m, 0] + X[i] . Wt[m, 1:], in float64, shape (n, k)."""
     Z = np.empty((X.shape[0], Wt.shape[0]))
-    if X.shape[0]:
-        launch(_predictor_kernel, X, Wt, Z)
+    run_pieces(_predictor_kernel, _chunks(X.shape[0]), X, Wt, Z)
     return Z
 
 
 def backprop(X: np.ndarray, R: np.ndarray, G: np.ndarray) -> None:
     """G[m] += sum_i R[i, m] * [1, X[i]]; G has shape (k, d + 1), float64."""
-    if X.shape[0]:
-        launch(_backprop_kernel, X, R, G)
+    parts = np.zeros((_chunks(X.shape[0]),) + G.shape)
+    run_pieces(_backprop_kernel, len(parts), X, R, parts)
+    _add_parts(parts, G)
 
 
 GRAM_PARTS = 4  # row slices of a block, each its own product: fixed, so the sums are too
-_pool = None
-
-
-def _gram_pool():
-    """Threads for the slices (BLAS runs on one thread each, the GIL released): a
-    second BLAS thread inside one product contends with Numba's threads, separate
-    products in parallel do not (1e6 x 50 Hessian pass, 2 cores: 0.26 s on one
-    thread, 0.32 s with OpenBLAS's two)."""
-    global _pool
-    if _pool is None:
-        from concurrent.futures import ThreadPoolExecutor
-
-        _pool = ThreadPoolExecutor(
-            max(1, min(GRAM_PARTS, get_num_threads())), thread_name_prefix="fastmle-gram"
-        )
-    return _pool
-
-
-def _forget_pool() -> None:
-    global _pool
-    _pool = None  # a forked child has none of the parent's threads
-
-
-os.register_at_fork(after_in_child=_forget_pool)
+# The slices run on fastmle's threads (BLAS on one thread each, the GIL released): a
+# second BLAS thread inside one product contends with the other threads, separate
+# products in parallel do not (1e6 x 50 Hessian pass, 2 cores: 0.26 s on one
+# thread, 0.32 s with OpenBLAS's two).
 
 
 def _gram_part(Xf, w):
@@ -488,7 +476,7 @@ def gram_rows(A: np.ndarray, H: np.ndarray) -> None:
     if n < 1024 * GRAM_PARTS:
         H += _square(A)
         return
-    for part in _gram_pool().map(_square, [A[sl] for sl in _gram_slices(n)]):
+    for part in map_threads(_square, [A[sl] for sl in _gram_slices(n)]):
         H += part
 
 
@@ -513,13 +501,7 @@ def gram(X: np.ndarray, Wts: np.ndarray, H: np.ndarray) -> None:
         if n < 1024 * GRAM_PARTS:
             parts = [_gram_part(Xf, w)]
         else:
-            parts = list(
-                _gram_pool().map(
-                    _gram_part,
-                    [Xf[sl] for sl in slices],
-                    [w[sl] for sl in slices],
-                )
-            )
+            parts = map_threads(_gram_part, [Xf[sl] for sl in slices], [w[sl] for sl in slices])
         for XtX, wx in parts:
             H[q, 1:, 1:] += XtX
             H[q, 0, 1:] += wx
@@ -554,7 +536,7 @@ def softmax_hessian(X: np.ndarray, P: np.ndarray, sw, H: np.ndarray) -> None:
     the m (m + 1) / 2 pairwise weighted Grams in one large product, and memory
     O(m d) per row instead of a weight per class pair (1000 classes used to exhaust
     memory). Slices of ``KRON_BYTES`` are dealt to ``GRAM_PARTS`` lanes that run in
-    parallel on the pool of :func:`gram`, each summing its slices in order, and the
+    parallel on fastmle's threads, each summing its slices in order, and the
     lanes are added in order: the bits do not depend on the thread count.
     """
     n, d = X.shape
@@ -574,7 +556,7 @@ def softmax_hessian(X: np.ndarray, P: np.ndarray, sw, H: np.ndarray) -> None:
             out = part if out is None else out + part
         return out
 
-    for part in _gram_pool().map(lane, range(min(GRAM_PARTS, len(cuts) - 1))):
+    for part in map_threads(lane, range(min(GRAM_PARTS, len(cuts) - 1))):
         H += part
 
 

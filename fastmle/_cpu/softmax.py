@@ -5,23 +5,26 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .._calls import LOG_SOFTMAX as _LOG_SOFTMAX
 from .._calls import LSE as _LSE
 from .._calls import SOFTMAX as _SOFTMAX
 from . import rows as _rows
-from .jit import PARALLEL_OPTIONS
-from .threads import launch
+from .jit import DRIVER_OPTIONS
+from .numerics import borrowed
+from .threads import run_pieces
 
 
-@njit(**PARALLEL_OPTIONS)
-def _rows_kernel(x, out, lse, mode, per_chunk):
-    """Per row of x (R, C): lse[i] (float64) always; softmax or log_softmax into out."""
+@njit(**DRIVER_OPTIONS)
+def _rows_kernel(c0, c1, x, out, lse, mode, per_chunk):
+    """Per row of chunks [c0, c1) of x (R, C): lse[i] (float64) always; softmax or
+    log_softmax into out."""
     n, c_ = x.shape
-    nchunks = (n + per_chunk - 1) // per_chunk
-    for c in prange(nchunks):
-        e = np.empty(c_, x.dtype)  # exp(x - max) of the current row
+    # the arguments, which the caller keeps alive, without refcounts (numerics.borrowed)
+    x, out, lse = borrowed(x), borrowed(out), borrowed(lse)
+    e = np.empty(c_, x.dtype)  # exp(x - max) of the current row
+    for c in range(c0, c1):
         r1 = min(n, (c + 1) * per_chunk)
         m = _rows.row_max(x[c * per_chunk])  # every chunk has at least one row
         for i in range(c * per_chunk, r1):
@@ -52,7 +55,8 @@ def run(rows, mode):
     lse = np.empty(r)
     out = np.empty(rows.shape if mode != _LSE else (0, c), rows.dtype)
     if r and c:
-        launch(_rows_kernel, rows, out, lse, mode, _rows.rows_per_chunk(c))
+        per = _rows.rows_per_chunk(c)
+        run_pieces(_rows_kernel, (r + per - 1) // per, rows, out, lse, mode, per)
     elif r:
         lse[:] = -np.inf  # empty sum
     return lse, out

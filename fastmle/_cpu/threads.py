@@ -1,84 +1,119 @@
-"""Threading-layer set-up, so kernels survive Python threads and forked workers.
+"""fastmle's threads: serial Numba kernels over ranges of fixed chunks, run in parallel.
 
-Numba fixes its threading layer at the first parallel launch. Measured on these
-machines (``shared/NOTES.md``): ``workqueue`` aborts the process when two Python
-threads enter a parallel kernel at once, GNU ``omp`` kills a forked child that
-calls one, ``tbb`` handles both. So:
+Every CPU kernel is a serial ``nogil`` Numba function over a range of chunks
+``[c0, c1)`` that writes each chunk's results (partial sums included) to that
+chunk's own place; :func:`run_pieces` deals contiguous pieces of the chunks to a
+small pool of Python threads, the caller being one of them, and the GIL is
+released inside each kernel. The partial sums are then added in chunk order, so
+the results do not depend on the number of threads or on which thread ran what.
 
-1. If the user chose a layer (``NUMBA_THREADING_LAYER``), it is respected.
-2. Otherwise, if Intel TBB is installed (``pip install fastmle[tbb]``; the
-   ``tbb`` wheel puts ``libtbb.so.12`` in ``<prefix>/lib``, which is not on the
-   loader path of a virtual environment), the library is loaded by absolute path
-   and Numba is told to use ``tbb``; without TBB, ``workqueue``.
-3. Whatever layer ends up active, calls are serialized through a lock when it is
-   ``workqueue`` (the only layer that is not thread-safe), so concurrent callers
-   wait instead of crashing.
+Why not Numba's ``parallel=True``: compiling a parallel loop added ~3 s per
+kernel (the first call of an element-wise loss took 13 s cold, of the logistic
+fit 10 s; 5 s and 5 s without it, measured), and its threading layers differ in
+what they survive (``workqueue`` aborts when two Python threads enter a parallel
+kernel at once, GNU OpenMP kills forked children; ``shared/NOTES.md``). The pool
+needs no threading layer: the same speed whatever ``NUMBA_THREADING_LAYER`` says,
+many calling threads and forked workers by construction (a forked child starts a
+new pool). The thread count is Numba's: ``NUMBA_NUM_THREADS``, or
+``numba.set_num_threads`` in the calling thread.
 """
 
 from __future__ import annotations
 
-import ctypes
-import glob
+import itertools
 import os
-import sys
 import threading
 
 import numba
 
-__all__ = ["launch", "threading_layer"]
+__all__ = ["map_threads", "n_threads", "run_pieces"]
+
+PIECES_PER_THREAD = 4  # claimed one at a time: a slow (shared) core holds up less work
+
+_pool = None
+_pool_size = 0
+_in_pool = threading.local()
 
 
-def _load_tbb() -> bool:
-    prefixes = dict.fromkeys([sys.prefix, sys.exec_prefix, sys.base_prefix])
-    for prefix in prefixes:
-        for path in sorted(glob.glob(os.path.join(prefix, "lib", "libtbb.so.12*"))):
-            try:
-                ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
-            except OSError:
-                continue
-            return True
-    return False
+def n_threads() -> int:
+    """Numba's thread count (``NUMBA_NUM_THREADS``, or ``numba.set_num_threads`` in
+    this thread), without starting Numba's own threads when nothing has."""
+    from numba.np.ufunc import parallel
+
+    if parallel._is_initialized:
+        return numba.get_num_threads()
+    return numba.config.NUMBA_NUM_THREADS
 
 
-def _configure() -> None:
-    if "NUMBA_THREADING_LAYER" in os.environ:
+def _mark_pool_thread() -> None:
+    _in_pool.active = True
+
+
+def _get_pool(workers: int):
+    global _pool, _pool_size
+    if _pool is None or _pool_size < workers:
+        from concurrent.futures import ThreadPoolExecutor
+
+        old = _pool
+        _pool_size = max(workers, numba.config.NUMBA_NUM_THREADS - 1)
+        _pool = ThreadPoolExecutor(
+            _pool_size, thread_name_prefix="fastmle", initializer=_mark_pool_thread
+        )
+        if old is not None:
+            old.shutdown(wait=False)
+    return _pool
+
+
+def _forget_pool() -> None:
+    global _pool, _pool_size
+    _pool, _pool_size = None, 0  # a forked child has none of the parent's threads
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+
+
+def run_pieces(fn, n: int, *args, threads: int | None = None) -> None:
+    """Call ``fn(i0, i1, *args)`` on contiguous pieces that cover ``range(n)``, on up
+    to :func:`n_threads` threads (the caller is one of them).
+
+    Which thread runs which piece varies from call to call, so ``fn`` must write
+    each index's results to its own place. Runs inline, on the calling thread, for
+    one piece, one thread, or when called from one of the pool's threads.
+    """
+    t = min(n, n_threads() if threads is None else threads)
+    if t <= 1 or getattr(_in_pool, "active", False):
+        if n:
+            fn(0, n, *args)
         return
-    if numba.config.THREADING_LAYER != "default":
-        return
-    # without TBB, choose workqueue (made thread-safe by the lock below) over
-    # GNU OpenMP, which kills forked children
-    numba.config.THREADING_LAYER = "tbb" if _load_tbb() else "workqueue"
+    pieces = min(n, PIECES_PER_THREAD * t)
+    bounds = [n * k // pieces for k in range(pieces + 1)]
+    claim = itertools.count()  # next() is atomic under the GIL
 
+    def work():
+        k = next(claim)
+        while k < pieces:
+            fn(bounds[k], bounds[k + 1], *args)
+            k = next(claim)
 
-_configure()
-
-_lock = threading.Lock()
-_serialize: bool | None = None  # None until the first launch tells us the layer
-
-
-def _reset_after_fork() -> None:
-    global _lock
-    _lock = threading.Lock()  # a lock held by a parent thread would deadlock the child
-
-
-os.register_at_fork(after_in_child=_reset_after_fork)
-
-
-def launch(kernel, *args):
-    """Call a ``parallel=True`` kernel, serialized if the threading layer needs it."""
-    global _serialize
-    if _serialize is False:
-        return kernel(*args)
-    with _lock:
-        result = kernel(*args)
-        if _serialize is None:
-            _serialize = numba.threading_layer() == "workqueue"
-    return result
-
-
-def threading_layer() -> str:
-    """The Numba threading layer in use ('tbb', 'omp', 'workqueue'), or 'unset'."""
     try:
-        return numba.threading_layer()
-    except ValueError:
-        return "unset"
+        futures = [_get_pool(t - 1).submit(work) for _ in range(t - 1)]
+    except RuntimeError:  # the interpreter is shutting down: no new threads
+        futures = []
+    work()
+    for f in futures:
+        if not f.cancel():  # a helper that has not started finds nothing left to do
+            f.result()
+
+
+def map_threads(fn, *iterables) -> list:
+    """``list(map(fn, *iterables))``, the calls spread over fastmle's threads (for
+    functions that release the GIL, such as BLAS products)."""
+    items = list(zip(*iterables))
+    results = [None] * len(items)
+
+    def piece(i0, i1):
+        for i in range(i0, i1):
+            results[i] = fn(*items[i])
+
+    run_pieces(piece, len(items))
+    return results
