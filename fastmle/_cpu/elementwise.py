@@ -35,8 +35,8 @@ from .._calls import (
     FULL,
     GAUSSIAN,
     KL,
+    LOSSES,
     MSE,
-    POISSON,
     ROW,
     SCALAR,
     operand_kind,
@@ -386,7 +386,7 @@ def _make_chunks(loss_id):
     return _chunks
 
 
-_CHUNKS = {k: _make_chunks(k) for k in (BCE_LOGITS, BCE_PROBS, GAUSSIAN, MSE, KL, POISSON)}
+_CHUNKS = {k: _make_chunks(k) for k in LOSSES}  # compiled on first use
 
 
 @njit(**KERNEL_OPTIONS)
