@@ -42,7 +42,8 @@ from ._linalg import RFactor, equilibrated, newton_direction, r_solve, unit_scal
 # their thread hand-offs (~0.1 ms each on these VMs). 3*10^5 x 50 softmax fit, 10
 # classes: 3.1 / 2.7 / 2.6 / 2.3 s with 4 / 8 / 16 / 32 MB blocks (measured); 16 MB
 # keeps a block (and its predictors) in a server's last-level cache between the
-# predictor and the back-propagation.
+# predictor and the back-propagation. At most a tenth of X, so that a block's float64
+# copy and products stay small next to X (a memmap's fit allocates little).
 BLOCK_BYTES = 16 << 20
 PROGRESS_AFTER = 1.0  # verbose fits draw a progress bar on passes that take longer (s)
 
@@ -98,16 +99,17 @@ def hessian_rows(X) -> int:
 
 class RowBlocks:
     """(X, y, sample_weight, offset, groups) in blocks of rows (None for an absent
-    offset or groups): iterating gives blocks of about ``BLOCK_BYTES`` of X (they stay
-    in cache between the products of a block), :meth:`sized` blocks of another size.
-    ``progress(rows_done)`` is called after each block."""
+    offset or groups): iterating gives blocks of about ``BLOCK_BYTES`` of X, or a tenth
+    of X if less (they stay in cache between the products of a block), :meth:`sized`
+    blocks of another size. ``progress(rows_done)`` is called after each block."""
 
     def __init__(self, X, y, sw, progress=None, offset=None, groups=None):
         self.X, self.y, self.sw, self.progress = X, y, sw, progress
         self.offset, self.groups = offset, groups
 
     def __iter__(self):
-        return self.sized(BLOCK_BYTES)
+        X = self.X
+        return self.sized(min(BLOCK_BYTES, X.shape[0] * X.shape[1] * X.dtype.itemsize // 10))
 
     def sized(self, nbytes: int = 0, rows: int = 0):
         """Blocks of about ``nbytes`` of X, or of ``rows`` rows."""
