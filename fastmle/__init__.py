@@ -10,7 +10,6 @@ chunked along the batch and returns lazy results (``fastmle.dask``).
 (scikit-learn's API, statsmodels' inference; loaded on first use).
 """
 
-from ._cpu import threads  # noqa: F401  (threading layer set-up before any kernel runs)
 from .bernoulli import (
     binary_cross_entropy,
     binary_cross_entropy_grad,

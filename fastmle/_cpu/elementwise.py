@@ -135,8 +135,9 @@ def operand(a, kind, buf, r0, r1, j0, j1, l_):
     return buf[: hi - lo]
 
 
-# Loops over elements live in their own functions, never inline in a prange body:
-# there (measured) they do not vectorize, called on a slice they do.
+# Loops over elements live in their own functions, never inline in the loop over
+# chunks: in a (then parallel) chunk loop's body they did not vectorize (measured),
+# called on a slice they do.
 
 
 # --- point-wise losses over one chunk (jitted) -----------------------------------

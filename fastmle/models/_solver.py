@@ -72,10 +72,9 @@ class Result:
 
 
 # A fused pass (one kernel per block, nothing kept between kernels) takes big blocks:
-# each block costs a parallel launch and Python work, ~0.4 ms under TBB and more
-# under workqueue (measured: 4 MB blocks made a 10^6 x 50 logistic pass 108 ms, the
-# kernel alone 66 ms; 32 MB blocks left workqueue fits 35% slower than TBB's, 256 MB
-# blocks ~10%). The kernel's per-chunk partial sums take ~0.1% of a block.
+# each block costs thread hand-offs and Python work (measured under Numba's TBB
+# layer, ~0.4 ms per block: 4 MB blocks made a 10^6 x 50 logistic pass 108 ms, the
+# kernel alone 66 ms). The kernel's per-chunk partial sums take ~0.1% of a block.
 FUSED_BLOCK_BYTES = 256 << 20
 # A fused Hessian pass writes each block's rows sqrt(h) [1, x] (float64) for one BLAS
 # product: 16 MB of them per block, or a tenth of X's rows if fewer (the buffer stays
@@ -259,7 +258,7 @@ def rss_sums(blocks, check, W):
 
 
 def one_blas_thread():
-    """BLAS on one thread for the Hessian blocks: between Numba's parallel kernels a
+    """BLAS on one thread for the Hessian blocks: next to fastmle's threads a
     second BLAS thread only contends for the same cores (measured on 2 cores: 2.7 ms
     per 10240 x 50 block on one thread, 7.4 ms on two), and one thread sums in one
     order whatever the machine. Without threadpoolctl, BLAS keeps its own setting."""
