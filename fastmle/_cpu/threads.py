@@ -51,22 +51,27 @@ def _mark_pool_thread() -> None:
 
 def _get_pool(workers: int):
     global _pool, _pool_size
-    if _pool is None or _pool_size < workers:
-        from concurrent.futures import ThreadPoolExecutor
+    with _pool_lock:  # callers in several threads at first use make one pool
+        if _pool is None or _pool_size < workers:
+            from concurrent.futures import ThreadPoolExecutor
 
-        old = _pool
-        _pool_size = max(workers, numba.config.NUMBA_NUM_THREADS - 1)
-        _pool = ThreadPoolExecutor(
-            _pool_size, thread_name_prefix="fastmle", initializer=_mark_pool_thread
-        )
-        if old is not None:
-            old.shutdown(wait=False)
-    return _pool
+            old = _pool
+            _pool_size = max(workers, numba.config.NUMBA_NUM_THREADS - 1)
+            _pool = ThreadPoolExecutor(
+                _pool_size, thread_name_prefix="fastmle", initializer=_mark_pool_thread
+            )
+            if old is not None:
+                old.shutdown(wait=False)
+        return _pool
+
+
+_pool_lock = threading.Lock()
 
 
 def _forget_pool() -> None:
-    global _pool, _pool_size
-    _pool, _pool_size = None, 0  # a forked child has none of the parent's threads
+    global _pool, _pool_size, _pool_lock
+    # a forked child has none of the parent's threads, and maybe a held lock
+    _pool, _pool_size, _pool_lock = None, 0, threading.Lock()
 
 
 os.register_at_fork(after_in_child=_forget_pool)
