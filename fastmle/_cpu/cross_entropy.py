@@ -61,87 +61,6 @@ def _class_terms(weight, eps, scale, x):
 
 
 @njit(**DRIVER_OPTIONS)
-def _index_chunk(
-    x,
-    target,
-    weight,
-    ignore_index,
-    eps,
-    scale,
-    grad,
-    want_grad,
-    rows_out,
-    want_rows,
-    stream,
-    w_total,
-    shift,
-    e,
-    r0,
-    r1,
-):
-    """The loss sum of rows [r0, r1) (and their gradient rows, per-row losses)."""
-    c_ = x.shape[1]
-    smooth = eps > 0.0
-    keep = 1.0 - eps
-    acc = 0.0
-    m = x[0, 0]
-    known = False  # whether m already holds max(x[i]) (computed with the previous row)
-    for i in range(r0, r1):
-        xi = x[i]
-        nxt = x[i + 1] if i + 1 < r1 else xi
-        gi = grad[i] if want_grad else e
-        t = target[i]
-        li = 0.0
-        if t == ignore_index:
-            known = False
-            if want_grad:
-                gi[:] = 0
-        else:
-            xt = np.float64(xi[t])  # read before the gradient (maybe into xi) is written
-            if not known:
-                m = _rows.row_max(xi)
-            known = False
-            if not math.isfinite(m):  # a row with +inf, NaN or only -inf: NaN, like PyTorch
-                li = np.nan
-                if want_grad:
-                    gi[:] = np.nan
-            else:
-                if smooth:
-                    r, m_next, sd = _rows.exp_row_weighted(xi, m, e, nxt, weight)
-                else:
-                    r, m_next = _rows.exp_row(xi, m, e, nxt)
-                    sd = 0.0
-                mf = np.float64(m)
-                m, known = m_next, True
-                s = 1.0 + r
-                ls = math.log1p(r)
-                wt = np.float64(weight[t])
-                li = keep * wt * (ls - (xt - mf))
-                if smooth:
-                    li += eps / c_ * (w_total * ls - sd)
-                if want_grad:
-                    a = scale * (keep * wt + eps * w_total / c_) / s
-                    if stream:  # finish the row in the scratch, then stream it out
-                        if smooth:
-                            _rows.scale_shift_inplace(e, _rows.cast(a, x), shift)
-                        else:
-                            _rows.scale_inplace(e, _rows.cast(a, x))
-                        e[t] -= _rows.cast(scale * keep * wt, x)
-                        _rows.write_row(e, gi, True)
-                    else:
-                        if smooth:
-                            _rows.scale_shift_row(e, gi, _rows.cast(a, x), shift)
-                        else:
-                            _rows.scale_row(e, gi, _rows.cast(a, x))
-                        gi[t] -= _rows.cast(scale * keep * wt, x)
-        if want_rows:
-            rows_out[i] = li
-        acc += li
-    _rows.fence(stream)
-    return acc
-
-
-@njit(**DRIVER_OPTIONS)
 def _ce_index_kernel(
     c0,
     c1,
@@ -164,27 +83,67 @@ def _ce_index_kernel(
     # the arguments, which the caller keeps alive, without refcounts (numerics.borrowed)
     x, target, weight, grad = borrowed(x), borrowed(target), borrowed(weight), borrowed(grad)
     rows_out = borrowed(rows_out)
+    smooth = eps > 0.0
+    keep = 1.0 - eps
     e = np.empty(c_, x.dtype)  # exp(x - max) of the current row
     for c in range(c0, c1):
-        r0 = c * per_chunk
-        partial[c] = _index_chunk(
-            x,
-            target,
-            weight,
-            ignore_index,
-            eps,
-            scale,
-            grad,
-            want_grad,
-            rows_out,
-            want_rows,
-            stream,
-            w_total,
-            shift,
-            e,
-            r0,
-            min(n, r0 + per_chunk),
-        )
+        r1 = min(n, (c + 1) * per_chunk)
+        acc = 0.0
+        m = x[0, 0]
+        known = False  # whether m already holds max(x[i]) (computed with the previous row)
+        for i in range(c * per_chunk, r1):
+            xi = x[i]
+            nxt = x[i + 1] if i + 1 < r1 else xi
+            gi = grad[i] if want_grad else e
+            t = target[i]
+            li = 0.0
+            if t == ignore_index:
+                known = False
+                if want_grad:
+                    gi[:] = 0
+            else:
+                xt = np.float64(xi[t])  # read before the gradient (maybe into xi) is written
+                if not known:
+                    m = _rows.row_max(xi)
+                known = False
+                if not math.isfinite(m):  # a row with +inf, NaN or only -inf: NaN, like PyTorch
+                    li = np.nan
+                    if want_grad:
+                        gi[:] = np.nan
+                else:
+                    if smooth:
+                        r, m_next, sd = _rows.exp_row_weighted(xi, m, e, nxt, weight)
+                    else:
+                        r, m_next = _rows.exp_row(xi, m, e, nxt)
+                        sd = 0.0
+                    mf = np.float64(m)
+                    m, known = m_next, True
+                    s = 1.0 + r
+                    ls = math.log1p(r)
+                    wt = np.float64(weight[t])
+                    li = keep * wt * (ls - (xt - mf))
+                    if smooth:
+                        li += eps / c_ * (w_total * ls - sd)
+                    if want_grad:
+                        a = scale * (keep * wt + eps * w_total / c_) / s
+                        if stream:  # finish the row in the scratch, then stream it out
+                            if smooth:
+                                _rows.scale_shift_inplace(e, _rows.cast(a, x), shift)
+                            else:
+                                _rows.scale_inplace(e, _rows.cast(a, x))
+                            e[t] -= _rows.cast(scale * keep * wt, x)
+                            _rows.write_row(e, gi, True)
+                        else:
+                            if smooth:
+                                _rows.scale_shift_row(e, gi, _rows.cast(a, x), shift)
+                            else:
+                                _rows.scale_row(e, gi, _rows.cast(a, x))
+                            gi[t] -= _rows.cast(scale * keep * wt, x)
+            if want_rows:
+                rows_out[i] = li
+            acc += li
+        _rows.fence(stream)
+        partial[c] = acc
 
 
 # --- few classes: rows too short for a SIMD loop each ----------------------------

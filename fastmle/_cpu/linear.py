@@ -266,15 +266,7 @@ def _fused(kernel, X, G, sq, *args, counts=None):
         counts += cnts.sum(axis=0)
     _add_parts(parts, G)
     _add_parts(sq_parts, sq)
-    return float(_in_order(losses))
-
-
-@njit(**KERNEL_OPTIONS)
-def _in_order(a):
-    s = 0.0
-    for v in a:
-        s += v
-    return s
+    return float(sum64(losses))
 
 
 def bernoulli_pass(

@@ -107,8 +107,7 @@ class RowBlocks:
         self.offset, self.groups = offset, groups
 
     def __iter__(self):
-        X = self.X
-        return self.sized(min(BLOCK_BYTES, X.shape[0] * X.shape[1] * X.dtype.itemsize // 10))
+        return self.sized(min(BLOCK_BYTES, self.X.nbytes // 10))
 
     def sized(self, nbytes: int = 0, rows: int = 0):
         """Blocks of about ``nbytes`` of X, or of ``rows`` rows."""
