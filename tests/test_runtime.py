@@ -157,6 +157,31 @@ def _compiled_files(path):
     return [p for p in Path(path).rglob("*") if p.suffix in (".nbi", ".nbc")]
 
 
+def test_kernel_helpers_raise_when_called_from_python():
+    """Helpers built without a Python entry point (``jit.inner``: ~30 ms less
+    compilation each) raise TypeError from Python instead of calling into the missing
+    wrapper, which would crash the interpreter (hence a child process here)."""
+    code = textwrap.dedent(
+        """
+        import numpy as np
+        from fastmle._cpu import linear, rows
+        x = np.arange(3.0)
+        for helper, args in ((linear._dot, (x, x)), (rows.row_max, (x,))):
+            try:
+                helper(*args)
+            except TypeError as e:
+                assert "kernel helper" in str(e), e
+            else:
+                raise AssertionError(f"{helper} ran from Python")
+        assert linear._dot.py_func(x, x) == 5.0
+        assert linear._add_parts is not None and rows.sum64(x) == 3.0  # Python callers
+        print("ok")
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
 def test_lazy_compilation_and_warm_disk_cache(tmp_path):
     """Compiled kernels go to the per-user cache (keyed by version and package path),
     never into the package: pip would not know those files (issue 17 item 3)."""

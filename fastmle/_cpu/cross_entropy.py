@@ -15,7 +15,7 @@ import numpy as np
 from numba import njit
 
 from . import rows as _rows
-from .jit import DRIVER_OPTIONS, KERNEL_OPTIONS
+from .jit import DRIVER_OPTIONS, KERNEL_OPTIONS, inner
 from .numerics import borrowed, exp_nonpos, from_sortable, log1p, sortable
 from .._rules import as_class_indices, bad_labels_message
 from .threads import run_pieces
@@ -50,7 +50,7 @@ def _check_labels(c0, c1, target, n_classes, ignore_index, weight, bad, first, w
         wsum[c] = acc
 
 
-@njit(**KERNEL_OPTIONS)
+@inner(**KERNEL_OPTIONS)
 def _class_terms(weight, eps, scale, x):
     """(sum of the class weights in float64, the per-class part of the smoothed
     gradient scale * eps * w_j / C in x's dtype)."""
@@ -160,7 +160,7 @@ SHORT_ROWS = 64
 SHORT_BLOCK_ELEMENTS = 4096
 
 
-@njit(**KERNEL_OPTIONS)
+@inner(**KERNEL_OPTIONS)
 def _transpose_in(xf, xt, nb, c_):
     """xt[j * nb + i] = xf[i * c_ + j] for nb rows of c_ classes."""
     for i in range(nb):
@@ -168,7 +168,7 @@ def _transpose_in(xf, xt, nb, c_):
             xt[j * nb + i] = xf[i * c_ + j]
 
 
-@njit(**KERNEL_OPTIONS)
+@inner(**KERNEL_OPTIONS)
 def _col_max(xt, keys, nb, c_):
     """keys[i] = sortable key of max_j xt[j * nb + i] (integer max: vectorizes)."""
     for i in range(nb):
@@ -179,7 +179,7 @@ def _col_max(xt, keys, nb, c_):
             keys[i] = k if k > keys[i] else keys[i]
 
 
-@njit(**KERNEL_OPTIONS)
+@inner(**KERNEL_OPTIONS)
 def _col_exp(xt, m, nb, c_):
     """xt[j * nb + i] = exp(xt[j * nb + i] - m[i]), in place."""
     for j in range(c_):
@@ -187,7 +187,7 @@ def _col_exp(xt, m, nb, c_):
             xt[j * nb + i] = exp_nonpos(xt[j * nb + i] - m[i])
 
 
-@njit(**KERNEL_OPTIONS)
+@inner(**KERNEL_OPTIONS)
 def _col_sums(et, r, n_one, nb, c_):
     """r[i] = sum_j e_ij over e_ij < 1 (float64, classes in order), n_one[i] =
     count of e_ij >= 1 (NaN is added to r and propagates)."""
@@ -202,7 +202,7 @@ def _col_sums(et, r, n_one, nb, c_):
             n_one[i] += 1 if v >= one else 0
 
 
-@njit(**KERNEL_OPTIONS)
+@inner(**KERNEL_OPTIONS)
 def _col_weighted(xt, m, weight, sd, nb, c_):
     """sd[i] = sum_j w_j (x_ij - m_i) in float64 (classes in order)."""
     for i in range(nb):
@@ -213,7 +213,7 @@ def _col_weighted(xt, m, weight, sd, nb, c_):
             sd[i] += wj * np.float64(xt[j * nb + i] - m[i])
 
 
-@njit(**KERNEL_OPTIONS)
+@inner(**KERNEL_OPTIONS)
 def _col_scale(et, a, nb, c_):
     """et[j * nb + i] *= a[i]."""
     for j in range(c_):
@@ -221,7 +221,7 @@ def _col_scale(et, a, nb, c_):
             et[j * nb + i] = et[j * nb + i] * a[i]
 
 
-@njit(**KERNEL_OPTIONS)
+@inner(**KERNEL_OPTIONS)
 def _col_scale_shift(et, a, shift, nb, c_):
     """et[j * nb + i] = et[j * nb + i] * a[i] - shift[j]."""
     for j in range(c_):
@@ -230,7 +230,7 @@ def _col_scale_shift(et, a, shift, nb, c_):
             et[j * nb + i] = et[j * nb + i] * a[i] - sj
 
 
-@njit(**KERNEL_OPTIONS)
+@inner(**KERNEL_OPTIONS)
 def _transpose_out(et, g, nb, c_):
     """g[i * c_ + j] = et[j * nb + i]."""
     for i in range(nb):
@@ -238,7 +238,7 @@ def _transpose_out(et, g, nb, c_):
             g[i * c_ + j] = et[j * nb + i]
 
 
-@njit(**KERNEL_OPTIONS)
+@inner(**KERNEL_OPTIONS)
 def _row_terms(
     xb,
     tb,
@@ -286,7 +286,7 @@ def _row_terms(
         b[i] = _rows.cast(scale * keep * wt if ok else 0.0, m)
 
 
-@njit(**KERNEL_OPTIONS)
+@inner(**KERNEL_OPTIONS)
 def _row_losses(r, coef, off, out):
     """out[i] = coef[i] * log1p(r[i]) - off[i]; returns their sum in float64."""
     for i in range(r.size):
@@ -294,7 +294,7 @@ def _row_losses(r, coef, off, out):
     return _rows.sum64(out)
 
 
-@njit(**KERNEL_OPTIONS)
+@inner(**KERNEL_OPTIONS)
 def _short_rows_chunk(
     x,
     target,

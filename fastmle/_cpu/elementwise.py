@@ -24,7 +24,7 @@ import math
 import numpy as np
 from numba import njit
 
-from .jit import DRIVER_OPTIONS, KERNEL_OPTIONS, POINTWISE_OPTIONS
+from .jit import DRIVER_OPTIONS, KERNEL_OPTIONS, POINTWISE_OPTIONS, inner
 from .numerics import atanh2_third, borrowed, exp, exp_nonpos, log, log1p
 from .rows import cast, sum64
 from .threads import run_pieces
@@ -89,7 +89,7 @@ def n_chunks(r, l_):
     return (r + g - 1) // g
 
 
-@njit(**KERNEL_OPTIONS)
+@inner(**KERNEL_OPTIONS)
 def chunk_bounds(c, r, l_):
     """Rows [r0, r1) and columns [j0, j1) of chunk c."""
     if l_ >= CHUNK:
@@ -101,7 +101,7 @@ def chunk_bounds(c, r, l_):
     return c * g, min(r, (c + 1) * g), 0, l_
 
 
-@njit(**KERNEL_OPTIONS)
+@inner(**KERNEL_OPTIONS)
 def operand_buffer(a, kind):
     """A chunk-sized scratch array for a non-FULL operand, holding a SCALAR operand's
     value already (filled once per range of chunks)."""
@@ -111,7 +111,7 @@ def operand_buffer(a, kind):
     return buf
 
 
-@njit(**KERNEL_OPTIONS)
+@inner(**KERNEL_OPTIONS)
 def operand(a, kind, buf, r0, r1, j0, j1, l_):
     """The chunk's part of operand ``a`` as a contiguous 1-D array (``buf`` is its
     :func:`operand_buffer`). Element loops, not slice assignments: those compile
@@ -169,7 +169,7 @@ def _bce_logits_point(xj, yj, pwj):
     return la + lb if xj == xj else xj, r * ((b if pos else b * e) - (a * e if pos else a))
 
 
-@njit(**POINTWISE_OPTIONS)
+@inner(**POINTWISE_OPTIONS)
 def _bce_logits(x, y, w, pw, want_grad, unit_weights, scale, g, loss, dv):
     sc = cast(scale, x)
     # four loops, so that the common cases skip work (the unused derivative is
@@ -197,7 +197,7 @@ def _bce_logits(x, y, w, pw, want_grad, unit_weights, scale, g, loss, dv):
 _TORCH_EPSILON = float(np.float32(1e-12))  # PyTorch's floor is the float 1e-12f, in any dtype
 
 
-@njit(**POINTWISE_OPTIONS)
+@inner(**POINTWISE_OPTIONS)
 def _bce_probs(p, y, w, unused, p0, p1, scale, g, loss, dv):
     one = cast(1.0, p)
     floor = cast(-100.0, p)
@@ -225,7 +225,7 @@ def _gaussian_point(xj, tj, vj, eps, const):
     return half * (log(v) + d2r) + const, d * r, half * r * (one - d2r)
 
 
-@njit(**POINTWISE_OPTIONS)
+@inner(**POINTWISE_OPTIONS)
 def _gaussian(x, t, v, unused, eps, const, scale, g, loss, dv):
     e = cast(eps, x)
     c = cast(const, x)
@@ -241,7 +241,7 @@ def _gaussian(x, t, v, unused, eps, const, scale, g, loss, dv):
         dv[j] = sc * dvj
 
 
-@njit(**POINTWISE_OPTIONS)
+@inner(**POINTWISE_OPTIONS)
 def _mse(x, t, unused1, unused2, p0, p1, scale, g, loss, dv):
     sc2 = cast(2.0 * scale, x)
     for j in range(x.size):
@@ -250,7 +250,7 @@ def _mse(x, t, unused1, unused2, p0, p1, scale, g, loss, dv):
         g[j] = sc2 * d
 
 
-@njit(**POINTWISE_OPTIONS)
+@inner(**POINTWISE_OPTIONS)
 def _kl(x, t, unused1, unused2, log_target, p1, scale, g, loss, dv):
     zero = cast(0.0, x)
     sc = cast(scale, x)
@@ -282,7 +282,7 @@ def _stirling(tj):
     return tj * lt - tj + cast(0.5, tj) * lt + cast(HALF_LOG_2PI, tj)
 
 
-@njit(**POINTWISE_OPTIONS)
+@inner(**POINTWISE_OPTIONS)
 def _poisson(x, t, unused1, unused2, flags, eps, scale, g, loss, dv):
     """PyTorch's poisson_nll_loss. flags: 1 = log_input (x is log(rate)), 2 = full."""
     sc = cast(scale, x)

@@ -21,6 +21,10 @@
   file (Numba's default): kernels inline the helpers of ``numerics.py`` and
   ``rows.py``, and a stale copy of those would survive an edit or an upgrade
   otherwise (see :func:`_install_package_stamp`).
+- Helpers that only compiled code calls are declared with :func:`inner`: no
+  CPython or C entry point (unused, and ~30 ms of compilation each); called from
+  Python they raise ``TypeError``. Drivers and the few functions Python calls keep
+  ``numba.njit``.
 - ``error_model="numpy"``: division by zero gives inf/nan like NumPy instead of
   raising, which also keeps divisions in loops vectorizable.
 - ``boundscheck=False``: every index is validated in Python before a kernel runs.
@@ -45,6 +49,7 @@ import tempfile
 
 import numba
 from numba.core import caching
+from numba.core.registry import CPUDispatcher
 
 JIT_OPTIONS = dict(nogil=True, cache=True, error_model="numpy", boundscheck=False)
 # helpers built by factories (closures) are never cached themselves: Numba cannot
@@ -59,6 +64,36 @@ POINTWISE_OPTIONS = dict(JIT_OPTIONS)
 # fast-math (LLVM inlines the helpers they call, and the drivers' flags would then
 # reach the point-wise formulas)
 DRIVER_OPTIONS = dict(JIT_OPTIONS)
+
+
+class _InnerDispatcher(CPUDispatcher):
+    """A helper without a Python entry point: called from Python, it raises (calling
+    into the missing wrapper would crash the interpreter)."""
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError(
+            f"{self.py_func.__module__}.{self.py_func.__qualname__} is a kernel helper "
+            "that only compiled code can call; use its .py_func from Python"
+        )
+
+
+# Numba's CPython and C wrappers: a helper that only compiled code calls does without
+NO_WRAPPERS = dict(no_cpython_wrapper=True, no_cfunc_wrapper=True)
+
+
+def inner(**options):
+    """``numba.njit(**options)`` for a helper that only compiled code calls: built
+    without Numba's CPython and C wrappers, which cost ~30 ms of compilation per
+    function and are never used (20 chained helpers: 2.06 s -> 1.46 s to compile;
+    a LogisticRegression's first fit 3.9 -> 3.4 s CPU, measured)."""
+
+    def decorate(fn):
+        disp = numba.njit(**NO_WRAPPERS, **options)(fn)
+        if isinstance(disp, CPUDispatcher):  # not under NUMBA_DISABLE_JIT
+            disp.__class__ = _InnerDispatcher
+        return disp
+
+    return decorate
 
 
 _KERNEL_DIR = os.path.dirname(os.path.abspath(__file__))  # fastmle/_cpu

@@ -21,7 +21,7 @@ from numba import njit
 from .elementwise import _bce_logits_point
 from .numerics import borrowed, exp, exp_nonpos
 from .rows import sum64
-from .jit import DRIVER_OPTIONS, KERNEL_OPTIONS, POINTWISE_OPTIONS
+from .jit import DRIVER_OPTIONS, KERNEL_OPTIONS, POINTWISE_OPTIONS, inner
 from .threads import map_threads, run_pieces
 
 CHUNK = 1024
@@ -29,7 +29,7 @@ _NO_WEIGHTS = np.zeros(0)  # an absent per-row argument
 _NO_ROWS = np.zeros((0, 0))
 
 
-@njit(**KERNEL_OPTIONS)
+@inner(**KERNEL_OPTIONS)
 def _dot(x, w):
     s = 0.0
     for j in range(x.shape[0]):
@@ -37,13 +37,13 @@ def _dot(x, w):
     return s
 
 
-@njit(**KERNEL_OPTIONS)
+@inner(**KERNEL_OPTIONS)
 def _axpy(y, a, x):
     for j in range(y.shape[0]):
         y[j] += a * np.float64(x[j])
 
 
-@njit(**KERNEL_OPTIONS)
+@inner(**KERNEL_OPTIONS)
 def _axpy4(y, a0, a1, a2, a3, X, i):
     # rows i..i+3 of X through one array: with four separate row arrays LLVM gives up
     # on the run-time alias checks and the loop stays scalar (measured)
@@ -56,7 +56,7 @@ def _axpy4(y, a0, a1, a2, a3, X, i):
         )
 
 
-@njit(**KERNEL_OPTIONS)
+@inner(**KERNEL_OPTIONS)
 def _dot4(u, t0, t1, t2, t3):
     s0 = s1 = s2 = s3 = 0.0
     for j in range(u.shape[0]):
@@ -67,7 +67,7 @@ def _dot4(u, t0, t1, t2, t3):
     return s0, s1, s2, s3
 
 
-@njit(**KERNEL_OPTIONS)
+@inner(**KERNEL_OPTIONS)
 def _predict_rows(X, Wt, Z, i0, i1):
     i = i0
     while i + 4 <= i1:  # four rows per pass over a row of Wt
@@ -91,7 +91,7 @@ def _predictor_kernel(c0, c1, X, Wt, Z):
         _predict_rows(X, Wt, Z, c * CHUNK, min(n, (c + 1) * CHUNK))
 
 
-@njit(**KERNEL_OPTIONS)
+@inner(**KERNEL_OPTIONS)
 def _backprop_rows(X, R, p, i0, i1):
     i = i0
     while i + 4 <= i1:  # four rows per pass over p: four multiply-adds per load/store
@@ -106,7 +106,7 @@ def _backprop_rows(X, R, p, i0, i1):
             _axpy(p[m, 1:], R[r, m], X[r])
 
 
-@njit(**KERNEL_OPTIONS)
+@inner(**KERNEL_OPTIONS)
 def _squares_rows(X, sw, p, i0, i1):
     for i in range(i0, i1):
         w = sw[i] if sw.shape[0] else 1.0
@@ -138,14 +138,10 @@ def column_squares(X: np.ndarray, sw) -> np.ndarray:
     return out
 
 
-@njit(**KERNEL_OPTIONS)
-def _add_parts(parts, out):
-    """out += parts[0] + parts[1] + ..., in chunk order (whatever the thread count)."""
-    flat = out.reshape(-1)
-    for c in range(parts.shape[0]):
-        part = parts[c].reshape(-1)
-        for j in range(flat.shape[0]):
-            flat[j] += part[j]
+def _add_parts(parts: np.ndarray, out: np.ndarray) -> None:
+    """out += the sum of the per-chunk parts over the chunks: their number and order
+    are fixed by the rows, not the threads, and NumPy adds them in one fixed order."""
+    out += parts.sum(axis=0)
 
 
 @njit(**DRIVER_OPTIONS)
@@ -166,7 +162,7 @@ def _backprop_kernel(c0, c1, X, R, parts):
 # pass of a fit also the column squares (from cache: 35 ms less than their own pass).
 
 
-@njit(**KERNEL_OPTIONS)
+@inner(**KERNEL_OPTIONS)
 def _chunk_predictor(X, wt, off, z, i0, i1):
     # z[:] = wt[0] + X[i0:i1] . wt[1:] (+ off[i0:i1])
     _predict_rows(X[i0:i1], wt.reshape((1, wt.shape[0])), z.reshape((z.shape[0], 1)), 0, i1 - i0)
@@ -175,7 +171,7 @@ def _chunk_predictor(X, wt, off, z, i0, i1):
             z[j] += off[i0 + j]
 
 
-@njit(**KERNEL_OPTIONS)
+@inner(**KERNEL_OPTIONS)
 def _chunk_scratch(Z, A, i0, i1):
     # a chunk's predictors (into Z where it is not empty), NLLs, dNLL/dz and, for a
     # Hessian (A not empty), d2NLL/dz^2
@@ -184,7 +180,7 @@ def _chunk_scratch(Z, A, i0, i1):
     return z, np.empty(m), np.empty(m), np.empty(m if A.shape[0] else 0)
 
 
-@njit(**KERNEL_OPTIONS)
+@inner(**KERNEL_OPTIONS)
 def _chunk_rows(X, sw, r, h, p, A, sq, i0, i1):
     # p += [1, X[i0:i1]]^T r; A[i0:i1] = sqrt(h) [1, X[i0:i1]] where A is not empty;
     # sq += the weighted column squares where sq is not empty
@@ -199,7 +195,7 @@ def _chunk_rows(X, sw, r, h, p, A, sq, i0, i1):
         _squares_rows(X, sw, sq, i0, i1)
 
 
-@njit(**POINTWISE_OPTIONS)
+@inner(**POINTWISE_OPTIONS)
 def _bernoulli_points(z, y, sw, nll, r, h):
     # each row's weighted NLL, dNLL/dz and (h not empty) d2NLL/dz^2 = w p (1 - p) at
     # log-odds z: the public BCE-with-logits point formula, without fast-math (the
@@ -220,7 +216,7 @@ def _bernoulli_points(z, y, sw, nll, r, h):
                 h[j] *= sw[j]
 
 
-@njit(**KERNEL_OPTIONS)
+@inner(**KERNEL_OPTIONS)
 def _bernoulli_counts(z, y, sw, perfect, cnt):
     # cnt += [misclassified rows, rows of margin > perfect] among rows of positive weight
     wrong = good = 0
@@ -299,7 +295,7 @@ def bernoulli_pass(
     return _fused(_bernoulli_kernel, X, G, sq, Wt[0], y, sw, perfect, Z, A, counts=counts)
 
 
-@njit(**POINTWISE_OPTIONS)
+@inner(**POINTWISE_OPTIONS)
 def _poisson_points(z, y, sw, nll, r, h):
     # each row's weighted NLL without the log(y!) constant, dNLL/dz and (h not empty)
     # d2NLL/dz^2 at log-mean z: mu - y z, mu - y and mu; exp overflows to inf only
@@ -365,7 +361,7 @@ _LOG_FACTORIAL = np.array([math.lgamma(k + 1.0) for k in range(_SMALL_COUNTS)])
 _K_LOG_K = np.array([k * math.log(k) if k else 0.0 for k in range(_SMALL_COUNTS)])
 
 
-@njit(**POINTWISE_OPTIONS)
+@inner(**POINTWISE_OPTIONS)
 def _poisson_sum_rows(y, sw, off, log_fact, k_log_k, p, i0, i1):
     for i in range(i0, i1):
         w = sw[i] if sw.shape[0] else 1.0

@@ -24,11 +24,11 @@ import math
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
-from .jit import HELPER_OPTIONS
+from .jit import HELPER_OPTIONS, NO_WRAPPERS, inner
 
 __all__ = [
     "borrowed",
@@ -301,7 +301,7 @@ def _make_exp(ft, degree, lo, hi):
     c = tuple(ft(1.0 / math.factorial(k)) for k in range(degree + 1))
     lo, hi, half = ft(lo), ft(hi), ft(0.5)
 
-    @njit(**HELPER_OPTIONS)
+    @inner(**HELPER_OPTIONS)
     def _exp(x):
         xc = x if x > lo else lo  # NaN -> lo: the integer path never sees NaN
         xc = xc if xc < hi else hi
@@ -347,7 +347,7 @@ def _make_exp_nonpos32():
     bias_bits = np.int32((127 + 64) << 23)
     two_m64 = ft(2.0**-64)
 
-    @njit(**HELPER_OPTIONS)
+    @inner(**HELPER_OPTIONS)
     def _exp(x):
         xc = lo if x < lo else x  # NaN stays NaN
         t = fmuladd(xc, log2e, magic)
@@ -376,7 +376,7 @@ def _make_atanh2(ft, coeffs):
     deg = len(c) - 1
     two = ft(2.0)
 
-    @njit(**HELPER_OPTIONS)
+    @inner(**HELPER_OPTIONS)
     def _f(s):
         z = s * s
         p = c[deg]
@@ -399,13 +399,13 @@ def _make_log(ft, ity, mant, nterms):
     # |s| <= 0.1716 here: the series sum s**2k / (2k+1), truncated after nterms
     _atanh2 = _make_atanh2(ft, tuple(1.0 / (2 * j + 1) for j in range(nterms + 1)))
 
-    @njit(**HELPER_OPTIONS)
+    @inner(**HELPER_OPTIONS)
     def _split(x):
         # x = 2**k * m, m in [sqrt(1/2), sqrt(2)), for normal positive x
         i = _bits(x) - sqrt_half_bits
         return ft(i >> mant), _from_bits((i & mant_mask) + sqrt_half_bits, x)
 
-    @njit(**HELPER_OPTIONS)
+    @inner(**HELPER_OPTIONS)
     def _log(x):
         sub = x < tiny  # subnormal (or <= 0): scale into the normal range first
         k, m = _split(x * scale_up if sub else x)
@@ -415,7 +415,7 @@ def _make_log(ft, ity, mant, nterms):
         r = -inf if x == zero else r
         return r if x >= zero else nan  # negative or NaN
 
-    @njit(**HELPER_OPTIONS)
+    @inner(**HELPER_OPTIONS)
     def _log1p(x):
         u = one + x
         k, m = _split(u)
@@ -460,7 +460,7 @@ def _generic(name, f32, f64):
 
     stub.__name__ = name
 
-    @overload(stub, jit_options=HELPER_OPTIONS)
+    @overload(stub, jit_options=dict(HELPER_OPTIONS, **NO_WRAPPERS))
     def _ov(x):
         if x == types.float32:
             return lambda x: f32(x)

@@ -14,7 +14,7 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
-from .jit import KERNEL_OPTIONS
+from .jit import KERNEL_OPTIONS, inner
 from .numerics import exp_nonpos, from_sortable, sortable, store_fence, stream_copy
 
 # Rows are grouped into chunks of about this many elements. The chunking (not the
@@ -52,7 +52,7 @@ def streams(out) -> bool:
     return out is not None and out.nbytes >= STREAM_BYTES
 
 
-@njit(**KERNEL_OPTIONS)
+@inner(**KERNEL_OPTIONS)
 def write_row(e, g, stream):
     """g[:] = e[:], with non-temporal stores if ``stream`` (then the caller must
     :func:`fence` before its chunk ends)."""
@@ -63,7 +63,7 @@ def write_row(e, g, stream):
             g[j] = e[j]
 
 
-@njit(**KERNEL_OPTIONS)
+@inner(**KERNEL_OPTIONS)
 def fence(stream):
     """Make the streaming stores of this thread visible (a no-op without them)."""
     if stream:
@@ -79,7 +79,7 @@ def sum64(a):
     return s
 
 
-@njit(**KERNEL_OPTIONS)
+@inner(**KERNEL_OPTIONS)
 def row_max(x):
     """max(x) for a non-empty row; NaN if the row holds a (positive) NaN."""
     k = sortable(x[0])
@@ -89,7 +89,7 @@ def row_max(x):
     return from_sortable(k, x[0])
 
 
-@njit(**KERNEL_OPTIONS)
+@inner(**KERNEL_OPTIONS)
 def exp_row(x, m, e, nxt):
     """e[j] = exp(x[j] - m); returns (r, max(nxt)) with r = sum(e) - 1 in float64.
 
@@ -123,7 +123,7 @@ def exp_row(x, m, e, nxt):
     return r + (n_one - 1), from_sortable(k, nxt[0])
 
 
-@njit(**KERNEL_OPTIONS)
+@inner(**KERNEL_OPTIONS)
 def exp_row_weighted(x, m, e, nxt, w):
     """As :func:`exp_row`, also returning sum(w[j] * (x[j] - m)) in float64."""
     sd = 0.0
@@ -133,7 +133,7 @@ def exp_row_weighted(x, m, e, nxt, w):
     return r, m_next, sd
 
 
-@njit(**KERNEL_OPTIONS)
+@inner(**KERNEL_OPTIONS)
 def exp_row_soft(x, m, e, nxt, y, w, keep, spread):
     """For probability targets q = keep * y + spread: returns (sum exp(x - m) - 1,
     max(nxt), sum w q, sum w q (x - m)), storing exp(x - m) in e. A class with
@@ -150,42 +150,42 @@ def exp_row_soft(x, m, e, nxt, y, w, keep, spread):
     return r, m_next, wq_sum, wqd_sum
 
 
-@njit(**KERNEL_OPTIONS)
+@inner(**KERNEL_OPTIONS)
 def soft_grad_row(e, g, y, w, keep, spread, a, scale):
     """g[j] = e[j] * a - scale * w[j] * q[j]."""
     for j in range(e.size):
         g[j] = e[j] * a - scale * w[j] * (keep * y[j] + spread)
 
 
-@njit(**KERNEL_OPTIONS)
+@inner(**KERNEL_OPTIONS)
 def scale_row(e, g, a):
     """g[j] = e[j] * a."""
     for j in range(e.size):
         g[j] = e[j] * a
 
 
-@njit(**KERNEL_OPTIONS)
+@inner(**KERNEL_OPTIONS)
 def scale_inplace(e, a):
     """e[j] *= a (one array: no aliasing check to fail, so it vectorizes)."""
     for j in range(e.size):
         e[j] = e[j] * a
 
 
-@njit(**KERNEL_OPTIONS)
+@inner(**KERNEL_OPTIONS)
 def scale_shift_inplace(e, a, b):
     """e[j] = e[j] * a - b[j]."""
     for j in range(e.size):
         e[j] = e[j] * a - b[j]
 
 
-@njit(**KERNEL_OPTIONS)
+@inner(**KERNEL_OPTIONS)
 def scale_shift_row(e, g, a, b):
     """g[j] = e[j] * a - b[j]."""
     for j in range(e.size):
         g[j] = e[j] * a - b[j]
 
 
-@njit(**KERNEL_OPTIONS)
+@inner(**KERNEL_OPTIONS)
 def log_softmax_row(x, m, ls, out):
     """out[j] = (x[j] - m) - ls: x - m is exact near the max, so the largest
     log-probabilities keep full accuracy."""
@@ -193,7 +193,7 @@ def log_softmax_row(x, m, ls, out):
         out[j] = (x[j] - m) - ls
 
 
-@njit(**KERNEL_OPTIONS)
+@inner(**KERNEL_OPTIONS)
 def masked_logsumexp(x):
     """logsumexp for a row whose max is not finite, as PyTorch defines it: the
     shift is taken as 0 when the max is +-inf (so all -inf gives -inf, any +inf
