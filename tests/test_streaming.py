@@ -91,7 +91,7 @@ def test_short_rows_match_the_long_rows_kernel():
             continue
         for eps in (0.0, 0.2):
             out = {}
-            for kernel in (ce._ce_short_rows_kernel, ce._ce_index_kernel):
+            for kernel in (ce._SHORT_ROWS[eps > 0], ce._ce_index_kernel):
                 g = np.empty_like(x)
                 rows = np.empty(x.shape[0])
                 per = _rows.rows_per_chunk(c)

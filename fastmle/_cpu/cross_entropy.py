@@ -294,105 +294,115 @@ def _row_losses(r, coef, off, out):
     return _rows.sum64(out)
 
 
-@njit(**DRIVER_OPTIONS)
-def _ce_short_rows_kernel(
-    c0,
-    c1,
-    x,
-    target,
-    weight,
-    ignore_index,
-    eps,
-    scale,
-    grad,
-    want_grad,
-    rows_out,
-    want_rows,
-    per_chunk,
-    stream,
-    partial,
-):
-    n, c_ = x.shape
-    w_total, shift = _class_terms(weight, eps, scale, x)
-    # the arguments, which the caller keeps alive, without refcounts (numerics.borrowed)
-    x, target, weight, grad = borrowed(x), borrowed(target), borrowed(weight), borrowed(grad)
-    rows_out = borrowed(rows_out)
-    xf = x.reshape(-1)
-    g = grad.reshape(-1)  # empty without the gradient
-    smooth = eps > 0.0
-    keep = 1.0 - eps
-    lost = _rows.cast(0.0, x)
-    # the scratch of a block of rows (the per-class loops below run over it)
-    nbmax = max(1, SHORT_BLOCK_ELEMENTS // c_)
-    xt = np.empty(nbmax * c_, x.dtype)
-    keys = np.full(nbmax, sortable(x[0, 0]))  # int32 / int64 like the keys
-    m = np.empty(nbmax, x.dtype)
-    r_blk = np.empty(nbmax)
-    n_one = np.empty(nbmax, np.int64)
-    sd = np.empty(nbmax)
-    a = np.empty(nbmax, x.dtype)
-    bt = np.empty(nbmax, x.dtype)
-    gbuf = np.empty(nbmax * c_ if stream else 0, x.dtype)
-    # a chunk's loss_i = coef_i * log1p(r_i) - off_i, with all log1p in one loop
-    r_all, coef_all, off_all = np.empty(per_chunk), np.empty(per_chunk), np.empty(per_chunk)
-    # one level of calls below the driver: each level recompiles the code under it (a
-    # per-chunk function here cost a first call 0.8 s CPU more, measured)
-    for c in range(c0, c1):
-        r0 = c * per_chunk
-        r1 = min(n, r0 + per_chunk)
-        r_, coef, off = r_all[: r1 - r0], coef_all[: r1 - r0], off_all[: r1 - r0]
-        for b0 in range(r0, r1, nbmax):
-            nb = min(nbmax, r1 - b0)
-            xb = xf[b0 * c_ : (b0 + nb) * c_]
-            tb = target[b0 : b0 + nb]
-            _transpose_in(xb, xt, nb, c_)
-            _col_max(xt, keys, nb, c_)
-            for i in range(nb):
-                m[i] = from_sortable(keys[i], lost)
-            if smooth:
-                _col_weighted(xt, m, weight, sd, nb, c_)
-            _col_exp(xt, m, nb, c_)
-            _col_sums(xt, r_blk, n_one, nb, c_)
-            _row_terms(
-                xb,
-                tb,
-                m[:nb],
-                r_blk,
-                n_one,
-                sd,
-                weight,
-                ignore_index,
-                keep,
-                eps,
-                w_total,
-                scale,
-                smooth,
-                r_[b0 - r0 : b0 - r0 + nb],
-                coef[b0 - r0 : b0 - r0 + nb],
-                off[b0 - r0 : b0 - r0 + nb],
-                a,
-                bt,
-                c_,
-            )
-            if want_grad:
-                if smooth:
-                    _col_scale_shift(xt, a, shift, nb, c_)
-                else:
-                    _col_scale(xt, a, nb, c_)
+def _make_short_rows(smooth: bool):
+    """The short-rows driver with or without label smoothing, fixed at compile time:
+    a call compiles only the loops it runs. (Streaming stores stay an argument: a
+    loss and its value-and-gradient then run the same machine code, so their losses
+    agree to the bit.)"""
+
+    @njit(**DRIVER_OPTIONS)
+    def _ce_short_rows_kernel(
+        c0,
+        c1,
+        x,
+        target,
+        weight,
+        ignore_index,
+        eps,
+        scale,
+        grad,
+        want_grad,
+        rows_out,
+        want_rows,
+        per_chunk,
+        stream,
+        partial,
+    ):
+        n, c_ = x.shape
+        w_total, shift = _class_terms(weight, eps, scale, x)
+        # the arguments, which the caller keeps alive, without refcounts (numerics.borrowed)
+        x, target, weight, grad = borrowed(x), borrowed(target), borrowed(weight), borrowed(grad)
+        rows_out = borrowed(rows_out)
+        xf = x.reshape(-1)
+        g = grad.reshape(-1)  # empty without the gradient
+        keep = 1.0 - eps
+        lost = _rows.cast(0.0, x)
+        # the scratch of a block of rows (the per-class loops below run over it)
+        nbmax = max(1, SHORT_BLOCK_ELEMENTS // c_)
+        xt = np.empty(nbmax * c_, x.dtype)
+        keys = np.full(nbmax, sortable(x[0, 0]))  # int32 / int64 like the keys
+        m = np.empty(nbmax, x.dtype)
+        r_blk = np.empty(nbmax)
+        n_one = np.empty(nbmax, np.int64)
+        sd = np.empty(nbmax)
+        a = np.empty(nbmax, x.dtype)
+        bt = np.empty(nbmax, x.dtype)
+        gbuf = np.empty(nbmax * c_ if stream else 0, x.dtype)
+        # a chunk's loss_i = coef_i * log1p(r_i) - off_i, with all log1p in one loop
+        r_all, coef_all, off_all = np.empty(per_chunk), np.empty(per_chunk), np.empty(per_chunk)
+        # one level of calls below the driver: each level recompiles the code under it (a
+        # per-chunk function here cost a first call 0.8 s CPU more, measured)
+        for c in range(c0, c1):
+            r0 = c * per_chunk
+            r1 = min(n, r0 + per_chunk)
+            r_, coef, off = r_all[: r1 - r0], coef_all[: r1 - r0], off_all[: r1 - r0]
+            for b0 in range(r0, r1, nbmax):
+                nb = min(nbmax, r1 - b0)
+                xb = xf[b0 * c_ : (b0 + nb) * c_]
+                tb = target[b0 : b0 + nb]
+                _transpose_in(xb, xt, nb, c_)
+                _col_max(xt, keys, nb, c_)
                 for i in range(nb):
-                    t = tb[i]
-                    if t == ignore_index:
-                        for j in range(c_):
-                            xt[j * nb + i] = 0
+                    m[i] = from_sortable(keys[i], lost)
+                if smooth:
+                    _col_weighted(xt, m, weight, sd, nb, c_)
+                _col_exp(xt, m, nb, c_)
+                _col_sums(xt, r_blk, n_one, nb, c_)
+                _row_terms(
+                    xb,
+                    tb,
+                    m[:nb],
+                    r_blk,
+                    n_one,
+                    sd,
+                    weight,
+                    ignore_index,
+                    keep,
+                    eps,
+                    w_total,
+                    scale,
+                    smooth,
+                    r_[b0 - r0 : b0 - r0 + nb],
+                    coef[b0 - r0 : b0 - r0 + nb],
+                    off[b0 - r0 : b0 - r0 + nb],
+                    a,
+                    bt,
+                    c_,
+                )
+                if want_grad:
+                    if smooth:
+                        _col_scale_shift(xt, a, shift, nb, c_)
                     else:
-                        xt[t * nb + i] -= bt[i]
-                if stream:
-                    _transpose_out(xt, gbuf, nb, c_)
-                    _rows.write_row(gbuf[: nb * c_], g[b0 * c_ : (b0 + nb) * c_], True)
-                else:
-                    _transpose_out(xt, g[b0 * c_ : (b0 + nb) * c_], nb, c_)
-        partial[c] = _row_losses(r_, coef, off, rows_out[r0:r1] if want_rows else r_)
-        _rows.fence(stream)
+                        _col_scale(xt, a, nb, c_)
+                    for i in range(nb):
+                        t = tb[i]
+                        if t == ignore_index:
+                            for j in range(c_):
+                                xt[j * nb + i] = 0
+                        else:
+                            xt[t * nb + i] -= bt[i]
+                    if stream:
+                        _transpose_out(xt, gbuf, nb, c_)
+                        _rows.write_row(gbuf[: nb * c_], g[b0 * c_ : (b0 + nb) * c_], True)
+                    else:
+                        _transpose_out(xt, g[b0 * c_ : (b0 + nb) * c_], nb, c_)
+            partial[c] = _row_losses(r_, coef, off, rows_out[r0:r1] if want_rows else r_)
+            _rows.fence(stream)
+
+    return _ce_short_rows_kernel
+
+
+_SHORT_ROWS = {smooth: _make_short_rows(smooth) for smooth in (False, True)}  # compiled on use
 
 
 @njit(**DRIVER_OPTIONS)
@@ -491,7 +501,10 @@ def compute(x2, t2, w, probs, eps, ignore_index, scale, want_rows, grad2):
             partial,
         )
     else:
-        kernel = _ce_short_rows_kernel if x2.shape[1] < SHORT_ROWS else _ce_index_kernel
+        if x2.shape[1] < SHORT_ROWS:
+            kernel = _SHORT_ROWS[eps > 0.0]
+        else:
+            kernel = _ce_index_kernel
         run_pieces(
             kernel,
             partial.size,
