@@ -132,6 +132,10 @@ FIRST_CALLS = {
     for name, (args, shape) in _LOSS_CALLS.items()
     for suffix in ("", "_grad", "_value_and_grad")
 }
+# fewer than 64 classes take the short-rows kernel, a second one (see _cpu/cross_entropy)
+FIRST_CALLS["cross_entropy_value_and_grad, 10 classes"] = (
+    f"fm.cross_entropy_value_and_grad({_X.format('(64, 10)')}, np.arange(64) % 10)"
+)
 FIRST_CALLS.update(
     {f: f"fm.{f}({_X.format('(64, 100)')})" for f in ("logsumexp", "softmax", "log_softmax")}
 )

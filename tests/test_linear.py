@@ -143,6 +143,48 @@ def test_fused_passes(n, d, family, weighted, with_offset, dtype, seed):
     np.testing.assert_allclose(H, rows.T @ rows, rtol=1e-11, atol=1e-10)
 
 
+@settings(max_examples=30, deadline=None)
+@given(
+    n=st.integers(1, 2600),
+    d=st.integers(1, 9),
+    k=st.sampled_from([2, 3, 7, 10, 33, 63]),
+    weighted=st.booleans(),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    seed=st.integers(0, 2**16),
+)
+def test_softmax_pass(n, d, k, weighted, dtype, seed):
+    # n crosses the 1024-row chunks and the transposed blocks (4096 // k rows); the
+    # NLL, gradient, logits and column squares against float64 NumPy formulas
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d)).astype(dtype)
+    Wt = rng.standard_normal((k, d + 1)) * 2.0
+    y = rng.integers(0, k, n)
+    sw = rng.uniform(0.0, 2.0, n) if weighted else None
+    s = np.ones(n) if sw is None else sw
+    Xa = _augmented(X)
+    z = Xa @ Wt.T
+    lse = np.log(np.exp(z - z.max(1, keepdims=True)).sum(1)) + z.max(1)
+    p = np.exp(z - lse[:, None])
+    p[np.arange(n), y] -= 1.0
+    G, Z, S = np.ones((k, d + 1)), np.empty((n, k)), np.ones(d + 1)
+    loss = _linear.softmax_pass(X, Wt, y, sw, G, Z, S)
+    np.testing.assert_allclose(loss, s @ (lse - z[np.arange(n), y]), rtol=1e-11)
+    np.testing.assert_allclose(G, 1.0 + (s[:, None] * p).T @ Xa, rtol=1e-10, atol=1e-9)
+    np.testing.assert_allclose(Z, z, rtol=1e-12, atol=1e-11)
+    np.testing.assert_allclose(S, 1.0 + np.concatenate([[s.sum()], s @ Xa[:, 1:] ** 2]), rtol=1e-12)
+    # without the optional outputs: the same loss and gradient, bit for bit
+    G2 = np.ones((k, d + 1))
+    assert _linear.softmax_pass(X, Wt, y, sw, G2) == loss
+    np.testing.assert_array_equal(G2, G)
+
+
+def test_softmax_pass_refuses_labels_outside_the_classes():
+    X, Wt, G = np.ones((5, 2)), np.zeros((3, 3)), np.zeros((3, 3))
+    for bad in (np.array([0, 1, 2, 3, 0]), np.array([0, -1, 2, 1, 0])):
+        with pytest.raises(ValueError, match=r"y: class indices must lie in \[0, 3\)"):
+            _linear.softmax_pass(X, Wt, bad, None, G)
+
+
 def test_column_squares_and_poisson_sums():
     rng = np.random.default_rng(3)
     X = rng.standard_normal((3000, 4)).astype(np.float32)

@@ -18,8 +18,19 @@ import math
 import numpy as np
 from numba import njit
 
+from .cross_entropy import (
+    SHORT_BLOCK_ELEMENTS,
+    _col_exp,
+    _col_max,
+    _col_scale,
+    _col_sums,
+    _row_losses,
+    _row_terms,
+    _transpose_in,
+    _transpose_out,
+)
 from .elementwise import _bce_logits_point
-from .numerics import borrowed, exp, exp_nonpos
+from .numerics import borrowed, exp, exp_nonpos, from_sortable
 from .rows import sum64
 from .jit import DRIVER_OPTIONS, KERNEL_OPTIONS, POINTWISE_OPTIONS, inner
 from .threads import map_threads, run_pieces
@@ -274,9 +285,10 @@ def _bernoulli_kernel(c0, c1, X, wt, y, sw, perfect, Z, A, parts, sq_parts, cnts
 
 def _fused(kernel, X, G, sq, *args, counts=None):
     """Run a fused pass's kernel over the chunks of X (its per-chunk parts added in
-    chunk order: the bits do not depend on the thread count); returns the loss."""
+    chunk order: the bits do not depend on the thread count); returns the loss. One
+    predictor (G of shape (1, d + 1)): a chunk's part is a vector, else a matrix."""
     nch = _chunks(X.shape[0])
-    parts = np.zeros((nch, G.shape[1]))
+    parts = np.zeros((nch,) + (G.shape[1:] if G.shape[0] == 1 else G.shape))
     sq_parts = np.zeros((nch, sq.shape[0]))
     losses = np.zeros(nch)
     if counts is None:
@@ -381,6 +393,102 @@ def poisson_pass(
     A = _NO_ROWS if A is None else A
     sq = _NO_WEIGHTS if sq is None else sq
     return _fused(_poisson_kernel, X, G, sq, Wt[0], y, sw, off, Z, A)
+
+
+# -- the fused pass of the softmax family (fewer than SHORT_ROWS classes) -------------
+# Per chunk: the k logits of its rows (X read from memory), the short-rows
+# cross-entropy's per-class loops on blocks of them (transposed, so that each loop runs
+# over rows: see _cpu/cross_entropy), and the back-propagation (X again, from cache):
+# one read of X, where the three kernel calls of the unfused pass read it twice.
+
+
+@njit(**DRIVER_OPTIONS)
+def _softmax_kernel(c0, c1, X, Wt, y, sw, ones, Z, parts, sq_parts, losses):
+    X, Wt, y, sw = borrowed(X), borrowed(Wt), borrowed(y), borrowed(sw)
+    ones, Z, parts = borrowed(ones), borrowed(Z), borrowed(parts)
+    sq_parts, losses = borrowed(sq_parts), borrowed(losses)
+    n, k = X.shape[0], Wt.shape[0]
+    zb, rb = np.empty((CHUNK, k)), np.empty((CHUNK, k))  # a chunk's logits, dNLL/dlogits
+    r_, coef, off = np.empty(CHUNK), np.empty(CHUNK), np.empty(CHUNK)  # its rows' NLLs
+    nbmax = max(1, SHORT_BLOCK_ELEMENTS // k)  # rows per transposed block
+    xt, keys, m = np.empty(nbmax * k), np.empty(nbmax, np.int64), np.empty(nbmax)
+    r_blk, n_one = np.empty(nbmax), np.empty(nbmax, np.int64)
+    a, b = np.empty(nbmax), np.empty(nbmax)
+    for c in range(c0, c1):
+        i0 = c * CHUNK
+        i1 = min(n, i0 + CHUNK)
+        nc = i1 - i0
+        z = Z[i0:i1] if Z.shape[0] else zb[:nc]
+        _predict_rows(X[i0:i1], Wt, z, 0, nc)
+        zf, rf = z.reshape(-1), rb[:nc].reshape(-1)
+        for b0 in range(0, nc, nbmax):
+            nb = min(nbmax, nc - b0)
+            zblk, tb = zf[b0 * k : (b0 + nb) * k], y[i0 + b0 : i0 + b0 + nb]
+            _transpose_in(zblk, xt, nb, k)
+            _col_max(xt, keys, nb, k)
+            for i in range(nb):
+                m[i] = from_sortable(keys[i], 0.0)
+            _col_exp(xt, m, nb, k)
+            _col_sums(xt, r_blk, n_one, nb, k)
+            # unit class weights, no smoothing, no ignored rows: NLL = log1p(r) - off,
+            # gradient a * exp(z - max) - b at the target, times the row's weight
+            rows = slice(b0, b0 + nb)
+            _row_terms(
+                zblk,
+                tb,
+                m[:nb],
+                r_blk,
+                n_one,
+                r_blk[:0],  # no smoothing sums
+                ones,
+                -1,
+                1.0,
+                0.0,
+                float(k),
+                1.0,
+                False,
+                r_[rows],
+                coef[rows],
+                off[rows],
+                a,
+                b,
+                k,
+            )
+            if sw.shape[0]:
+                for i in range(nb):
+                    w = sw[i0 + b0 + i]
+                    a[i] *= w
+                    b[i] *= w
+                    coef[b0 + i] *= w
+                    off[b0 + i] *= w
+            _col_scale(xt, a, nb, k)
+            for i in range(nb):
+                xt[tb[i] * nb + i] -= b[i]
+            _transpose_out(xt, rf[b0 * k : (b0 + nb) * k], nb, k)
+        losses[c] = _row_losses(r_[:nc], coef[:nc], off[:nc], r_[:nc])
+        _backprop_rows(X[i0:i1], rb[:nc], parts[c], 0, nc)
+        if sq_parts.shape[1]:
+            _squares_rows(X, sw, sq_parts[c], i0, i1)
+
+
+def softmax_pass(
+    X: np.ndarray, Wt: np.ndarray, y: np.ndarray, sw, G: np.ndarray, Z=None, sq=None
+) -> float:
+    """The summed (weighted) softmax cross-entropy of rows ``X`` with logits
+    ``Wt[:, 0] + X . Wt[:, 1:]^T`` (k < ``SHORT_ROWS`` classes) and ``G += its
+    gradient`` (shape (k, d + 1)): the predictor, the cross-entropy and the
+    back-propagation fused in one read of each row (y: class indices in [0, k), an
+    integer array; sw float64 or None). ``Z``: a float64 array of (n, k), if given,
+    receives the logits; ``sq``: as in :func:`bernoulli_pass`."""
+    if not X.shape[0]:
+        return 0.0
+    k = Wt.shape[0]
+    if not 0 <= y.min() <= y.max() < k:  # the kernel indexes with them
+        raise ValueError(f"y: class indices must lie in [0, {k}), got {y.min()} .. {y.max()}")
+    sw = _NO_WEIGHTS if sw is None else sw
+    Z = _NO_ROWS if Z is None else Z
+    sq = _NO_WEIGHTS if sq is None else sq
+    return _fused(_softmax_kernel, X, G, sq, Wt, y, sw, np.ones(k), Z)
 
 
 # log(k!) and k log k of the small counts, looked up rather than computed per row (the

@@ -12,7 +12,9 @@ block's NLL, gradient and row counts in one read of X (Z only if asked for; the 
 column squares of [1, X] into ``sq`` if given), or ``fused`` is
 None and ``loss_grad(Z, y, sw)`` returns the weighted NLL of the block (a float64
 sum) and ``R = dNLL/dZ`` (n, k), with ``margins(Z, y)`` (each row's own-class score
-minus the best other) for the separation counts of a classifier. For Newton steps
+minus the best other) for the separation counts of a classifier; such a family may
+offer ``one_read(Xb, W, y, sw, G, Z=None, sq=None)``, the block's NLL and gradient
+in one read of X (the passes without a Hessian). For Newton steps
 and inference, a fused family's pass gives its Hessian's rows; otherwise
 ``hess_weights(Z, y, sw)`` gives the second derivatives
 ``d2NLL/dZ_a dZ_b`` for b <= a, packed as columns ``a * (a + 1) // 2 + b``, or,
@@ -30,7 +32,8 @@ import math
 
 import numpy as np
 
-from .._cpu.linear import bernoulli_pass, poisson_pass, poisson_sums
+from .._cpu.cross_entropy import SHORT_ROWS
+from .._cpu.linear import bernoulli_pass, poisson_pass, poisson_sums, softmax_pass
 from ..categorical import cross_entropy_value_and_grad
 from ..gaussian import gaussian_nll_loss_value_and_grad
 
@@ -105,6 +108,8 @@ class Categorical:
     def __init__(self, n_classes: int, symmetric: bool = False):
         self.k = n_classes
         self.out_scale = np.ones(n_classes)
+        if n_classes >= SHORT_ROWS:  # no fused pass: the unfused kernels
+            self.one_read = None
         # The L2 penalty of the centred (sum-to-zero) coefficients, scikit-learn's
         # multinomial parametrisation: written for contrasts to class 0, or, with
         # ``symmetric``, for free coefficients of every class (whose optimum is centred).
@@ -130,6 +135,13 @@ class Categorical:
     @staticmethod
     def nll_constant(sums) -> float:
         return 0.0
+
+    @staticmethod
+    def one_read(Xb, W, y, sw, G, Z=None, sq=None) -> float:
+        """A block's NLL and ``G += gradient`` in one read of X (the fused softmax
+        pass), the logits into ``Z`` (n, k) and the column squares into ``sq`` if
+        given; for fewer than ``SHORT_ROWS`` classes (else None)."""
+        return softmax_pass(Xb, W, y, sw, G, Z, sq)
 
     def loss_grad(self, Z, y, sw):
         if sw is None:

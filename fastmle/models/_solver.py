@@ -164,6 +164,8 @@ def nll_sums(blocks, check, W, family, layout, hess, count_wrong, robust=None):
     loss, wrong = 0.0, np.zeros(2, np.int64)
     count_wrong = (count_wrong or hess) and family.classifier
     fused = family.fused is not None
+    # an unfused family's pass without a Hessian or scores, in one read of X if it can
+    one_read = None if hess or meat is not None else getattr(family, "one_read", None)
     # a fused (one-predictor) family's Hessian: the pass's rows sqrt(h) [1, x], squared
     # by BLAS; its first row is the intercept's vector where only that is free
     rows_hessian = fused and hess
@@ -178,7 +180,7 @@ def nll_sums(blocks, check, W, family, layout, hess, count_wrong, robust=None):
         for Xb, yb, swb, ob, gb in sized:
             part = None  # the first pass's column squares: by the fused kernel, or alone
             if check:
-                part = np.zeros(d1) if fused else column_squares(Xb, swb)
+                part = np.zeros(d1) if fused or one_read else column_squares(Xb, swb)
             if fused:  # the loss, gradient and counts in one read of the block
                 m = Xb.shape[0]
                 Z = np.empty((m, k)) if meat is not None else None
@@ -187,6 +189,9 @@ def nll_sums(blocks, check, W, family, layout, hess, count_wrong, robust=None):
                     A = buf[:m]
                 extra = {} if ob is None else {"offset": ob}
                 loss += family.fused(Xb, W, yb, swb, G, wrong, Z, A, part, **extra)
+            elif one_read is not None:  # Z only for the counts
+                Z = np.empty((Xb.shape[0], k)) if count_wrong else None
+                loss += one_read(Xb, W, yb, swb, G, Z, part)
             else:
                 Z = predictor(Xb, W)
             if check:
@@ -208,6 +213,8 @@ def nll_sums(blocks, check, W, family, layout, hess, count_wrong, robust=None):
             if not fused:
                 if count_wrong:
                     wrong += row_counts(family, Z, yb, swb)
+                if one_read is not None:
+                    continue
                 block_loss, R = family.loss_grad(Z, yb, swb)  # may overwrite Z
                 loss += block_loss
                 backprop(Xb, R, G)
