@@ -25,7 +25,6 @@ from .cross_entropy import (
     _col_scale,
     _col_sums,
     _row_losses,
-    _row_terms,
     _transpose_in,
     _transpose_out,
 )
@@ -403,10 +402,9 @@ def poisson_pass(
 
 
 @njit(**DRIVER_OPTIONS)
-def _softmax_kernel(c0, c1, X, Wt, y, sw, ones, Z, parts, sq_parts, losses):
-    X, Wt, y, sw = borrowed(X), borrowed(Wt), borrowed(y), borrowed(sw)
-    ones, Z, parts = borrowed(ones), borrowed(Z), borrowed(parts)
-    sq_parts, losses = borrowed(sq_parts), borrowed(losses)
+def _softmax_kernel(c0, c1, X, Wt, y, sw, Z, parts, sq_parts, losses):
+    X, Wt, y, sw, Z = borrowed(X), borrowed(Wt), borrowed(y), borrowed(sw), borrowed(Z)
+    parts, sq_parts, losses = borrowed(parts), borrowed(sq_parts), borrowed(losses)
     n, k = X.shape[0], Wt.shape[0]
     zb, rb = np.empty((CHUNK, k)), np.empty((CHUNK, k))  # a chunk's logits, dNLL/dlogits
     r_, coef, off = np.empty(CHUNK), np.empty(CHUNK), np.empty(CHUNK)  # its rows' NLLs
@@ -430,37 +428,18 @@ def _softmax_kernel(c0, c1, X, Wt, y, sw, ones, Z, parts, sq_parts, losses):
                 m[i] = from_sortable(keys[i], 0.0)
             _col_exp(xt, m, nb, k)
             _col_sums(xt, r_blk, n_one, nb, k)
-            # unit class weights, no smoothing, no ignored rows: NLL = log1p(r) - off,
-            # gradient a * exp(z - max) - b at the target, times the row's weight
-            rows = slice(b0, b0 + nb)
-            _row_terms(
-                zblk,
-                tb,
-                m[:nb],
-                r_blk,
-                n_one,
-                r_blk[:0],  # no smoothing sums
-                ones,
-                -1,
-                1.0,
-                0.0,
-                float(k),
-                1.0,
-                False,
-                r_[rows],
-                coef[rows],
-                off[rows],
-                a,
-                b,
-                k,
-            )
-            if sw.shape[0]:
-                for i in range(nb):
-                    w = sw[i0 + b0 + i]
-                    a[i] *= w
-                    b[i] *= w
-                    coef[b0 + i] *= w
-                    off[b0 + i] *= w
+            # NLL_i = w_i (log1p(r_i) - (z_it - m_i)), dNLL_i/dz_ij = a_i exp(z_ij - m_i)
+            # - b_i [j = t_i] (r_i: the sum of the exps but the max's 1); a row whose max
+            # is not finite gets NaN (the cross-entropy's _row_terms, unit class weights)
+            for i in range(nb):
+                w = sw[i0 + b0 + i] if sw.shape[0] else 1.0
+                ok = abs(m[i]) < np.inf
+                r = r_blk[i] + np.float64(n_one[i] - 1)
+                r_[b0 + i] = r if ok else 0.0
+                coef[b0 + i] = w if ok else 0.0
+                off[b0 + i] = w * (zblk[i * k + tb[i]] - m[i]) if ok else np.nan
+                a[i] = w / (1.0 + r) if ok else np.nan
+                b[i] = w if ok else 0.0
             _col_scale(xt, a, nb, k)
             for i in range(nb):
                 xt[tb[i] * nb + i] -= b[i]
@@ -488,7 +467,7 @@ def softmax_pass(
     sw = _NO_WEIGHTS if sw is None else sw
     Z = _NO_ROWS if Z is None else Z
     sq = _NO_WEIGHTS if sq is None else sq
-    return _fused(_softmax_kernel, X, G, sq, Wt, y, sw, np.ones(k), Z)
+    return _fused(_softmax_kernel, X, G, sq, Wt, y, sw, Z)
 
 
 # log(k!) and k log k of the small counts, looked up rather than computed per row (the

@@ -164,8 +164,10 @@ def nll_sums(blocks, check, W, family, layout, hess, count_wrong, robust=None):
     loss, wrong = 0.0, np.zeros(2, np.int64)
     count_wrong = (count_wrong or hess) and family.classifier
     fused = family.fused is not None
-    # an unfused family's pass without a Hessian or scores, in one read of X if it can
-    one_read = None if hess or meat is not None else getattr(family, "one_read", None)
+    # an unfused family's loss and gradient in one read of X, if it can (its logits Z
+    # kept where the counts, scores or Hessian need them)
+    one_read = getattr(family, "one_read", None)
+    keep_z = count_wrong or hess or meat is not None
     # a fused (one-predictor) family's Hessian: the pass's rows sqrt(h) [1, x], squared
     # by BLAS; its first row is the intercept's vector where only that is free
     rows_hessian = fused and hess
@@ -189,8 +191,8 @@ def nll_sums(blocks, check, W, family, layout, hess, count_wrong, robust=None):
                     A = buf[:m]
                 extra = {} if ob is None else {"offset": ob}
                 loss += family.fused(Xb, W, yb, swb, G, wrong, Z, A, part, **extra)
-            elif one_read is not None:  # Z only for the counts
-                Z = np.empty((Xb.shape[0], k)) if count_wrong else None
+            elif one_read is not None:
+                Z = np.empty((Xb.shape[0], k)) if keep_z else None
                 loss += one_read(Xb, W, yb, swb, G, Z, part)
             else:
                 Z = predictor(Xb, W)
