@@ -38,9 +38,10 @@ from ._base import ConvergenceWarning, check_finite_block, warning
 from ._families import row_counts
 from ._linalg import RFactor, equilibrated, newton_direction, r_solve, unit_scales
 
-# Blocks of the unfused families (softmax, Gaussian): each costs three kernel calls and
-# their thread hand-offs (~0.1 ms each on these VMs). 3*10^5 x 50 softmax fit, 10
-# classes: 3.1 / 2.7 / 2.6 / 2.3 s with 4 / 8 / 16 / 32 MB blocks (measured); 16 MB
+# Blocks of the unfused passes (Gaussian; softmax with 64 classes or more, or with a
+# Hessian): each costs three kernel calls and their thread hand-offs (~0.1 ms each on
+# these VMs). 3*10^5 x 50 softmax fit, 10 classes, all passes unfused: 3.1 / 2.7 / 2.6 /
+# 2.3 s with 4 / 8 / 16 / 32 MB blocks (measured); 16 MB
 # keeps a block (and its predictors) in a server's last-level cache between the
 # predictor and the back-propagation. At most a tenth of X, so that a block's float64
 # copy and products stay small next to X (a memmap's fit allocates little).
@@ -71,7 +72,8 @@ class Result:
     quasi: np.ndarray | None = None  # parameters running off (quasi-separation)
 
 
-# A fused pass (one kernel per block, nothing kept between kernels) takes big blocks:
+# A fused pass (one kernel per block, nothing kept between kernels; also the softmax
+# family's gradient passes, sized with the logits it keeps) takes big blocks:
 # each block costs thread hand-offs and Python work (measured under Numba's TBB
 # layer, ~0.4 ms per block: 4 MB blocks made a 10^6 x 50 logistic pass 108 ms, the
 # kernel alone 66 ms). The kernel's per-chunk partial sums take ~0.1% of a block.
@@ -179,6 +181,9 @@ def nll_sums(blocks, check, W, family, layout, hess, count_wrong, robust=None):
             sized = blocks.sized(rows=hessian_rows(blocks.X))
         elif fused and not hess:
             sized = blocks.sized(FUSED_BLOCK_BYTES)
+        elif one_read is not None and not hess:  # one kernel per block, and the logits
+            row = blocks.X.dtype.itemsize * blocks.X.shape[1] + (8 * k if keep_z else 0)
+            sized = blocks.sized(rows=block_rows(blocks.X, FUSED_BLOCK_BYTES, row))
         for Xb, yb, swb, ob, gb in sized:
             part = None  # the first pass's column squares: by the fused kernel, or alone
             if check:
