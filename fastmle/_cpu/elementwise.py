@@ -395,9 +395,12 @@ def _count_outside(c0, c1, a, lo, hi, counts):
     """counts[c] = how many elements of chunk c of (flat) a lie below lo or above hi
     (NaN is not counted)."""
     for c in range(c0, c1):
+        # a slice, indexed from 0: with j from c * CHUNK the index could be negative as
+        # far as LLVM knows, and the loop loaded through gathers (2.7 GB/s, measured)
+        s = a[c * CHUNK : min(a.size, (c + 1) * CHUNK)]
         k = np.int32(0)
-        for j in range(c * CHUNK, min(a.size, (c + 1) * CHUNK)):
-            v = a[j]
+        for j in range(s.size):
+            v = s[j]
             k += np.int32(1) if v < lo else np.int32(0)
             k += np.int32(1) if v > hi else np.int32(0)
         counts[c] = k
