@@ -156,6 +156,9 @@ def _ce_index_kernel(
 # rows in the inner, vectorized one; the gradient is transposed back as it is
 # scaled. Each row's sums add its classes in the same order as before (0, 1, ...).
 SHORT_ROWS = 64
+# The per-class loops take class j's row of the block as a slice and index it
+# from 0: indexed as xt[j * nb + i], LLVM could not rule out a negative index
+# (Numba wraps those around) and vectorized the loads as gathers.
 # rows per block: a block's logits and exps stay in L1 (16 KB of float32)
 SHORT_BLOCK_ELEMENTS = 4096
 
@@ -174,8 +177,9 @@ def _col_max(xt, keys, nb, c_):
     for i in range(nb):
         keys[i] = sortable(xt[i])
     for j in range(1, c_):
+        xj = xt[j * nb : (j + 1) * nb]
         for i in range(nb):
-            k = sortable(xt[j * nb + i])
+            k = sortable(xj[i])
             keys[i] = k if k > keys[i] else keys[i]
 
 
@@ -183,8 +187,9 @@ def _col_max(xt, keys, nb, c_):
 def _col_exp(xt, m, nb, c_):
     """xt[j * nb + i] = exp(xt[j * nb + i] - m[i]), in place."""
     for j in range(c_):
+        xj = xt[j * nb : (j + 1) * nb]
         for i in range(nb):
-            xt[j * nb + i] = exp_nonpos(xt[j * nb + i] - m[i])
+            xj[i] = exp_nonpos(xj[i] - m[i])
 
 
 @inner(**KERNEL_OPTIONS)
@@ -196,8 +201,9 @@ def _col_sums(et, r, n_one, nb, c_):
         r[i] = 0.0
         n_one[i] = 0
     for j in range(c_):
+        ej = et[j * nb : (j + 1) * nb]
         for i in range(nb):
-            v = et[j * nb + i]
+            v = ej[i]
             r[i] += v if not v >= one else 0.0
             n_one[i] += 1 if v >= one else 0
 
@@ -209,16 +215,18 @@ def _col_weighted(xt, m, weight, sd, nb, c_):
         sd[i] = 0.0
     for j in range(c_):
         wj = np.float64(weight[j])
+        xj = xt[j * nb : (j + 1) * nb]
         for i in range(nb):
-            sd[i] += wj * np.float64(xt[j * nb + i] - m[i])
+            sd[i] += wj * np.float64(xj[i] - m[i])
 
 
 @inner(**KERNEL_OPTIONS)
 def _col_scale(et, a, nb, c_):
     """et[j * nb + i] *= a[i]."""
     for j in range(c_):
+        ej = et[j * nb : (j + 1) * nb]
         for i in range(nb):
-            et[j * nb + i] = et[j * nb + i] * a[i]
+            ej[i] = ej[i] * a[i]
 
 
 @inner(**KERNEL_OPTIONS)
@@ -226,8 +234,9 @@ def _col_scale_shift(et, a, shift, nb, c_):
     """et[j * nb + i] = et[j * nb + i] * a[i] - shift[j]."""
     for j in range(c_):
         sj = shift[j]
+        ej = et[j * nb : (j + 1) * nb]
         for i in range(nb):
-            et[j * nb + i] = et[j * nb + i] * a[i] - sj
+            ej[i] = ej[i] * a[i] - sj
 
 
 @inner(**KERNEL_OPTIONS)

@@ -118,11 +118,14 @@ def _backprop_rows(X, R, p, i0, i1):
 
 @inner(**KERNEL_OPTIONS)
 def _squares_rows(X, sw, p, i0, i1):
-    for i in range(i0, i1):
-        w = sw[i] if sw.shape[0] else 1.0
+    # rows i0..i1 as slices indexed from 0: indices from i0 could be negative as far as
+    # LLVM knows (Numba wraps those around), and it loaded sw through gathers
+    Xc, swc = X[i0:i1], sw[i0:i1] if sw.shape[0] else sw
+    for i in range(i1 - i0):
+        w = swc[i] if sw.shape[0] else 1.0
         p[0] += w
         for j in range(X.shape[1]):
-            x = np.float64(X[i, j])
+            x = np.float64(Xc[i, j])
             p[j + 1] += w * (x * x)
 
 
@@ -192,8 +195,9 @@ def _predict_one(X, w, off, z, i0):
     for q in range(j, z.shape[0]):
         z[q] = w[0] + _dot(X[i0 + q], wv)
     if off.shape[0]:
+        offc = off[i0 : i0 + z.shape[0]]  # indexed from 0 (see _squares_rows)
         for q in range(z.shape[0]):
-            z[q] += off[i0 + q]
+            z[q] += offc[q]
 
 
 @inner(**KERNEL_OPTIONS)
@@ -216,11 +220,12 @@ def _hessian_rows(X, sw, h, A, sq, i0, i1):
     # A[i] = sqrt(h[i - i0]) [1, X[i]] for the chunk's rows i where A is not empty;
     # sq += their weighted column squares where sq is not empty
     if A.shape[0]:
-        for i in range(i0, i1):
-            s = np.sqrt(h[i - i0])
-            A[i, 0] = s
+        Xc, Ac = X[i0:i1], A[i0:i1]  # indexed from 0 (see _squares_rows)
+        for i in range(i1 - i0):
+            s = np.sqrt(h[i])
+            Ac[i, 0] = s
             for c in range(X.shape[1]):
-                A[i, c + 1] = s * np.float64(X[i, c])
+                Ac[i, c + 1] = s * np.float64(Xc[i, c])
     if sq.shape[0]:
         _squares_rows(X, sw, sq, i0, i1)
 
@@ -431,13 +436,16 @@ def _softmax_kernel(c0, c1, X, Wt, y, sw, Z, parts, sq_parts, losses):
             # NLL_i = w_i (log1p(r_i) - (z_it - m_i)), dNLL_i/dz_ij = a_i exp(z_ij - m_i)
             # - b_i [j = t_i] (r_i: the sum of the exps but the max's 1); a row whose max
             # is not finite gets NaN (the cross-entropy's _row_terms, unit class weights)
+            # (slices indexed from 0: see _cpu/cross_entropy on gathers)
+            rs, cs, os_ = r_[b0 : b0 + nb], coef[b0 : b0 + nb], off[b0 : b0 + nb]
+            ws = sw[i0 + b0 : i0 + b0 + nb] if sw.shape[0] else sw
             for i in range(nb):
-                w = sw[i0 + b0 + i] if sw.shape[0] else 1.0
+                w = ws[i] if sw.shape[0] else 1.0
                 ok = abs(m[i]) < np.inf
                 r = r_blk[i] + np.float64(n_one[i] - 1)
-                r_[b0 + i] = r if ok else 0.0
-                coef[b0 + i] = w if ok else 0.0
-                off[b0 + i] = w * (zblk[i * k + tb[i]] - m[i]) if ok else np.nan
+                rs[i] = r if ok else 0.0
+                cs[i] = w if ok else 0.0
+                os_[i] = w * (zblk[i * k + tb[i]] - m[i]) if ok else np.nan
                 a[i] = w / (1.0 + r) if ok else np.nan
                 b[i] = w if ok else 0.0
             _col_scale(xt, a, nb, k)
