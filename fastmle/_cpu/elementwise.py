@@ -123,15 +123,18 @@ def operand(a, kind, buf, r0, r1, j0, j1, l_):
     if kind == SCALAR:
         return buf[: hi - lo]
     w = j1 - j0
+    # slices indexed from 0: from a non-zero start the index could be negative as far
+    # as LLVM knows (Numba wraps those around), and it vectorized gathers and scatters
+    src = a[j0:j1]
     for r in range(r0, r1):
-        o = (r - r0) * w
+        dst = buf[(r - r0) * w : (r - r0 + 1) * w]
         if kind == ROW:
             v = a[r]
             for j in range(w):
-                buf[o + j] = v
+                dst[j] = v
         else:
             for j in range(w):
-                buf[o + j] = a[j0 + j]
+                dst[j] = src[j]
     return buf[: hi - lo]
 
 
