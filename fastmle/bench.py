@@ -677,14 +677,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", metavar="FILE", help="also write the rows (times in s) as JSON")
 
 
-def run_from_args(args: argparse.Namespace) -> int:
-    """Run the benchmark with parsed options, print the table; returns exit status 0."""
+def checked_only(args: argparse.Namespace) -> tuple[str, ...] | None:
+    """The kernels ``--only`` names (None: all), after checking the options; raises
+    ValueError naming the option and the fix."""
     if args.repeat < 1:
         raise ValueError(f"--repeat must be at least 1, got {args.repeat}")
     only = tuple(k.strip() for k in args.only.split(",")) if getattr(args, "only", None) else None
     unknown = set(only or ()) - set(KERNELS)
     if unknown:
         raise ValueError(f"--only: unknown kernel(s) {sorted(unknown)}; choose from {KERNELS}")
+    return only
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Run the benchmark with parsed options, print the table; returns exit status 0."""
+    only = checked_only(args)
     with_jax = not getattr(args, "no_jax", False)
     rows = run(args.quick, args.repeat, args.more, only, with_jax)
     torch = torch_module()
@@ -714,13 +721,20 @@ def main(argv: list[str] | None = None) -> int:
     Returns
     -------
     int
-        The exit status, 0.
+        The exit status, 0 (a bad option exits with status 2 and a one-line message).
     """
     p = argparse.ArgumentParser(
-        prog="python -m fastmle.bench", description=__doc__.splitlines()[0].strip("`: ")
+        prog="python -m fastmle.bench",
+        description="Every kernel side by side with NumPy, torch and the memory floors, "
+        "in one process.",
     )
     add_arguments(p)
-    return run_from_args(p.parse_args(argv))
+    args = p.parse_args(argv)
+    try:
+        checked_only(args)
+    except ValueError as e:
+        p.error(str(e))
+    return run_from_args(args)
 
 
 if __name__ == "__main__":

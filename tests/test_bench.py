@@ -116,3 +116,14 @@ def test_bench_runs_without_jax(monkeypatch):
     monkeypatch.setattr(bench, "jax_module", lambda: None)
     case = bench.make_case("mse_loss", bench.make_inputs("mse_loss", 1000), jax=bench.jax_module())
     assert "jax" not in case.contenders
+
+
+@pytest.mark.parametrize("argv", [["--only", "foo"], ["--repeat", "0"]])
+def test_bad_options_exit_2_with_one_line(argv, capsys):
+    # a usage error, not a traceback, before anything is timed
+    with pytest.raises(SystemExit) as e:
+        bench.main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("python -m fastmle.bench: error: --")
+    assert "Traceback" not in "\n".join(err)
