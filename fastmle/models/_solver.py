@@ -38,10 +38,10 @@ from ._base import ConvergenceWarning, check_finite_block, warning
 from ._families import row_counts
 from ._linalg import RFactor, equilibrated, newton_direction, r_solve, unit_scales
 
-# Blocks of the unfused passes (Gaussian; softmax with 64 classes or more, or with a
-# Hessian): each costs three kernel calls and their thread hand-offs (~0.1 ms each on
-# these VMs). 3*10^5 x 50 softmax fit, 10 classes, all passes unfused: 3.1 / 2.7 / 2.6 /
-# 2.3 s with 4 / 8 / 16 / 32 MB blocks (measured); 16 MB
+# Blocks of the unfused passes (Gaussian; softmax with 64 classes or more: three
+# kernel calls per block and their thread hand-offs, ~0.1 ms each on these VMs) and of
+# softmax's Hessian passes. 3*10^5 x 50 softmax fit, 10 classes, all passes
+# unfused: 3.1 / 2.7 / 2.6 / 2.3 s with 4 / 8 / 16 / 32 MB blocks (measured); 16 MB
 # keeps a block (and its predictors) in a server's last-level cache between the
 # predictor and the back-propagation. At most a tenth of X, so that a block's float64
 # copy and products stay small next to X (a memmap's fit allocates little).
