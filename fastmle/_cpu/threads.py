@@ -32,6 +32,7 @@ PIECES_PER_THREAD = 4  # claimed one at a time: a slow (shared) core holds up le
 
 _pool = None
 _pool_size = 0
+_pool_lock = threading.Lock()
 _in_pool = threading.local()
 
 
@@ -63,9 +64,6 @@ def _get_pool(workers: int):
             if old is not None:
                 old.shutdown(wait=False)
         return _pool
-
-
-_pool_lock = threading.Lock()
 
 
 def _forget_pool() -> None:
