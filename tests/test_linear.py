@@ -52,27 +52,32 @@ def test_float32_rows_are_summed_in_float64(dtype):
     assert G[0, 1] == pytest.approx(100_000 * float(dtype(0.1)), rel=1e-12)
 
 
+@pytest.mark.parametrize("pairs", [False, True])  # distinct entries by one gemm, or a syrk
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_softmax_hessian(weighted, dtype):
+def test_softmax_hessian(weighted, dtype, pairs, monkeypatch):
     rng = np.random.default_rng(5)
     n, d, m = 700, 3, 4
     X = rng.standard_normal((n, d)).astype(dtype)
     P = rng.dirichlet(np.ones(m + 1), n)[:, :m]  # m of m + 1 classes' probabilities
     sw = rng.uniform(0, 2, n) if weighted else None
-    H = np.zeros((m * (d + 1), m * (d + 1)))
-    _linear.KRON_BYTES, saved = 8 * m * (d + 1) * 64, _linear.KRON_BYTES  # several sub-blocks
-    try:
-        _linear.softmax_hessian(X, P, sw, H)
-    finally:
-        _linear.KRON_BYTES = saved
+    H = np.full((m * (d + 1), m * (d + 1)), 0.5)  # the sums are added to H
+    monkeypatch.setattr(_linear, "_pairs_cheaper", lambda m, d1: pairs)
+    monkeypatch.setattr(_linear, "KRON_BYTES", 8 * m * (d + 1) * 64)  # several sub-blocks
+    _linear.softmax_hessian(X, P, sw, H)
     Xa = _augmented(X)
     w = np.ones(n) if sw is None else sw
-    ref = sum(
+    ref = 0.5 + sum(
         w[i] * np.kron(np.diag(P[i]) - np.outer(P[i], P[i]), np.outer(Xa[i], Xa[i]))
         for i in range(n)
     )
     np.testing.assert_allclose(H, ref, rtol=1e-10, atol=1e-10 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("m, d1", [(9, 51), (30, 11), (63, 3), (200, 4), (1, 2), (1000, 2)])
+def test_softmax_hessian_formulation_choice(m, d1):
+    # the measured winners (pairs for the first two, the syrk for the others)
+    assert _linear._pairs_cheaper(m, d1) == ((m, d1) in [(9, 51), (30, 11)])
 
 
 def _fused_reference(family, X, w, y, sw, off):
