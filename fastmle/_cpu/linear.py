@@ -645,14 +645,13 @@ def _augmented_t(X):
 @functools.lru_cache(maxsize=8)
 def _pair_places(m: int, d1: int) -> tuple:
     """Where entry (q, t) of the packed Hessian goes in the (m d1)^2 matrix: q the
-    class pair a <= b, t the feature pair j <= l, to (a j, b l) and its three mirrors."""
-    a, b = np.triu_indices(m)
-    j, l = np.triu_indices(d1)
-    A, B, J, L = (v.reshape(sh) for v, sh in ((a, (-1, 1)), (b, (-1, 1)), (j, (1, -1)), (l, (1, -1))))
+    class pair a <= b, t the feature pair j <= k, to (a j, b k) and its three mirrors."""
+    a, b = (v[:, None] for v in np.triu_indices(m))
+    j, k = (v[None, :] for v in np.triu_indices(d1))
     n = m * d1
     return tuple(
         ((r1 * d1 + c1) * n + r2 * d1 + c2).ravel()
-        for r1, c1, r2, c2 in ((A, J, B, L), (A, L, B, J), (B, J, A, L), (B, L, A, J))
+        for r1, c1, r2, c2 in ((a, j, b, k), (a, k, b, j), (b, j, a, k), (b, k, a, j))
     )
 
 
