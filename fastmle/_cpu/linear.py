@@ -412,7 +412,7 @@ def _softmax_kernel(c0, c1, X, Wt, y, sw, Z, parts, sq_parts, losses):
     parts, sq_parts, losses = borrowed(parts), borrowed(sq_parts), borrowed(losses)
     n, k = X.shape[0], Wt.shape[0]
     zb, rb = np.empty((CHUNK, k)), np.empty((CHUNK, k))  # a chunk's logits, dNLL/dlogits
-    r_, coef, off = np.empty(CHUNK), np.empty(CHUNK), np.empty(CHUNK)  # its rows' NLLs
+    r_, coef, off, nll = np.empty(CHUNK), np.empty(CHUNK), np.empty(CHUNK), np.empty(CHUNK)
     nbmax = max(1, SHORT_BLOCK_ELEMENTS // k)  # rows per transposed block
     xt, keys, m = np.empty(nbmax * k), np.empty(nbmax, np.int64), np.empty(nbmax)
     r_blk, n_one = np.empty(nbmax), np.empty(nbmax, np.int64)
@@ -453,7 +453,7 @@ def _softmax_kernel(c0, c1, X, Wt, y, sw, Z, parts, sq_parts, losses):
             for i in range(nb):
                 xt[tb[i] * nb + i] -= b[i]
             _transpose_out(xt, rf[b0 * k : (b0 + nb) * k], nb, k)
-        losses[c] = _row_losses(r_[:nc], coef[:nc], off[:nc], r_[:nc])
+        losses[c] = _row_losses(r_[:nc], coef[:nc], off[:nc], nll[:nc])
         _backprop_rows(X[i0:i1], rb[:nc], parts[c], 0, nc)
         if sq_parts.shape[1]:
             _squares_rows(X, sw, sq_parts[c], i0, i1)
