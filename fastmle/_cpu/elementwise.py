@@ -333,6 +333,7 @@ def _make_chunks(loss_id):
         scale,
         grad,
         want_grad,
+        in_place,
         loss_out,
         want_none,
         dv_out,
@@ -343,7 +344,10 @@ def _make_chunks(loss_id):
         """Chunks [c0, c1): part[c] = the float64 sum of chunk c's losses; fills grad,
         loss_out and the d/d(operand b) output as asked (``dv_kind`` -1: none, FULL:
         element-wise into dv_out, otherwise per-(chunk, row) partial sums into
-        per_row_dv)."""
+        per_row_dv). ``in_place``: grad is x (``out=input``); a chunk's gradient is
+        then made in a scratch and copied over x: written straight into x, its loop
+        failed LLVM's run-time overlap check and ran scalar (BCE-with-logits 2e7
+        float32: 95 against 15 ms, measured)."""
         # the arguments, which the caller keeps alive, without refcounts (see
         # numerics.borrowed)
         x, a, b, c3 = borrowed(x), borrowed(a), borrowed(b), borrowed(c3)
@@ -353,7 +357,8 @@ def _make_chunks(loss_id):
         fb = operand_buffer(b, kb)
         fc = operand_buffer(c3, kc)
         # outputs not asked for
-        g_scratch = np.empty(0 if want_grad or loss_id == GAUSSIAN else CHUNK, x.dtype)
+        g_size = CHUNK if in_place or not (want_grad or loss_id == GAUSSIAN) else 0
+        g_scratch = np.empty(g_size, x.dtype)
         l_scratch = np.empty(0 if want_none else CHUNK, x.dtype)
         dv_scratch = np.empty(0 if dv_kind == FULL else CHUNK, x.dtype)
         for c in range(c0, c1):
@@ -366,7 +371,10 @@ def _make_chunks(loss_id):
             bv = operand(b, kb, fb, r0, r1, j0, j1, l_)
             cv = operand(c3, kc, fc, r0, r1, j0, j1, l_)
             # (the Gaussian's loss-only loop wants an empty gradient)
-            gs = grad[lo:hi] if want_grad else g_scratch[: min(m, g_scratch.size)]
+            if want_grad:
+                gs = g_scratch[:m] if in_place else grad[lo:hi]
+            else:
+                gs = g_scratch[: min(m, g_scratch.size)]
             ls = loss_out[lo:hi] if want_none else l_scratch[:m]
             dvs = dv_out[lo:hi] if dv_kind == FULL else dv_scratch[:m]
             if loss_id == BCE_LOGITS:
@@ -381,6 +389,10 @@ def _make_chunks(loss_id):
                 _kl(xs, av, bv, cv, p0, p1, scale, gs, ls, dvs)
             else:
                 _poisson(xs, av, bv, cv, p0, p1, scale, gs, ls, dvs)
+            if in_place:
+                gd = grad[lo:hi]
+                for j in range(m):
+                    gd[j] = gs[j]
             part[c] = sum64(ls)
             if dv_kind > FULL:
                 w = j1 - j0
@@ -479,6 +491,7 @@ def run(
             float(scale),
             gf,
             want_grad,
+            want_grad and np.may_share_memory(gf, xf),  # out=input: the one overlap allowed
             lf,
             want_none,
             dv_full,
