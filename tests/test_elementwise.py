@@ -726,6 +726,42 @@ def test_value_and_grad_is_value_and_grad(name, dtype, reduction):
         assert same(g, g_alone)
 
 
+def _loop_variants(dtype, shape):
+    """Every loop of the element-wise kernels: (value, value_and_grad, args, kwargs)."""
+    rng = np.random.default_rng(21)
+    x = (3 * rng.standard_normal(shape)).astype(dtype)
+    y = rng.uniform(0, 1, shape).astype(dtype)
+    w = rng.uniform(0.5, 2, shape[-1:]).astype(dtype)
+    counts = rng.poisson(2.0, shape).astype(dtype)
+    bl = (fm.binary_cross_entropy_with_logits, fm.binary_cross_entropy_with_logits_value_and_grad)
+    g = (fm.gaussian_nll_loss, fm.gaussian_nll_loss_value_and_grad)
+    kl = (fm.kl_div, fm.kl_div_value_and_grad)
+    po = (fm.poisson_nll_loss, fm.poisson_nll_loss_value_and_grad)
+    var = rng.uniform(0.5, 2, shape).astype(dtype)
+    return [
+        (*bl, (x, y), {}),
+        (*bl, (x, y), dict(weight=w, pos_weight=w[::-1].copy())),
+        (*g, (x, y, var), {}),
+        (*g, (x, y, var), dict(full=True)),
+        (*kl, (x, y), {}),
+        (*kl, (x, y), dict(log_target=True)),
+        (*po, (x, counts), {}),
+        (*po, (x, counts), dict(full=True)),
+        (*po, (np.abs(x), counts), dict(log_input=False)),
+    ]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1,), (2,), (7,), (3, 20001)])  # odd; several chunks
+def test_two_lane_loss_loops_are_the_value_and_grad_loops(dtype, shape):
+    # the loss-only loops (and Poisson's) run two lanes at once, the value-and-gradient
+    # loops of the others one: per element, the same bits
+    for value, vag, args, kw in _loop_variants(dtype, shape):
+        rows, _ = vag(*args, reduction="none", **kw)
+        assert same(value(*args, reduction="none", **kw), rows), (value.__name__, kw)
+        assert same(value(*args, reduction="sum", **kw), vag(*args, reduction="sum", **kw)[0])
+
+
 @pytest.mark.parametrize("name", LOSSES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(5, 7), (3, 20000)])  # the second spans several chunks

@@ -172,28 +172,56 @@ def _bce_logits_point(xj, yj, pwj):
     return la + lb if xj == xj else xj, r * ((b if pos else b * e) - (a * e if pos else a))
 
 
+# Two lanes: the loss-only loops and Poisson's run over the first and the second half
+# of their arrays at once (2-D views (2, n // 2) and an inner loop over the lane that
+# LLVM unrolls), then over a left-over last element. With one lane, the chains of an
+# exp or a log did not overlap from one vector iteration to the next and those loops
+# were latency-bound (2e7 float32, loss only: Poisson 24 -> 9 ms, Gaussian 29 -> 20,
+# BCE-with-logits 13.5 -> 11; Poisson's value and gradient 12.6 -> 11.6). The other
+# value-and-gradient loops move 5-6 arrays and are bound by memory: two lanes there
+# (twice the streams) made BCE and Gaussian 8-12% slower, so they keep one. Each
+# element is computed by the same formula either way: the same bits (measured).
+
+
+@njit(inline="always", **POINTWISE_OPTIONS)
+def _lanes(a, h):
+    """a[: 2 h] as two rows of h."""
+    return a[: 2 * h].reshape((2, h))
+
+
 @inner(**POINTWISE_OPTIONS)
 def _bce_logits(x, y, w, pw, want_grad, unit_weights, scale, g, loss, dv):
     sc = cast(scale, x)
+    one = cast(1.0, x)
+    h = x.size // 2
+    x2, y2, l2 = _lanes(x, h), _lanes(y, h), _lanes(loss, h)  # (the loss-only loops)
     # four loops, so that the common cases skip work (the unused derivative is
     # dead code there); each evaluates the same formula, so the loss is the same
     # bits with or without the gradient
     if unit_weights != 0.0:
         if want_grad:
             for j in range(x.size):
-                lj, gj = _bce_logits_point(x[j], y[j], cast(1.0, x))
+                lj, gj = _bce_logits_point(x[j], y[j], one)
                 loss[j] = lj
                 g[j] = sc * gj
         else:
-            for j in range(x.size):
-                loss[j] = _bce_logits_point(x[j], y[j], cast(1.0, x))[0]
-    elif want_grad:
+            for j in range(h):
+                for s in range(2):
+                    l2[s, j] = _bce_logits_point(x2[s, j], y2[s, j], one)[0]
+            for j in range(2 * h, x.size):
+                loss[j] = _bce_logits_point(x[j], y[j], one)[0]
+        return
+    if want_grad:
         for j in range(x.size):
             lj, gj = _bce_logits_point(x[j], y[j], pw[j])
             loss[j] = w[j] * lj
             g[j] = sc * w[j] * gj
     else:
-        for j in range(x.size):
+        w2, pw2 = _lanes(w, h), _lanes(pw, h)
+        for j in range(h):
+            for s in range(2):
+                l2[s, j] = w2[s, j] * _bce_logits_point(x2[s, j], y2[s, j], pw2[s, j])[0]
+        for j in range(2 * h, x.size):
             loss[j] = w[j] * _bce_logits_point(x[j], y[j], pw[j])[0]
 
 
@@ -234,7 +262,12 @@ def _gaussian(x, t, v, unused, eps, const, scale, g, loss, dv):
     c = cast(const, x)
     sc = cast(scale, x)
     if g.size == 0:  # loss only
-        for j in range(x.size):
+        h = x.size // 2
+        x2, t2, v2, l2 = _lanes(x, h), _lanes(t, h), _lanes(v, h), _lanes(loss, h)
+        for j in range(h):
+            for s in range(2):
+                l2[s, j] = _gaussian_point(x2[s, j], t2[s, j], v2[s, j], e, c)[0]
+        for j in range(2 * h, x.size):
             loss[j] = _gaussian_point(x[j], t[j], v[j], e, c)[0]
         return
     for j in range(x.size):
@@ -285,26 +318,37 @@ def _stirling(tj):
     return tj * lt - tj + cast(0.5, tj) * lt + cast(HALF_LOG_2PI, tj)
 
 
+@njit(inline="always", **POINTWISE_OPTIONS)
+def _poisson_point(xj, tj, log_input, full, e, sc):
+    """PyTorch's poisson_nll_loss of one element: (loss, d/dx)."""
+    stirling = _stirling(tj) if full else cast(0.0, xj)
+    if log_input:  # exp(x) - t*x: exp(x) > 0 and overflows only where the value does
+        ex = exp(xj)
+        return ex - tj * xj + stirling, sc * (ex - tj)
+    xe = xj + e
+    return xj - tj * log(xe) + stirling, sc * (cast(1.0, xj) - tj / xe)
+
+
 @inner(**POINTWISE_OPTIONS)
 def _poisson(x, t, unused1, unused2, flags, eps, scale, g, loss, dv):
     """PyTorch's poisson_nll_loss. flags: 1 = log_input (x is log(rate)), 2 = full."""
     sc = cast(scale, x)
-    one = cast(1.0, x)
+    e = cast(eps, x)
     full = flags >= 2.0
-    if flags == 1.0 or flags == 3.0:
-        for j in range(x.size):
-            # exp(x) - t*x: exp(x) > 0 and overflows only where the value does
-            ex = exp(x[j])
-            tj = t[j]
-            loss[j] = ex - tj * x[j] + (_stirling(tj) if full else cast(0.0, x))
-            g[j] = sc * (ex - tj)
+    h = x.size // 2
+    x2, t2, l2, g2 = _lanes(x, h), _lanes(t, h), _lanes(loss, h), _lanes(g, h)
+    if flags == 1.0 or flags == 3.0:  # two loops: log_input fixed in each
+        for j in range(h):
+            for s in range(2):
+                l2[s, j], g2[s, j] = _poisson_point(x2[s, j], t2[s, j], True, full, e, sc)
+        for j in range(2 * h, x.size):
+            loss[j], g[j] = _poisson_point(x[j], t[j], True, full, e, sc)
     else:
-        e = cast(eps, x)
-        for j in range(x.size):
-            tj = t[j]
-            xe = x[j] + e
-            loss[j] = x[j] - tj * log(xe) + (_stirling(tj) if full else cast(0.0, x))
-            g[j] = sc * (one - tj / xe)
+        for j in range(h):
+            for s in range(2):
+                l2[s, j], g2[s, j] = _poisson_point(x2[s, j], t2[s, j], False, full, e, sc)
+        for j in range(2 * h, x.size):
+            loss[j], g[j] = _poisson_point(x[j], t[j], False, full, e, sc)
 
 
 # --- the kernel -------------------------------------------------------------------
