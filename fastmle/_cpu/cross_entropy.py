@@ -208,9 +208,15 @@ def _col_max(xt, keys, nb, c_):
 
 @inner(**KERNEL_OPTIONS)
 def _col_exp(xt, m, nb, c_):
-    """xt[j * nb + i] = exp(xt[j * nb + i] - m[i]), in place."""
-    for j in range(c_):
-        xj = xt[j * nb : (j + 1) * nb]
+    """xt[j * nb + i] = exp(xt[j * nb + i] - m[i]), in place; two classes per loop
+    (one was latency-bound on the exp's chain, see _cpu/elementwise on lanes)."""
+    for j in range(0, c_ - 1, 2):
+        xa, xb = xt[j * nb : (j + 1) * nb], xt[(j + 1) * nb : (j + 2) * nb]
+        for i in range(nb):
+            xa[i] = exp_nonpos(xa[i] - m[i])
+            xb[i] = exp_nonpos(xb[i] - m[i])
+    if c_ % 2:
+        xj = xt[(c_ - 1) * nb : c_ * nb]
         for i in range(nb):
             xj[i] = exp_nonpos(xj[i] - m[i])
 
