@@ -83,20 +83,24 @@ def _from_bits(typingctx, i, like):
     return like(i, like), codegen
 
 
+def _pow2_ir(context, builder, k, n):
+    """IR of 2**k as a float of Numba type ``n`` from an integer ``k`` of its width
+    (k + bias in the exponent field: k in the normal exponent range)."""
+    mant, bias = (23, 127) if n.bitwidth == 32 else (52, 1023)
+    ity = ir.IntType(n.bitwidth)
+    e = builder.shl(builder.add(k, ir.Constant(ity, bias)), ir.Constant(ity, mant))
+    return builder.bitcast(e, context.get_value_type(n))
+
+
 @intrinsic
 def _pow2(typingctx, n):
     """2**n for an integral-valued float ``n`` in the normal exponent range."""
     if not isinstance(n, types.Float):
         return None
-    mant = 23 if n.bitwidth == 32 else 52
-    bias = 127 if n.bitwidth == 32 else 1023
 
     def codegen(context, builder, sig, args):
-        ity = ir.IntType(n.bitwidth)
-        k = builder.fptosi(args[0], ity)
-        k = builder.add(k, ir.Constant(ity, bias))
-        k = builder.shl(k, ir.Constant(ity, mant))
-        return builder.bitcast(k, context.get_value_type(n))
+        k = builder.fptosi(args[0], ir.IntType(n.bitwidth))
+        return _pow2_ir(context, builder, k, n)
 
     return n(n), codegen
 
@@ -111,21 +115,14 @@ def _pow2_halves(typingctx, n):
     12.7 -> 11.5 ms into another buffer, 60 -> 37 ms in place; measured)."""
     if not isinstance(n, types.Float):
         return None
-    mant = 23 if n.bitwidth == 32 else 52
-    bias = 127 if n.bitwidth == 32 else 1023
 
     def codegen(context, builder, sig, args):
         ity = ir.IntType(n.bitwidth)
-        fty = context.get_value_type(n)
         k = builder.fptosi(args[0], ity)
         k1 = builder.ashr(k, ir.Constant(ity, 1))  # floor(k / 2), negative k too
         k2 = builder.sub(k, k1)
-
-        def pow2(e):
-            e = builder.shl(builder.add(e, ir.Constant(ity, bias)), ir.Constant(ity, mant))
-            return builder.bitcast(e, fty)
-
-        return context.make_tuple(builder, sig.return_type, [pow2(k1), pow2(k2)])
+        halves = [_pow2_ir(context, builder, k1, n), _pow2_ir(context, builder, k2, n)]
+        return context.make_tuple(builder, sig.return_type, halves)
 
     return types.UniTuple(n, 2)(n), codegen
 
