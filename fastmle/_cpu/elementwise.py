@@ -414,11 +414,9 @@ def _make_chunks(loss_id):
             av = operand(a, ka, fa, r0, r1, j0, j1, l_)
             bv = operand(b, kb, fb, r0, r1, j0, j1, l_)
             cv = operand(c3, kc, fc, r0, r1, j0, j1, l_)
-            # (the Gaussian's loss-only loop wants an empty gradient)
-            if want_grad:
-                gs = g_scratch[:m] if in_place else grad[lo:hi]
-            else:
-                gs = g_scratch[: min(m, g_scratch.size)]
+            # the gradient, or a scratch (in place; not asked for: empty for the
+            # Gaussian's loss-only loop)
+            gs = grad[lo:hi] if want_grad and not in_place else g_scratch[: min(m, g_scratch.size)]
             ls = loss_out[lo:hi] if want_none else l_scratch[:m]
             dvs = dv_out[lo:hi] if dv_kind == FULL else dv_scratch[:m]
             if loss_id == BCE_LOGITS:

@@ -776,7 +776,7 @@ def solve(
         # A Hessian pass of p parameters costs ~p / 16 gradient passes (softmax): from
         # COSTLY_HESSIAN parameters on, L-BFGS goes 10x further still, ~3 gradient passes
         # that usually spare a second Hessian pass (five softmax problems, 62-459
-        # parameters: 3e5 x 50 x 10 classes 3.26 -> 2.44 s, one needing no second pass
+        # parameters: 3e5 x 50 x 10 classes 3.26 -> 2.44-2.59 s, one needing no second pass
         # 0.94 -> 1.04 s, measured)
         if other.family.fused is not None:
             tighter = LBFGS_TIGHTER_FUSED
