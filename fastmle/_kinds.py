@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import sys
 
-__all__ = ["is_dask", "is_device"]
+import numpy as np
+
+__all__ = ["is_array_api", "is_dask", "is_device"]
 
 
 def is_device(a) -> bool:
@@ -22,3 +24,10 @@ def is_dask(a) -> bool:
     imported, so a look into ``sys.modules`` answers without importing it."""
     cls = getattr(sys.modules.get("dask.array"), "Array", None)
     return cls is not None and isinstance(a, cls)
+
+
+def is_array_api(a) -> bool:
+    """Whether ``a`` is an array of another library of the array API standard than
+    NumPy and Dask (CuPy, ``array_api_strict``, JAX, ...): one with
+    ``__array_namespace__``, which the estimators fit where it lives."""
+    return hasattr(a, "__array_namespace__") and not isinstance(a, np.ndarray) and not is_dask(a)

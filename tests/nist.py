@@ -183,15 +183,16 @@ def mean_params(model, ds: NistSet) -> np.ndarray:
     return coef
 
 
-def fit_fastmle(ds: NistSet, strict: bool = True, **kwargs):
+def fit_fastmle(ds: NistSet, strict: bool = True, asarray=np.asarray, **kwargs):
     """fastmle's GaussianRegression on the set (``kwargs`` to the constructor), with
     every warning the fit raised: ``(model, [warnings.WarningMessage])``. With
-    ``strict``, a RuntimeWarning (NumPy's or any other) is raised as an error."""
+    ``strict``, a RuntimeWarning (NumPy's or any other) is raised as an error.
+    ``asarray``: X as the fit takes it (an array of another namespace)."""
     import fastmle as fm
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if strict:
             warnings.simplefilter("error", RuntimeWarning)
-        model = fm.GaussianRegression(fit_intercept=ds.intercept, **kwargs).fit(ds.X, ds.y)
+        model = fm.GaussianRegression(fit_intercept=ds.intercept, **kwargs).fit(asarray(ds.X), ds.y)
     return model, list(caught)

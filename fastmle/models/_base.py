@@ -19,8 +19,9 @@ import warnings
 
 import numpy as np
 
-from .._kinds import is_dask
+from .._kinds import is_array_api, is_dask
 from ._chunks import check_X, map_chunks, reduce_chunks
+from ._namespace import check_X as check_array_api
 
 
 class ConvergenceWarning(UserWarning):
@@ -114,6 +115,8 @@ class BaseEstimator:
             raise TypeError("sparse input is not supported: pass a dense array (X.toarray())")
         if is_dask(X):
             X = check_X(X)
+        elif is_array_api(X):  # fitted where it lives (models/_arrays)
+            X = check_array_api(X)
         elif type(X).__module__.startswith("dask"):
             raise TypeError(
                 f"X is a {type(X).__name__}: pass a Dask array "
@@ -121,9 +124,9 @@ class BaseEstimator:
             )
         else:
             X = np.asarray(X)
-        if X.dtype.kind == "c":
+        if isinstance(X, np.ndarray) and X.dtype.kind == "c":
             raise ValueError("Complex data not supported: pass real values")
-        if X.dtype.kind not in "biuf":
+        if isinstance(X, np.ndarray) and X.dtype.kind not in "biuf":
             X = X.astype(np.float64)  # a TypeError/ValueError names the bad value
         if X.ndim != 2:
             raise ValueError(

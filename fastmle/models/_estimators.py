@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._cpu.linear import predictor
-from .._kinds import is_dask
+from .._kinds import is_array_api, is_dask
 from ..categorical import log_softmax
 from . import _chunks, _families
 from ._base import (
@@ -28,6 +28,7 @@ from ._base import (
 )
 from ._inference import chi2_sf, summary_table
 from ._linalg import EPS, gram_covariance, r_covariance
+from ._namespace import to_host
 from ._solver import Problem, Result, float_block, rss_sums, solve
 
 SOLVERS = ("auto", "lbfgs", "newton")
@@ -79,6 +80,12 @@ def _distributed():
     from . import _distributed
 
     return _distributed
+
+
+def _arrays():
+    from . import _arrays
+
+    return _arrays
 
 
 def _rowwise(method):
@@ -272,9 +279,9 @@ class _LinearMLE(BaseEstimator):
             y, sample_weight, exposure, offset, groups = _chunks.rows_like(
                 X, y, sample_weight, exposure, offset, groups
             )
-        else:
+        else:  # per-row arrays of a NumPy or array-API X are checked on the host
             y, sample_weight, exposure, offset, groups = (
-                np.asarray(a) if is_dask(a) else a
+                np.asarray(a) if is_dask(a) else to_host(a) if is_array_api(a) else a
                 for a in (y, sample_weight, exposure, offset, groups)
             )
         y = self._encode_y(y)
@@ -286,7 +293,11 @@ class _LinearMLE(BaseEstimator):
         robust = None if self.cov_type == "nonrobust" or not self.inference else n_groups
         family, mask = self._family(d)
         self._guard_inference(int(mask.sum()))
-        make = _distributed().DaskProblem if is_dask(X) else Problem
+        make = Problem
+        if is_dask(X):
+            make = _distributed().DaskProblem
+        elif is_array_api(X):
+            make = _arrays().ArrayProblem
         with make(X, y, sw, family, mask, self.alpha, self.verbose, off, codes, robust) as problem:
             fit = self._estimate(problem, family, mask, y, sw)
             if robust is not None and fit.cov is not None:
@@ -545,6 +556,8 @@ class _LinearMLE(BaseEstimator):
     def _linear(self, X) -> np.ndarray:
         self._check_is_fitted()
         X = self._check_X(X, reset=False)
+        if is_array_api(X):  # on X's device; the (n, k) predictors come to the host
+            return _arrays().linear(X, self._W)
         out = np.empty((X.shape[0], self._W.shape[0]))
         rows = max(1024, (1 << 22) // max(1, 8 * X.shape[1]))
         for s in range(0, X.shape[0], rows):
