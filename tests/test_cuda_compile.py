@@ -599,6 +599,7 @@ def _compile_all(found: dict, ptxas: str, targets=TARGETS) -> list[dict]:
                             lineinfo=bool(opts.get("lineinfo")),
                             fastmath=bool(opts.get("fastmath")),
                             opt=opts.get("opt"),
+                            launch_bounds=opts.get("launch_bounds"),
                         )
                     except Exception as exc:  # the gate's whole point: report it
                         entry["targets"][arch] = {"error": _error_text(exc)}
