@@ -39,6 +39,7 @@ Skipped when the compiler wheels are missing: ``pip install "numba-cuda[cu12]"``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import math
@@ -565,15 +566,18 @@ def parse_ptxas(text: str) -> dict:
     return res
 
 
-def _compile_all(found: dict, ptxas: str, targets=TARGETS) -> list[dict]:
+def _compile_all(found: dict, ptxas: str, targets=TARGETS, keep=None) -> list[dict]:
     """compile_ptx + ptxas for each recorded signature and target; ptxas runs in the
-    background while the next signature compiles."""
+    background while the next signature compiles. ``keep``: a directory to leave the
+    PTX and cubins in (``k<n>_<arch>``, named in each target's ``file``), else a
+    temporary one."""
     from numba import cuda
     from numba.cuda import dispatcher as cd
 
     out = []
     pending = []
-    with tempfile.TemporaryDirectory(prefix="fastmle-gate-") as tmp:
+    place = contextlib.nullcontext(keep) if keep else tempfile.TemporaryDirectory(prefix="fgate-")
+    with place as tmp:
         saved = cd.get_current_device
         try:
             for n, e in enumerate(found.values()):
@@ -620,7 +624,7 @@ def _compile_all(found: dict, ptxas: str, targets=TARGETS) -> list[dict]:
                         stderr=subprocess.STDOUT,
                         text=True,
                     )
-                    pending.append((entry, arch, proc, dyn))
+                    pending.append((entry, arch, proc, dyn, path.stem if keep else None))
                 while len(pending) > 4:
                     _finish_ptxas(*pending.pop(0))
             while pending:
@@ -655,19 +659,21 @@ def _error_text(exc) -> str:
     return text
 
 
-def _finish_ptxas(entry, arch, proc, dyn):
+def _finish_ptxas(entry, arch, proc, dyn, file=None):
     text, _ = proc.communicate()
     if proc.returncode != 0:
         entry["targets"][arch] = {"error": f"ptxas failed ({proc.returncode}): {text[-3000:]}"}
         return
     res = parse_ptxas(text)
     res["uses_dynamic_smem"] = dyn
+    if file:
+        res["file"] = file
     if res["entries"] != 1:
         res["error"] = f"ptxas reported {res['entries']} entry functions:\n{text[-3000:]}"
     entry["targets"][arch] = res
 
 
-def _worker_gate(out_path: str, ptxas: str) -> None:
+def _worker_gate(out_path: str, ptxas: str, keep=None) -> None:
     t0 = time.perf_counter()
     import fastmle as fm
     from fastmle.cuda import _kernels as K
@@ -682,7 +688,7 @@ def _worker_gate(out_path: str, ptxas: str) -> None:
     )
     found, launches, done = _record(lambda dev, cai, hf: _sweep(fm, dev, cai, hf))
     t1 = time.perf_counter()
-    sigs = _compile_all(found, ptxas)
+    sigs = _compile_all(found, ptxas, keep=keep)
     # dynamic shared memory: the most a launch of the kernel can ask for (the row
     # kernels cache rows up to K.SMEM_BYTES), not only what the sweep happened to ask
     for s in sigs:
@@ -718,6 +724,7 @@ def _main(argv=None) -> int:
     p = argparse.ArgumentParser(description="fastmle CUDA compile gate worker")
     p.add_argument("--gate", metavar="OUT_JSON")
     p.add_argument("--broken", nargs=2, metavar=("SRC_PY", "OUT_JSON"))
+    p.add_argument("--keep", metavar="DIR", help="leave the PTX and cubins of --gate in DIR")
     a = p.parse_args(argv)
     if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
         print("the compile gate cannot run under the CUDA simulator", file=sys.stderr)
@@ -729,7 +736,7 @@ def _main(argv=None) -> int:
         )
         return 3
     if a.gate:
-        _worker_gate(a.gate, tools["ptxas"])
+        _worker_gate(a.gate, tools["ptxas"], a.keep)
     if a.broken:
         _worker_broken(a.broken[0], a.broken[1], tools["ptxas"])
     return 0
