@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import cuda, float64
+from numba import cuda, float64, uint64
 
 from .._calls import (
     BCE_LOGITS,
@@ -256,7 +256,6 @@ def ce_index_kernel(dt):
             c_ = x.shape[1]
             i = cuda.blockIdx.x * rpb + rl
             active = i < n
-            off = rl * c_
             scale = params[1]
             w_total = params[2]
             smooth = eps > 0.0
@@ -265,6 +264,11 @@ def ce_index_kernel(dt):
             ignored = True
             bad = False
             xt = 0.0
+            # a row's elements by unsigned indices into 1-D views: signed ones cost
+            # Numba's negative-index wraparound (a shift and a mask) on every access
+            xi = x[min(i, n - 1)]
+            u0, uc, us = uint64(lane), uint64(c_), uint64(tpr)
+            uo = uint64(rl * c_)  # the row's place in the cache (a view would be generic)
             if active:
                 t = target[i]
                 ignored = t == ignore_index
@@ -274,10 +278,10 @@ def ce_index_kernel(dt):
             # pass 1: row max (and the row into shared memory)
             m = nt(-math.inf)
             if active:
-                for j in range(lane, c_, tpr):
-                    v = x[i, j]
+                for j in range(u0, uc, us):
+                    v = xi[j]
                     if cached:
-                        cache[off + j] = v
+                        cache[uo + j] = v
                     m = _vmax(m, v)
             fbuf[tid] = m
             m = _seg_max(fbuf, tid, lane, tpr)
@@ -287,11 +291,11 @@ def ce_index_kernel(dt):
             n_one = 0
             sd = 0.0
             if work:
-                for j in range(lane, c_, tpr):
-                    v = cache[off + j] if cached else x[i, j]
+                for j in range(u0, uc, us):
+                    v = cache[uo + j] if cached else xi[j]
                     e = nt(math.exp(v - m))
                     if cached:
-                        cache[off + j] = e
+                        cache[uo + j] = e
                     if e >= 1:
                         n_one += 1
                     else:
@@ -324,19 +328,21 @@ def ce_index_kernel(dt):
                 ct = nt(scale * keep * wt)
                 sh = scale * eps / c_
                 nan = nt(math.nan)
-                for j in range(lane, c_, tpr):
+                gi = grad[i]
+                ut = uint64(t if work else 0)
+                for j in range(u0, uc, us):
                     if work:
-                        e = cache[off + j] if cached else nt(math.exp(x[i, j] - m))
+                        e = cache[uo + j] if cached else nt(math.exp(xi[j] - m))
                         g = e * ac
                         if smooth:
                             g -= nt(float64(weight[j]) * sh)
-                        if j == t:
+                        if j == ut:
                             g -= ct
-                        grad[i, j] = g
+                        gi[j] = g
                     elif ignored:
-                        grad[i, j] = 0
+                        gi[j] = 0
                     else:
-                        grad[i, j] = nan
+                        gi[j] = nan
 
         return k
 
@@ -365,15 +371,18 @@ def ce_prob_kernel(dt):
             c_ = x.shape[1]
             i = cuda.blockIdx.x * rpb + rl
             active = i < n
-            off = rl * c_
+            # unsigned indices into the row's 1-D views (see ce_index_kernel)
+            xi, yi = x[min(i, n - 1)], y[min(i, n - 1)]
+            u0, uc, us = uint64(lane), uint64(c_), uint64(tpr)
+            uo = uint64(rl * c_)
             keep = nt(1.0 - eps)
             spread = nt(eps / c_)
             m = nt(-math.inf)
             if active:
-                for j in range(lane, c_, tpr):
-                    v = x[i, j]
+                for j in range(u0, uc, us):
+                    v = xi[j]
                     if cached:
-                        cache[off + j] = v
+                        cache[uo + j] = v
                     m = _vmax(m, v)
             fbuf[tid] = m
             m = _seg_max(fbuf, tid, lane, tpr)
@@ -383,16 +392,16 @@ def ce_prob_kernel(dt):
             wq_sum = 0.0
             wqd_sum = 0.0
             if work:
-                for j in range(lane, c_, tpr):
-                    v = cache[off + j] if cached else x[i, j]
+                for j in range(u0, uc, us):
+                    v = cache[uo + j] if cached else xi[j]
                     d = v - m
-                    wq = weight[j] * (keep * y[i, j] + spread)
+                    wq = weight[j] * (keep * yi[j] + spread)
                     wq_sum += float64(wq)
                     if wq != 0:
                         wqd_sum += float64(wq) * float64(d)
                     e = nt(math.exp(d))
                     if cached:
-                        cache[off + j] = e
+                        cache[uo + j] = e
                     if e >= 1:
                         n_one += 1
                     else:
@@ -416,12 +425,13 @@ def ce_prob_kernel(dt):
                 ac = nt(a)
                 sc = nt(scale)
                 nan = nt(math.nan)
-                for j in range(lane, c_, tpr):
+                gi = grad[i]
+                for j in range(u0, uc, us):
                     if work:
-                        e = cache[off + j] if cached else nt(math.exp(x[i, j] - m))
-                        grad[i, j] = e * ac - sc * weight[j] * (keep * y[i, j] + spread)
+                        e = cache[uo + j] if cached else nt(math.exp(xi[j] - m))
+                        gi[j] = e * ac - sc * weight[j] * (keep * yi[j] + spread)
                     else:
-                        grad[i, j] = nan
+                        gi[j] = nan
 
         return k
 
@@ -453,14 +463,17 @@ def softmax_kernel(dt):
             rpb = THREADS // tpr
             q = cuda.blockIdx.x * rpb + rl
             active = q < n_rows
-            off = rl * c_
-            base = (q // inner) * c_ * inner + q % inner
+            # unsigned indices (see ce_index_kernel); inactive rows never index
+            u0, uc, us = uint64(lane), uint64(c_), uint64(tpr)
+            uo = uint64(rl * c_)
+            ui = uint64(inner)
+            ub = uint64((q // inner) * c_ * inner + q % inner) if active else uint64(0)
             m = nt(-math.inf)
             if active:
-                for j in range(lane, c_, tpr):
-                    v = x[base + j * inner]
+                for j in range(u0, uc, us):
+                    v = x[ub + j * ui]
                     if cached:
-                        cache[off + j] = v
+                        cache[uo + j] = v
                     m = _vmax(m, v)
             fbuf[tid] = m
             m = _seg_max(fbuf, tid, lane, tpr)
@@ -468,11 +481,11 @@ def softmax_kernel(dt):
             r = 0.0
             n_one = 0
             if work:
-                for j in range(lane, c_, tpr):
-                    v = cache[off + j] if cached else x[base + j * inner]
+                for j in range(u0, uc, us):
+                    v = cache[uo + j] if cached else x[ub + j * ui]
                     e = nt(math.exp(v - m))
                     if cached and mode == SOFTMAX:
-                        cache[off + j] = e
+                        cache[uo + j] = e
                     if e >= 1:
                         n_one += 1
                     else:
@@ -491,15 +504,15 @@ def softmax_kernel(dt):
                 nan = nt(math.nan)
                 a = nt(1.0 / (1.0 + r)) if work else nan
                 lsc = nt(ls)
-                for j in range(lane, c_, tpr):
-                    p = base + j * inner
+                for j in range(u0, uc, us):
+                    p = ub + j * ui
                     if not work:
                         out[p] = nan
                     elif mode == SOFTMAX:
-                        e = cache[off + j] if cached else nt(math.exp(x[p] - m))
+                        e = cache[uo + j] if cached else nt(math.exp(x[p] - m))
                         out[p] = e * a
                     else:
-                        v = cache[off + j] if cached else x[p]
+                        v = cache[uo + j] if cached else x[p]
                         out[p] = (v - m) - lsc
 
         return k
