@@ -64,8 +64,10 @@ class _Device:
 
 
 # -- the families' loss, gradient and Hessian weights, in the namespace's operations --
-# Each takes a block's Z (n, k), y, weights sw (or None) and offset-free Z, and returns
-# (the weighted NLL of the block as a float, R = dNLL/dZ (n, k)).
+# A loss takes X's _Device, a block's linear predictors Z (n, k; Poisson's offset
+# included), y and the weights sw (or None), and returns (the weighted NLL of the
+# block as a float, R = dNLL/dZ (n, k)): the same formulas as the families' NumPy
+# passes (models/_families), through the same public kernels.
 
 
 def _sum(xp, v, sw):
