@@ -67,7 +67,7 @@ SMEM_LIMIT = 48 * 1024  # a block's shared memory without the opt-in attribute
 REG_BUDGET = {
     "ce_labels": 32,
     "ce_params": 48,
-    "ce_index[float32]": 64,
+    "ce_index[float32]": 72,
     "ce_index[float64]": 88,
     "ce_prob[float32]": 64,
     "ce_prob[float64]": 88,

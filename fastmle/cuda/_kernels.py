@@ -322,27 +322,39 @@ def ce_index_kernel(dt):
                 li = math.nan
             if active and lane == 0:
                 rows_out[i] = li
-            # pass 3: gradient
+            # pass 3: gradient. Branches that do not change along the row are taken
+            # once, outside the loops; the target's element is made apart, by the
+            # lane that owns it, from its exp read before the loop (out=input)
             if want_grad and active:
                 ac = nt(a)
                 ct = nt(scale * keep * wt)
                 sh = scale * eps / c_
-                nan = nt(math.nan)
                 gi = grad[i]
-                ut = uint64(t if work else 0)
-                for j in range(u0, uc, us):
-                    if work:
-                        e = cache[uo + j] if cached else nt(math.exp(xi[j] - m))
-                        g = e * ac
-                        if smooth:
-                            g -= nt(float64(weight[j]) * sh)
-                        if j == ut:
-                            g -= ct
-                        gi[j] = g
-                    elif ignored:
-                        gi[j] = 0
+                if work:
+                    ut = uint64(t)
+                    mine = ut % us == u0
+                    et = nt(0.0)
+                    if mine:
+                        et = cache[uo + ut] if cached else nt(math.exp(xi[ut] - m))
+                    if cached and not smooth:  # the common case: one product an element
+                        for j in range(u0, uc, us):
+                            gi[j] = cache[uo + j] * ac
                     else:
-                        gi[j] = nan
+                        for j in range(u0, uc, us):
+                            e = cache[uo + j] if cached else nt(math.exp(xi[j] - m))
+                            g = e * ac
+                            if smooth:
+                                g -= nt(float64(weight[j]) * sh)
+                            gi[j] = g
+                    if mine:
+                        g = et * ac
+                        if smooth:
+                            g -= nt(float64(weight[ut]) * sh)
+                        gi[ut] = g - ct
+                else:
+                    fill = nt(0.0) if ignored else nt(math.nan)
+                    for j in range(u0, uc, us):
+                        gi[j] = fill
 
         return k
 
