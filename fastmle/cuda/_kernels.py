@@ -516,14 +516,20 @@ def softmax_kernel(dt):
                 nan = nt(math.nan)
                 a = nt(1.0 / (1.0 + r)) if work else nan
                 lsc = nt(ls)
-                for j in range(u0, uc, us):
-                    p = ub + j * ui
-                    if not work:
-                        out[p] = nan
-                    elif mode == SOFTMAX:
-                        e = cache[uo + j] if cached else nt(math.exp(x[p] - m))
-                        out[p] = e * a
-                    else:
+                # one loop per case: the branches do not change along the row
+                if not work:
+                    for j in range(u0, uc, us):
+                        out[ub + j * ui] = nan
+                elif mode == SOFTMAX and cached:
+                    for j in range(u0, uc, us):
+                        out[ub + j * ui] = cache[uo + j] * a
+                elif mode == SOFTMAX:
+                    for j in range(u0, uc, us):
+                        p = ub + j * ui
+                        out[p] = nt(math.exp(x[p] - m)) * a
+                else:
+                    for j in range(u0, uc, us):
+                        p = ub + j * ui
                         v = cache[uo + j] if cached else x[p]
                         out[p] = (v - m) - lsc
 
