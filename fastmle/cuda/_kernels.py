@@ -290,6 +290,10 @@ def ce_index_kernel(dt):
             r = 0.0
             n_one = 0
             sd = 0.0
+            if work and smooth:  # its own pass, before the exps replace the row's cache
+                for j in range(u0, uc, us):
+                    v = cache[uo + j] if cached else xi[j]
+                    sd += float64(weight[j]) * float64(v - m)
             if work:
                 for j in range(u0, uc, us):
                     v = cache[uo + j] if cached else xi[j]
@@ -300,8 +304,6 @@ def ce_index_kernel(dt):
                         n_one += 1
                     else:
                         r += float64(e)
-                    if smooth:
-                        sd += float64(weight[j]) * float64(v - m)
             sums[0, tid] = r
             sums[1, tid] = n_one
             sums[2, tid] = sd
