@@ -78,6 +78,19 @@ def test_array_api_fit_is_the_numpy_fit(kind, weighted, dtype):
         np.testing.assert_allclose(got.predict_proba(Xs), ref.predict_proba(X), atol=1e-9)
 
 
+@pytest.mark.parametrize("cov_type", ["HC0", "HC1"])
+@pytest.mark.parametrize("kind", list(ESTIMATORS))
+def test_robust_covariances_on_the_device(kind, cov_type):
+    """The scores' outer products accumulate on the device as on the host."""
+    X, targets, sw = _data(8)
+    ref = ESTIMATORS[kind]()
+    ref.set_params(cov_type=cov_type).fit(X, targets[kind], sample_weight=sw)
+    got = ESTIMATORS[kind]()
+    got.set_params(cov_type=cov_type).fit(xps.asarray(X), targets[kind], sample_weight=sw)
+    np.testing.assert_allclose(got.bse_, ref.bse_, rtol=1e-8)
+    np.testing.assert_allclose(got.cov_params(), ref.cov_params(), rtol=1e-7, atol=1e-300)
+
+
 def test_poisson_offset_and_exposure_on_the_device():
     X, targets, _ = _data(1)
     rng = np.random.default_rng(5)
@@ -148,8 +161,11 @@ def test_bad_inputs_raise_clear_errors():
     Xn[7, 2] = np.nan
     with pytest.raises(ValueError, match="X contains NaN or infinity"):
         fm.LogisticRegression().fit(xps.asarray(Xn), targets["logistic"])
-    with pytest.raises(ValueError, match="robust covariances"):
-        fm.LogisticRegression(cov_type="HC0").fit(xps.asarray(X), targets["logistic"])
+    groups = np.arange(X.shape[0]) % 7
+    with pytest.raises(ValueError, match="cov_type='cluster' is not available"):
+        fm.LogisticRegression(cov_type="cluster").fit(
+            xps.asarray(X), targets["logistic"], groups=groups
+        )
     with pytest.raises(ValueError, match="not supported"):
         fm.LogisticRegression().fit(xps.asarray(X.astype(np.complex128)), targets["logistic"])
     with pytest.raises(ValueError, match="Expected 2D array"):

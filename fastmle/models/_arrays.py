@@ -173,10 +173,10 @@ class ArrayProblem(Problem):
     def __init__(
         self, X, y, sw, family, mask, alpha, verbose=0, offset=None, groups=None, robust=None
     ):
-        if robust is not None:
+        if robust:  # clusters: per-cluster sums are a scatter-add, not in the standard
             raise ValueError(
-                "robust covariances (cov_type other than 'nonrobust') are not available "
-                f"for X of {type(X).__module__}: fit a NumPy X, or use cov_type='nonrobust'"
+                "cov_type='cluster' is not available for X of "
+                f"{type(X).__module__}: fit a NumPy X, or use cov_type='HC0'/'HC1'"
             )
         self.dev = dev = _Device(X)
         ydt = dev.xp.int64 if isinstance(family, Categorical) else dev.xp.float64
@@ -214,7 +214,7 @@ class ArrayProblem(Problem):
         loss_of = next(f for cls, f in _LOSSES.items() if isinstance(family, cls))
         count_wrong = (count_wrong or hess) and family.classifier
         kron = layout[0] == "kron"
-        G = Hf = Hv = sq = None
+        G = Hf = Hv = sq = meat = None
         wrong = np.zeros(2, np.int64)
         loss = 0.0
         for Xa, yb, swb, ob in self._blocks(check):
@@ -224,6 +224,12 @@ class ArrayProblem(Problem):
             block_loss, R = loss_of(dev, Z, yb, swb)
             loss += block_loss
             G = _add(G, R.T @ Xa)
+            if hess and robust == 0:  # sum_i w_i s_i s_i^T, s_i = dNLL_i/dZ (x) [1, x_i]
+                S = loss_of(dev, Z, yb, None)[1]
+                if swb is not None:
+                    S = S * xp.sqrt(swb)[:, None]
+                M = xp.reshape(S[:, :, None] * Xa[:, None, :], (Xa.shape[0], -1))
+                meat = _add(meat, M.T @ M)
             if check:
                 Xw = Xa if swb is None else Xa * xp.sqrt(swb)[:, None]
                 sq = _add(sq, xp.sum(Xw * Xw, axis=0))
@@ -246,11 +252,11 @@ class ArrayProblem(Problem):
                     Hf = _add(Hf, xp.stack([Xa.T @ (Xa * Wts[:, q : q + 1]) for q in full]))
                 if vec:
                     Hv = _add(Hv, xp.stack([Wts[:, q] @ Xa for q in vec]))
-        G, Hf, Hv, sq = (self._host(a) for a in (G, Hf, Hv, sq))
+        G, Hf, Hv, sq, meat = (self._host(a) for a in (G, Hf, Hv, sq, meat))
         if hess and not kron:  # an empty list of pairs: the shapes nll_sums gives
             Hf = np.zeros((0, d1, d1)) if Hf is None else Hf
             Hv = np.zeros((0, d1)) if Hv is None else Hv
-        return loss, G, Hf, Hv, wrong, sq, None
+        return loss, G, Hf, Hv, wrong, sq, meat
 
     def _columns(self, check, fn, cols, intercept):
         """The Gram matrix (``normal_sums``) or the R factor (``qr_sums``) of the rows
