@@ -189,3 +189,21 @@ def test_failed_device_fit_leaves_the_model_as_it_was():
     with pytest.raises(ValueError):
         m.fit(xps.asarray(Xn), targets["logistic"])
     np.testing.assert_array_equal(m.coef_, before)
+
+
+def test_jax_arrays_fit_on_their_device():
+    """JAX arrays (host memory here) take the same path: DLPack to the CPU kernels."""
+    jax = pytest.importorskip("jax")
+    before = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)  # float64 arrays (restored below)
+    try:
+        X, targets, sw = _data(9, n=1500)
+        for kind in ("logistic", "softmax"):
+            ref = ESTIMATORS[kind]().fit(X, targets[kind], sample_weight=sw)
+            got = ESTIMATORS[kind]().fit(
+                jax.numpy.asarray(X), jax.numpy.asarray(targets[kind]), sample_weight=sw
+            )
+            _close(got.params_, ref.params_, ref.bse_, RTOL, f"{kind} params_")
+            np.testing.assert_allclose(got.bse_, ref.bse_, rtol=1e-8)
+    finally:
+        jax.config.update("jax_enable_x64", before)
