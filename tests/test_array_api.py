@@ -102,12 +102,11 @@ def test_poisson_offset_and_exposure_on_the_device():
     np.testing.assert_allclose(got.bse_, ref.bse_, rtol=1e-8)
 
 
-def _problem(kind, X, y, sw, offset=None):
+def _family_and_mask(kind, y, d):
     est = ESTIMATORS[kind]()
     if kind == "softmax":
         est.classes_ = np.unique(y)
-    family, mask = est._family(X.shape[1])
-    return family, mask
+    return est._family(d)
 
 
 @pytest.mark.parametrize("kind", ["logistic", "softmax", "poisson", "heteroscedastic"])
@@ -119,7 +118,7 @@ def test_a_pass_in_numpy_through_array_api_compat_is_the_fused_pass(kind):
     y = targets[kind]
     if kind == "softmax":
         y = y.astype(np.intp)
-    family, mask = _problem(kind, X, y, sw)
+    family, mask = _family_and_mask(kind, y, X.shape[1])
     off = np.linspace(-0.5, 0.5, X.shape[0]) if kind == "poisson" else None
     theta = np.random.default_rng(3).standard_normal(int(mask.sum())) * 0.1
     theta[2 :: X.shape[1] + 1] *= 1e-6  # the column in units of 1e6 (after the intercept)

@@ -191,16 +191,8 @@ class ArrayProblem(Problem):
 
     def _blocks(self, check):
         """(rows [1, X] of a block in float64, y, sw, offset) on the device."""
-        xp, X = self.dev.xp, self.X
         y, sw, off = self._on
-        n, d = X.shape
-        rows = max(1024, BLOCK_BYTES // (8 * (d + 1)))
-        one = xp.ones((min(rows, n), 1), dtype=xp.float64, device=self.dev.device)
-        for s in range(0, n, rows):
-            e = min(n, s + rows)
-            Xa = xp.concat([one[: e - s, :], xp.astype(X[s:e, :], xp.float64)], axis=1)
-            if check and not bool(xp.all(xp.isfinite(Xa))):
-                check_finite_block(to_host(X[s:e, :]))
+        for s, e, Xa in _row_blocks(self.dev, self.X, check):
             yield Xa, y[s:e], *(None if a is None else a[s:e] for a in (sw, off))
 
     def _host(self, a):
@@ -225,9 +217,9 @@ class ArrayProblem(Problem):
             loss += block_loss
             G = _add(G, R.T @ Xa)
             if hess and robust == 0:  # sum_i w_i s_i s_i^T, s_i = dNLL_i/dZ (x) [1, x_i]
-                S = loss_of(dev, Z, yb, None)[1]
+                S = R  # unweighted: the scores themselves
                 if swb is not None:
-                    S = S * xp.sqrt(swb)[:, None]
+                    S = loss_of(dev, Z, yb, None)[1] * xp.sqrt(swb)[:, None]
                 M = xp.reshape(S[:, :, None] * Xa[:, None, :], (Xa.shape[0], -1))
                 meat = _add(meat, M.T @ M)
             if check:
@@ -297,18 +289,26 @@ def _add(a, b):
     return b if a is None else a if b is None else a + b
 
 
+def _row_blocks(dev, X, check):
+    """(start, stop, rows [1, X] in float64) of X's blocks on its device; ``check``:
+    raise the NumPy path's error for NaN/inf."""
+    xp = dev.xp
+    n, d = X.shape
+    rows = max(1024, BLOCK_BYTES // (8 * (d + 1)))
+    one = xp.ones((min(rows, n), 1), dtype=xp.float64, device=dev.device)
+    for s in range(0, n, rows):
+        e = min(n, s + rows)
+        Xa = xp.concat([one[: e - s, :], xp.astype(X[s:e, :], xp.float64)], axis=1)
+        if check and not bool(xp.all(xp.isfinite(Xa))):
+            check_finite_block(to_host(X[s:e, :]))
+        yield s, e, Xa
+
+
 def linear(X, W: np.ndarray) -> np.ndarray:
     """``[1, X] W^T`` on X's device (float64), returned to the host: (n, k)."""
     dev = _Device(X)
-    xp = dev.xp
-    Wd = dev.put(W, xp.float64)
-    n, d = X.shape
-    out = np.empty((n, W.shape[0]))
-    rows = max(1024, BLOCK_BYTES // (8 * d))
-    for s in range(0, n, rows):
-        e = min(n, s + rows)
-        Xb = xp.astype(X[s:e, :], xp.float64)
-        if not bool(xp.all(xp.isfinite(Xb))):
-            check_finite_block(to_host(Xb))
-        out[s:e] = to_host(Xb @ Wd[:, 1:].T + Wd[:, 0][None, :])
+    Wt = dev.put(W, dev.xp.float64).T
+    out = np.empty((X.shape[0], W.shape[0]))
+    for s, e, Xa in _row_blocks(dev, X, check=True):
+        out[s:e] = to_host(Xa @ Wt)
     return out
